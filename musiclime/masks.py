@@ -1,0 +1,66 @@
+"""Perturbation masks: which features each perturbed sample keeps."""
+from __future__ import annotations
+
+from enum import Enum
+
+import numpy as np
+
+
+class Modality(str, Enum):
+    """Which modality an explanation perturbs; the other is kept whole."""
+    BOTH = "both"
+    AUDIO = "audio"
+    LYRICS = "lyrics"
+
+    @classmethod
+    def parse(cls, value: "str | Modality") -> "Modality":
+        try:
+            return cls(value)
+        except ValueError:
+            raise ValueError(f"modality must be one of {[m.value for m in cls]}, got {value!r}") from None
+
+
+def sample_masks(num_samples: int, n_audio: int, n_lyrics: int, seed: int = 0,
+                 modality: "str | Modality" = "both") -> np.ndarray:
+    """Joint i.i.d. Bernoulli(1/2) masks over audio then lyrics features.
+
+    Args:
+        num_samples: rows, including row 0 (the unperturbed input).
+        n_audio, n_lyrics: feature counts; columns are ``[audio..., lyrics...]``.
+        seed: any int >= 0; the masks depend only on it and the arguments.
+        modality: ``"both"``, or ``"audio"`` / ``"lyrics"`` to keep the other
+            modality's columns at 1.
+
+    Returns:
+        ``np.uint8 [num_samples, n_audio + n_lyrics]``; row 0 is all ones.
+    """
+    modality = Modality.parse(modality)
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    if n_audio < 0 or n_lyrics < 0:
+        raise ValueError("feature counts must be >= 0")
+    rng = np.random.default_rng(seed)
+    masks = np.ones((num_samples, n_audio + n_lyrics), dtype=np.uint8)
+    cols = {Modality.BOTH: slice(0, n_audio + n_lyrics),
+            Modality.AUDIO: slice(0, n_audio),
+            Modality.LYRICS: slice(n_audio, n_audio + n_lyrics)}[modality]
+    width = cols.stop - cols.start
+    if num_samples > 1 and width:
+        masks[1:, cols] = rng.integers(0, 2, size=(num_samples - 1, width), dtype=np.uint8)
+    return masks
+
+
+def unique_rows(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct rows in first-seen order and, per input row, the index of its distinct row.
+
+    ``uniq[inverse] == masks``; evaluating ``uniq`` instead of ``masks`` spends one model
+    row per distinct perturbation.
+    """
+    if masks.shape[1] == 0:
+        return masks[:1], np.zeros(len(masks), dtype=np.int64)
+    packed = np.packbits(masks.astype(bool), axis=1)
+    _, first, inverse = np.unique(packed, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")      # distinct rows by first appearance
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return masks[first[order]], rank[inverse.ravel()]
