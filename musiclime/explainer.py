@@ -20,6 +20,10 @@ from musiclime.surrogate import FeatureSelection, fit_surrogate, mask_distances
 # bench/bench_core.py: on 2-core CPUs batches of a few rows beat large ones per row
 # (cache effects), on GPUs large batches keep the device busy.
 AUTO_BATCH_SIZE = {"cpu": 8, "cuda": 256}
+# Perturbations are composed (audio summed, lyrics joined) in blocks of this many rows by
+# one op each, then fed to the model in batches of batch_size: composing costs one call
+# per block, not per batch, and memory holds one block of audio at a time.
+COMPOSE_BLOCK = 16
 HEAD_BATCH_SIZE = 4096  # a late-fusion head is tiny next to the encoders
 
 Progress = Callable[[int, int], None]
@@ -59,6 +63,7 @@ class _Batcher:
         self.size = max(1, int(size))
 
     def run(self, n: int, fn: Callable[[slice], object], progress: Callable[[int], None] | None = None):
+        """``[fn(slice) for each batch of rows 0..n]``."""
         out, start = [], 0
         while start < n:
             sl = slice(start, min(start + self.size, n))
@@ -160,12 +165,13 @@ class MusicLIME:
                 if progress:
                     progress(done[0], len(uniq))
 
-            def run(sl):
-                m = uniq[sl]
-                out = model.predict_proba(af.compose(m[:, :n_audio]), lf.compose(m[:, n_audio:]))
-                return as_probs(out, sl.stop - sl.start, n_classes)
-
-            probs = np.concatenate(batcher.run(len(uniq), run, tick))
+            parts = []
+            for block in _batches(len(uniq), max(COMPOSE_BLOCK, batcher.size)):
+                audio = af.compose(uniq[block, :n_audio])
+                texts = lf.compose(uniq[block, n_audio:])
+                parts += batcher.run(len(texts), lambda sl: as_probs(
+                    model.predict_proba(audio[sl], texts[sl]), sl.stop - sl.start, n_classes), tick)
+            probs = np.concatenate(parts)
         return probs[inverse], len(uniq)
 
     def _predict_late_fusion(self, model, af, lf, masks, batcher, n_classes, progress):
@@ -179,8 +185,12 @@ class MusicLIME:
             if progress:
                 progress(done[0], total)
 
-        audio_emb = torch.cat(batcher.run(len(ua), lambda sl: as_embedding(
-            model.embed_audio(af.compose(ua[sl])), sl.stop - sl.start, "embed_audio"), tick))
+        audio_parts = []
+        for block in _batches(len(ua), max(COMPOSE_BLOCK, batcher.size)):
+            audio = af.compose(ua[block])
+            audio_parts += batcher.run(len(audio), lambda sl: as_embedding(
+                model.embed_audio(audio[sl]), sl.stop - sl.start, "embed_audio"), tick)
+        audio_emb = torch.cat(audio_parts)
         if has_mask_lyrics(model):
             lyr = lambda sl: model.embed_lyrics_masks(lf, ul[sl])  # noqa: E731
         else:

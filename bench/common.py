@@ -1,0 +1,92 @@
+"""Shared pieces of the benchmarks: synthetic inputs, the limit, timing, results."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+LIMIT_GRID = (1, 4, 16, 64, 256)
+WORDS = ("fire night love road rain heart city light dance river gold stone sky dream "
+         "the and a of in we you my to is on").split()
+
+
+def synthetic_track(sample_rate: int = 16000, seconds: float = 10.0, n_words: int = 60, seed: int = 0):
+    """Four noisy stems ``[4, n_samples]`` with a little structure, and a lyric."""
+    rng = np.random.default_rng(seed)
+    n = int(sample_rate * seconds)
+    t = np.arange(n) / sample_rate
+    stems = rng.normal(0, 0.05, size=(4, n)).astype(np.float32)
+    stems[0] += 0.3 * np.sin(2 * np.pi * 220 * t).astype(np.float32)
+    stems[2] += 0.3 * np.sin(2 * np.pi * 55 * t).astype(np.float32)
+    lyric = " ".join(rng.choice(WORDS, size=n_words))
+    return stems, lyric
+
+
+def timed(fn: Callable[[], object], repeats: int = 3) -> tuple[float, object]:
+    """Median wall time of ``repeats`` calls and the last result."""
+    times, out = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def timed_interleaved(fns: dict[str, Callable[[], object]], repeats: int = 3) -> tuple[dict, dict]:
+    """Median wall time per named function, calling them in turn ``repeats`` times so that
+    drift on a noisy machine hits all of them alike. Returns (seconds, last results)."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    out: dict[str, object] = {}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            out[name] = fn()
+            times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}, out
+
+
+def forward_limit(predict: Callable[[torch.Tensor, list[str]], object], audio: torch.Tensor,
+                  texts: list[str], grid=LIMIT_GRID, min_seconds: float = 1.5) -> dict:
+    """The limit: bare forward rows/s on ready inputs at the best batch size of ``grid``.
+
+    ``audio [N, T]`` and ``texts`` (N of them) are already composed; N >= max(grid).
+    """
+    per_batch = {bs: 0.0 for bs in grid}
+    with torch.inference_mode():
+        for _ in range(2):  # two passes over the grid, best of each: the machines are noisy
+            for bs in grid:
+                for _ in range(3):  # warm-up: oneDNN builds its kernels per input shape
+                    predict(audio[:bs], texts[:bs])
+                rows, t0 = 0, time.perf_counter()
+                while time.perf_counter() - t0 < min_seconds / 2:
+                    start = rows % (len(texts) - bs + 1)
+                    predict(audio[start:start + bs], texts[start:start + bs])
+                    rows += bs
+                per_batch[bs] = max(per_batch[bs], rows / (time.perf_counter() - t0))
+    best = max(per_batch, key=per_batch.get)
+    return {"rows_per_s": per_batch[best], "best_batch": best, "per_batch_rows_per_s": per_batch}
+
+
+def machine() -> dict:
+    info = {"python": platform.python_version(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "machine": platform.machine()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def write_result(name: str, result: dict, out_dir: str | Path | None = None) -> Path:
+    out = Path(out_dir or os.environ.get("OUT") or RESULTS)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.json"
+    result = {"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine(), **result}
+    path.write_text(json.dumps(result, indent=2, default=float))
+    return path
