@@ -1,0 +1,49 @@
+"""The ``musiclime`` command. Sub-commands import their heavy dependencies only when run,
+so ``musiclime --help`` answers at once."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module with add_arguments(parser) and run(args) -> int, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("pipeline.commands.demo", "build the offline demo library and explain it end to end"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="musiclime",
+        description="Explain multimodal (audio + lyrics) music classifiers with MusicLIME, "
+                    "whole catalogues at a time.")
+    from musiclime import __version__
+    parser.add_argument("--version", action="version", version=f"musiclime {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        _lazy_arguments(module, p)
+    return parser
+
+
+def _lazy_arguments(module: str, parser: argparse.ArgumentParser) -> None:
+    # Argument definitions live in light modules (pipeline.commands.*) that import nothing heavy.
+    importlib.import_module(module).add_arguments(parser)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
