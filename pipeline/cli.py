@@ -9,6 +9,9 @@ import sys
 # name -> (module with add_arguments(parser) and run(args) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("pipeline.commands.demo", "build the offline demo library and explain it end to end"),
+    "library": ("pipeline.commands.library", "generate the offline demo library with planted evidence"),
+    "train": ("pipeline.commands.train", "train the offline default model on a library"),
+    "evaluate": ("pipeline.commands.evaluate", "held-out accuracy and macro-F1 of models (Parquet + Markdown)"),
 }
 
 

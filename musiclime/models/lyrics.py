@@ -68,6 +68,8 @@ class TransformerLyricsEncoder(nn.Module):
                  trainable: bool = False, normalize: bool = True):
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+        hf_logging.disable_progress_bar()  # batch jobs log lines, not bars
         self.source = None if path is None else str(path)  # None: the bundled MiniLM
         self.path = self.source or str(minilm_path())
         self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
@@ -77,6 +79,16 @@ class TransformerLyricsEncoder(nn.Module):
         self.normalize = normalize
         self.emb_dim = int(self.model.config.hidden_size)
         self.trainable = trainable
+        self._prefix, self._suffix = self._special_template()
+
+    def _special_template(self) -> tuple[list[int], list[int]]:
+        """Special token ids before and after a single sequence (e.g. [CLS] ... [SEP])."""
+        plain = self.tokenizer("music", add_special_tokens=False)["input_ids"]
+        full = self.tokenizer("music", add_special_tokens=True)["input_ids"]
+        for i in range(len(full) - len(plain) + 1):
+            if full[i:i + len(plain)] == plain:
+                return full[:i], full[i + len(plain):]
+        raise ValueError(f"cannot find the special-token template of {type(self.tokenizer).__name__}")
 
     def spec(self) -> dict:
         return {"type": "transformer", "path": self.source, "max_length": self.max_length,
@@ -122,8 +134,8 @@ class TransformerLyricsEncoder(nn.Module):
         inside = owner >= 0
         if m.shape[1]:
             keep[:, inside] = m[:, owner[inside]]
-        budget = self.max_length - self.tokenizer.num_special_tokens_to_add(pair=False)
-        rows = [self.tokenizer.build_inputs_with_special_tokens(ids[k][:budget].tolist()) for k in keep]
+        budget = self.max_length - len(self._prefix) - len(self._suffix)
+        rows = [self._prefix + ids[k][:budget].tolist() + self._suffix for k in keep]
         width = max(len(r) for r in rows)
         pad = self.tokenizer.pad_token_id or 0
         batch = torch.full((len(rows), width), pad, dtype=torch.long)

@@ -1,0 +1,65 @@
+"""Decoding audio: soundfile to read, torchaudio to resample; flags say what was changed."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from musiclime.errors import InputError
+
+
+def read_audio(path: str | Path, sample_rate: int, mono: bool = True,
+               max_seconds: float | None = None) -> tuple[np.ndarray, list[str]]:
+    """Decode ``path`` to float32 at ``sample_rate`` Hz.
+
+    Returns ``(audio, flags)``: audio ``[n_samples]`` (mono) or ``[channels, n_samples]``;
+    flags among ``resampled``, ``downmixed``, ``cropped`` (the middle ``max_seconds``).
+
+    Raises:
+        InputError: ``missing_file``, ``decode_error``, ``empty_audio``.
+    """
+    import soundfile as sf
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("missing_file", f"no audio file at {p}")
+    try:
+        data, sr = sf.read(str(p), dtype="float32", always_2d=True)  # [n, channels]
+    except Exception as e:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
+        raise InputError("decode_error", f"cannot decode {p.name}: {e}") from None
+    flags: list[str] = []
+    if data.shape[0] == 0:
+        raise InputError("empty_audio", f"{p.name} has zero samples")
+    audio = data.T  # [channels, n]
+    if max_seconds is not None and audio.shape[1] > int(max_seconds * sr):
+        keep = int(max_seconds * sr)
+        start = (audio.shape[1] - keep) // 2
+        audio = audio[:, start:start + keep]
+        flags.append("cropped")
+    if mono and audio.shape[0] > 1:
+        audio = audio.mean(axis=0, keepdims=True)
+        flags.append("downmixed")
+    if sr != sample_rate:
+        audio = resample(audio, sr, sample_rate)
+        flags.append("resampled")
+    audio = np.ascontiguousarray(audio, dtype=np.float32)
+    return (audio[0] if mono else audio), flags
+
+
+def resample(audio: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
+    """``[..., n]`` at ``orig_sr`` -> ``[..., n']`` at ``new_sr`` (torchaudio's sinc resampler)."""
+    if orig_sr == new_sr:
+        return audio
+    import torch
+    import torchaudio.functional as AF
+    return AF.resample(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), orig_sr, new_sr).numpy()
+
+
+def read_lyrics_file(path: str | Path) -> str:
+    """A UTF-8 lyrics file; anything else is an ``InputError`` (``lyrics_decode_error``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("missing_file", f"no lyrics file at {p}")
+    try:
+        return p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError("lyrics_decode_error", f"{p.name} is not UTF-8: {e}") from None
