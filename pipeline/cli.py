@@ -11,6 +11,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("pipeline.commands.demo", "build the offline demo library and explain it end to end"),
     "library": ("pipeline.commands.library", "generate the offline demo library with planted evidence"),
     "train": ("pipeline.commands.train", "train the offline default model on a library"),
+    "separate": ("pipeline.commands.separate", "separate a catalogue into the stem cache (hpss or demucs)"),
     "evaluate": ("pipeline.commands.evaluate", "held-out accuracy and macro-F1 of models (Parquet + Markdown)"),
 }
 

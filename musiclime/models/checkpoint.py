@@ -49,7 +49,7 @@ def model_config(model: LateFusionClassifier, **extra) -> dict:
         "format": FORMAT, "format_version": 1,
         "classes": model.classes, "sample_rate": model.sample_rate, "modality": model.modality.value,
         "audio_encoder": model.audio_encoder.spec(), "lyrics_encoder": model.lyrics_encoder.spec(),
-        "head": {"hidden": model.mlp[0].out_features, "dropout": model.mlp[2].p},
+        "head": model.head_config,
         "versions": {"musiclime": musiclime.__version__, "torch": torch.__version__,
                      "transformers": transformers.__version__},
         **extra,

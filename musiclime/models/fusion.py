@@ -28,7 +28,8 @@ class LateFusionClassifier(nn.Module):
     """
 
     def __init__(self, audio_encoder: nn.Module, lyrics_encoder: nn.Module, classes: list[str],
-                 sample_rate: int, modality: str = "both", hidden: int = 128, dropout: float = 0.2):
+                 sample_rate: int, modality: str = "both", hidden: int = 128, dropout: float = 0.2,
+                 lyrics_dim: int = 32):
         super().__init__()
         self.audio_encoder = audio_encoder
         self.lyrics_encoder = lyrics_encoder
@@ -40,9 +41,14 @@ class LateFusionClassifier(nn.Module):
         da = audio_encoder.emb_dim if self.uses_audio else 0
         dt = lyrics_encoder.emb_dim if self.uses_lyrics else 0
         self.audio_norm = nn.LayerNorm(da) if da else nn.Identity()
-        self.lyrics_norm = nn.LayerNorm(dt) if dt else nn.Identity()
-        self.mlp = nn.Sequential(nn.Linear(da + dt, hidden), nn.ReLU(), nn.Dropout(dropout),
+        # A wide text embedding (384-d MiniLM) next to a 64-d audio one would dominate the
+        # head and let it memorise lyrics; project it down to a comparable width first.
+        lyrics_dim = min(dt, lyrics_dim) if dt else 0
+        self.lyrics_norm = (nn.Sequential(nn.LayerNorm(dt), nn.Linear(dt, lyrics_dim), nn.ReLU())
+                            if dt else nn.Identity())
+        self.mlp = nn.Sequential(nn.Linear(da + lyrics_dim, hidden), nn.ReLU(), nn.Dropout(dropout),
                                  nn.Linear(hidden, len(self.classes)))
+        self.head_config = {"hidden": hidden, "dropout": dropout, "lyrics_dim": lyrics_dim or 32}
         self.eval()
 
     @property

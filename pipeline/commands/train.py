@@ -9,7 +9,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", default="genre", help="label column: genre | emotion | any other")
     p.add_argument("--modality", default="both", choices=["both", "audio", "lyrics"])
     p.add_argument("--out", default=None, help="checkpoint directory (default: the 'default' model's place)")
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sample-rate", type=int, default=16000, help="Hz")
 

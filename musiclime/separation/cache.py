@@ -1,0 +1,85 @@
+"""Stems on disk, keyed by what produced them, so no audio is ever separated twice.
+
+Key: sha256 of (decoded audio bytes, sample rate, separator's cache params, musiclime
+version). Entries are float16 safetensors written to a temporary name and renamed into
+place (atomic on POSIX), so concurrent writers of one key never leave a torn file; a
+corrupt or partial entry fails its checks on read and is recomputed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from musiclime.separation.base import Separator, as_channels
+
+
+def quantize(stems: torch.Tensor) -> torch.Tensor:
+    """Stems as the cache stores them (float16), back as float32: fresh and cached stems
+    are then bit-identical, so explanations do not depend on cache hits."""
+    return stems.to(torch.float16).to(torch.float32)
+
+
+class StemCache:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.hits = self.misses = self.recomputed = 0
+
+    def key(self, audio: torch.Tensor, sample_rate: int, separator: Separator) -> str:
+        import musiclime
+        h = hashlib.sha256()
+        a = np.ascontiguousarray(as_channels(audio).cpu().numpy())
+        h.update(json.dumps({"shape": list(a.shape), "sr": int(sample_rate), "params": separator.cache_params(),
+                             "musiclime": musiclime.__version__}, sort_keys=True).encode())
+        h.update(a.tobytes())
+        return h.hexdigest()
+
+    def path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.safetensors"
+
+    def load(self, key: str, n_samples: int, stem_names: tuple[str, ...]) -> torch.Tensor | None:
+        """The cached stems, or None when absent or not a whole, matching entry."""
+        from safetensors import safe_open
+        p = self.path(key)
+        if not p.is_file():
+            return None
+        try:
+            with safe_open(str(p), framework="pt") as f:
+                meta = f.metadata() or {}
+                stems = f.get_tensor("stems")
+            ok = (meta.get("key") == key and json.loads(meta.get("stem_names", "[]")) == list(stem_names)
+                  and tuple(stems.shape) == (len(stem_names), n_samples) and bool(torch.isfinite(stems).all()))
+        except Exception:
+            ok = False
+        if not ok:
+            self.recomputed += 1
+            p.unlink(missing_ok=True)
+            return None
+        return stems.to(torch.float32)
+
+    def store(self, key: str, stems: torch.Tensor, stem_names: tuple[str, ...], sample_rate: int) -> None:
+        from safetensors.torch import save_file
+        p = self.path(key)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex}.tmp")
+        save_file({"stems": stems.detach().to("cpu", torch.float16).contiguous()}, str(tmp),
+                  metadata={"key": key, "stem_names": json.dumps(list(stem_names)), "sample_rate": str(sample_rate)})
+        os.replace(tmp, p)
+
+    def separate(self, separator: Separator, audio, sample_rate: int) -> tuple[torch.Tensor, bool]:
+        """``(stems float32 [n_stems, T], cache_hit)``; separates and stores on a miss."""
+        audio = as_channels(audio)
+        key = self.key(audio, sample_rate, separator)
+        cached = self.load(key, audio.shape[1], separator.stem_names)
+        if cached is not None:
+            self.hits += 1
+            return cached, True
+        self.misses += 1
+        stems = separator.separate(audio, sample_rate)
+        self.store(key, stems, separator.stem_names, sample_rate)
+        return quantize(stems), False

@@ -1,0 +1,143 @@
+"""demucs (htdemucs or any demucs model) through the ``demucs`` package.
+
+Where the weights come from, safest first:
+1. ``repo`` holding ``{name}.yaml`` + ``{sig}.safetensors`` (the layout demucs publishes
+   on the Hugging Face hub; copy a downloaded model folder here), or a single
+   ``{name}.safetensors``;
+2. the Hugging Face cache (``HF_HUB_OFFLINE``: never downloaded at run time);
+3. ``{name}.th`` in ``repo``: a PyTorch pickle, loaded only with ``allow_pickle=True``
+   (a pickle runs code when loaded: only from a trusted place).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from musiclime.separation.base import STEM_NAMES, Separator, as_channels
+
+
+class UnsafeWeightsError(ValueError):
+    """Weights that would need unpickling, or metadata naming a non-demucs class."""
+
+
+def _check_safetensors_metadata(path: Path) -> None:
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    klass = meta.get("klass", "")
+    # demucs builds klass(*args, **kwargs) from this metadata: only demucs' own models
+    if not klass.startswith("demucs."):
+        raise UnsafeWeightsError(f"{path.name}: metadata names class {klass!r}; only demucs.* models are loaded")
+
+
+def load_demucs(name: str = "htdemucs", repo: str | Path | None = None, allow_pickle: bool = False):
+    """A demucs model or bag of models, in eval mode."""
+    import yaml
+    from demucs.apply import BagOfModels
+    from demucs.hf import load_safetensors_model
+    if repo is not None:
+        repo = Path(repo)
+        if not repo.is_dir():
+            raise FileNotFoundError(f"demucs repo {repo} is not a directory")
+        bag_file, single = repo / f"{name}.yaml", repo / f"{name}.safetensors"
+        if bag_file.is_file():
+            bag = yaml.safe_load(bag_file.read_text())
+            files = [repo / f"{sig}.safetensors" for sig in bag["models"]]
+            for f in files:
+                _check_safetensors_metadata(f)
+            model = BagOfModels([load_safetensors_model(f) for f in files], bag.get("weights"), bag.get("segment"))
+        elif single.is_file():
+            _check_safetensors_metadata(single)
+            model = load_safetensors_model(single)
+        elif (repo / f"{name}.th").is_file():
+            if not allow_pickle:
+                raise UnsafeWeightsError(
+                    f"{repo / (name + '.th')} is a PyTorch pickle; pass allow_pickle=True (--trust-pickle) "
+                    f"only for weights from a trusted place, or convert it to safetensors")
+            from demucs.pretrained import get_model
+            model = get_model(name, repo=repo)
+        else:
+            raise FileNotFoundError(f"no {name}.yaml, {name}.safetensors or {name}.th in {repo}")
+    else:
+        from demucs.hf import DEFAULT_NAMESPACE, hf_repo_name
+        from huggingface_hub import hf_hub_download
+        ns, _, short = name.rpartition("/")
+        repo_id = f"{ns or DEFAULT_NAMESPACE}/{hf_repo_name(short)}"
+        try:
+            bag = yaml.safe_load(Path(hf_hub_download(repo_id, f"{short}.yaml", local_files_only=True)).read_text())
+            files = [Path(hf_hub_download(repo_id, f"{sig}.safetensors", local_files_only=True)) for sig in bag["models"]]
+        except Exception as e:
+            raise FileNotFoundError(
+                f"demucs model {name!r} is not in the local Hugging Face cache ({e.__class__.__name__}); "
+                f"place its files (the {short}.yaml and .safetensors of {repo_id}) in a folder and pass "
+                f"--demucs-repo FOLDER") from None
+        for f in files:
+            _check_safetensors_metadata(f)
+        model = BagOfModels([load_safetensors_model(f) for f in files], bag.get("weights"), bag.get("segment"))
+    model.eval()
+    return model
+
+
+class DemucsSeparator(Separator):
+    """Args:
+        model_name: demucs model name, e.g. ``htdemucs``.
+        repo: local folder with the weights (see module doc); None: the HF cache.
+        device: ``cuda`` when available by default.
+        segment_s: chunk length in seconds (None: the model's own); long tracks are
+            separated in overlapping chunks so memory stays bounded.
+        overlap: chunk overlap fraction. shifts: random shifts averaged (0 = none,
+            deterministic).
+        allow_pickle: accept a legacy ``.th`` pickle from ``repo``.
+    """
+    name = "demucs"
+
+    def __init__(self, model_name: str = "htdemucs", repo: str | Path | None = None, device: str | None = None,
+                 segment_s: float | None = None, overlap: float = 0.25, shifts: int = 0, allow_pickle: bool = False):
+        self.model_name = model_name
+        self.repo = str(repo) if repo is not None else None
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.segment_s, self.overlap, self.shifts = segment_s, overlap, shifts
+        self.model = load_demucs(model_name, repo, allow_pickle).to(self.device)
+        self.sample_rate = int(self.model.samplerate)
+        missing = [s for s in STEM_NAMES if s not in self.model.sources]
+        if missing:
+            raise ValueError(f"demucs model {model_name} has sources {self.model.sources}, missing {missing}")
+        self._order = [self.model.sources.index(s) for s in STEM_NAMES]
+
+    def cache_params(self) -> dict:
+        import demucs
+        return {**super().cache_params(), "model": self.model_name, "segment_s": self.segment_s,
+                "overlap": self.overlap, "shifts": self.shifts, "demucs": demucs.__version__,
+                "weights": self._weights_id()}
+
+    def _weights_id(self) -> str:
+        import hashlib
+        h = hashlib.sha256()
+        for k, v in sorted(self.model.state_dict().items()):
+            h.update(k.encode())
+            h.update(json.dumps(list(v.shape)).encode())
+            h.update(v.detach().float().sum().cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def separate(self, audio, sample_rate: int) -> torch.Tensor:
+        from demucs.apply import apply_model
+
+        from musiclime.audio_io import resample
+        x = as_channels(audio)
+        T = x.shape[1]
+        channels = self.model.audio_channels
+        x = x.mean(0, keepdim=True).expand(channels, -1) if x.shape[0] != channels else x
+        x = torch.from_numpy(resample(x.numpy(), sample_rate, self.sample_rate))
+        ref = x.mean(0)
+        mean, std = ref.mean(), ref.std().clamp(min=1e-8)  # demucs' own normalisation
+        with torch.inference_mode():
+            out = apply_model(self.model, ((x - mean) / std)[None], shifts=self.shifts, split=True,
+                              overlap=self.overlap, segment=self.segment_s, device=self.device)[0]
+        out = (out * std + mean).mean(1).cpu()                     # [sources, T'] mono
+        out = out[self._order]
+        out = torch.from_numpy(resample(out.numpy(), self.sample_rate, sample_rate))
+        if out.shape[1] < T:
+            out = torch.nn.functional.pad(out, (0, T - out.shape[1]))
+        return out[:, :T].contiguous().to(torch.float32)

@@ -1,0 +1,52 @@
+"""Stems given by the catalogue (a previous run, a studio multitrack)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from musiclime.errors import InputError
+from musiclime.separation.base import STEM_NAMES
+
+
+def read_provided_stems(paths: dict[str, str | Path | None], sample_rate: int,
+                        stem_names: tuple[str, ...] = STEM_NAMES, max_seconds: float | None = None,
+                        tolerance_samples: int = 0) -> tuple[torch.Tensor, list[str]]:
+    """Decode one file per stem to ``[n_stems, T]`` mono at ``sample_rate``.
+
+    Every stem must exist, decode, and have the same length and original sample rate
+    (lengths may differ by ``tolerance_samples``, then the shortest wins).
+
+    Raises:
+        InputError: ``missing_file`` / ``decode_error`` naming the stem,
+            ``stem_mismatch`` when sample rates or lengths disagree.
+    """
+    import soundfile as sf
+
+    from musiclime.audio_io import read_audio
+    missing = [s for s in stem_names if not paths.get(s)]
+    if missing:
+        raise InputError("missing_file", f"no path for stems {missing}")
+    infos = {}
+    for s in stem_names:
+        p = Path(paths[s])
+        if not p.is_file():
+            raise InputError("missing_file", f"stem {s!r}: no file at {p}")
+        try:
+            infos[s] = sf.info(str(p))
+        except Exception as e:
+            raise InputError("decode_error", f"stem {s!r}: cannot decode {p.name}: {e}") from None
+    rates = {s: i.samplerate for s, i in infos.items()}
+    if len(set(rates.values())) > 1:
+        raise InputError("stem_mismatch", f"stems have different sample rates: {rates}")
+    frames = {s: i.frames for s, i in infos.items()}
+    if max(frames.values()) - min(frames.values()) > tolerance_samples:
+        raise InputError("stem_mismatch", f"stems have different lengths (samples): {frames}")
+    decoded, flags = [], set()
+    for s in stem_names:
+        x, f = read_audio(paths[s], sample_rate, mono=True, max_seconds=max_seconds)
+        decoded.append(x)
+        flags.update(f)
+    n = min(len(x) for x in decoded)
+    return torch.from_numpy(np.stack([x[:n] for x in decoded])), sorted(flags)

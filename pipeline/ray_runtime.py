@@ -1,0 +1,20 @@
+"""Starting or joining Ray the same way from every command."""
+from __future__ import annotations
+
+import os
+
+
+def init_ray(address: str | None = "local", num_cpus: int | None = None):
+    """``local`` starts a private local Ray (dashboard on 127.0.0.1 only); ``auto`` or a
+    ``ray://`` / ``host:port`` address joins a running cluster. Under ``ray job submit``
+    (RAY_ADDRESS set) the job's cluster is joined whatever ``address`` says."""
+    import ray
+    if ray.is_initialized():
+        return
+    env = {"RAY_DEDUP_LOGS": "1"}
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address in (None, "local") and not os.environ.get("RAY_ADDRESS"):
+        ray.init(num_cpus=num_cpus, include_dashboard=False, dashboard_host="127.0.0.1",
+                 log_to_driver=True, runtime_env={"env_vars": env})
+    else:
+        ray.init(address=None if address in (None, "local") else address, log_to_driver=True)

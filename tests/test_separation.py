@@ -1,0 +1,167 @@
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from musiclime import AudioFactorization, InputError, LyricsFactorization, MusicLIME
+from musiclime.library import synthesize, track_specs
+from musiclime.separation import HPSSSeparator, StemCache, get_separator, quantize, read_provided_stems
+from musiclime.separation.demucs import DemucsSeparator, UnsafeWeightsError
+from tests.demucs_tiny import save_tiny_demucs, save_tiny_demucs_pickle
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def track():
+    return synthesize(track_specs(4, 0)[1], SR, 4.0)  # true stems [4, T]
+
+
+def test_hpss_stems_sum_back_to_the_mix(track):
+    mix = track.sum(0)
+    stems = HPSSSeparator().separate(mix, SR)
+    assert stems.shape == (4, len(mix)) and stems.dtype == torch.float32
+    # bound: the STFT round trip; measured ~5e-7 at peak 1.0
+    assert float((stems.sum(0).numpy() - mix).__abs__().max()) < 1e-5 * max(1.0, float(np.abs(mix).max()))
+    # stereo input is downmixed, not rejected
+    st = HPSSSeparator().separate(np.stack([mix, mix]), SR)
+    torch.testing.assert_close(st, stems)
+
+
+@pytest.mark.parametrize("i", [1, 2, 3])
+def test_hpss_estimates_follow_their_stems(i):
+    """Pure DSP leaks (see bench/bench_separation.py for SDRs): the bass estimate matches
+    the true bass best of all stems, and the drums estimate follows the true drums."""
+    track = synthesize(track_specs(4, 0)[i], SR, 4.0)
+    est = HPSSSeparator().separate(track.sum(0), SR).numpy()
+    corr = np.array([[np.dot(e, t) / (np.linalg.norm(e) * np.linalg.norm(t) + 1e-12) for t in track] for e in est])
+    assert corr[2].argmax() == 2
+    assert corr[1, 1] > 0.3
+
+
+class CountingSeparator(HPSSSeparator):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def separate(self, audio, sample_rate):
+        self.calls += 1
+        return super().separate(audio, sample_rate)
+
+
+def test_cache_second_run_never_separates(tmp_path, track):
+    sep, cache = CountingSeparator(), StemCache(tmp_path)
+    mixes = [track.sum(0), track.sum(0) * 0.5, track[:2].sum(0)]
+    first = [cache.separate(sep, m, SR) for m in mixes]
+    assert sep.calls == 3 and not any(hit for _, hit in first)
+    again = StemCache(tmp_path)  # a new process would see the same files
+    second = [again.separate(sep, m, SR) for m in mixes]
+    assert sep.calls == 3 and all(hit for _, hit in second)
+    for (a, _), (b, _) in zip(first, second):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)  # fresh == cached, bit for bit
+    # other parameters are another key
+    other = CountingSeparator()
+    other.n_fft = 2048
+    cache.separate(other, mixes[0], SR)
+    assert other.calls == 1
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_corrupt_cache_entry_is_recomputed(tmp_path, track, damage):
+    sep, cache = CountingSeparator(), StemCache(tmp_path)
+    mix = track.sum(0)
+    good, _ = cache.separate(sep, mix, SR)
+    path = cache.path(cache.key(torch.from_numpy(mix), SR, sep))
+    data = path.read_bytes()
+    path.write_bytes({"truncate": data[:len(data) // 2], "garbage": b"\x00" * len(data), "empty": b""}[damage])
+    stems, hit = cache.separate(sep, mix, SR)
+    assert not hit and sep.calls == 2 and cache.recomputed == 1
+    torch.testing.assert_close(stems, good)
+    assert cache.separate(sep, mix, SR)[1]  # repaired
+
+
+def test_cache_writes_are_atomic_under_concurrency(tmp_path, track):
+    from concurrent.futures import ThreadPoolExecutor
+    sep, mix = HPSSSeparator(), track.sum(0)
+    stems = quantize(sep.separate(mix, SR))
+    cache = StemCache(tmp_path)
+    key = cache.key(torch.from_numpy(mix), SR, sep)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: cache.store(key, stems, sep.stem_names, SR), range(32)))
+    assert list(tmp_path.rglob("*.tmp")) == []
+    torch.testing.assert_close(cache.load(key, len(mix), sep.stem_names), stems)
+
+
+def _write_stems(tmp_path, stems, sr=SR, lengths=None):
+    paths = {}
+    for i, name in enumerate(("vocals", "drums", "bass", "other")):
+        x = stems[i] if lengths is None else stems[i][:lengths[i]]
+        p = tmp_path / f"{name}.wav"
+        sf.write(p, x, sr if isinstance(sr, int) else sr[i], subtype="FLOAT")
+        paths[name] = str(p)
+    return paths
+
+
+def test_provided_stems_read_and_checked(tmp_path, track):
+    stems, flags = read_provided_stems(_write_stems(tmp_path, track), SR)
+    np.testing.assert_allclose(stems.numpy(), track, atol=1e-6)
+    assert flags == []
+    with pytest.raises(InputError, match="different lengths") as e:
+        read_provided_stems(_write_stems(tmp_path, track, lengths=[64000, 64000, 60000, 64000]), SR)
+    assert e.value.code == "stem_mismatch"
+    with pytest.raises(InputError, match="different sample rates"):
+        read_provided_stems(_write_stems(tmp_path, track, sr=[SR, SR, 8000, SR]), SR)
+    paths = _write_stems(tmp_path, track)
+    paths["bass"] = str(tmp_path / "nope.wav")
+    with pytest.raises(InputError, match="stem 'bass'") as e:
+        read_provided_stems(paths, SR)
+    assert e.value.code == "missing_file"
+
+
+@pytest.fixture(scope="module")
+def demucs_repo(tmp_path_factory):
+    return save_tiny_demucs(tmp_path_factory.mktemp("demucs"))
+
+
+def test_demucs_separation_factorization_explanation(demucs_repo, track):
+    sep = get_separator("demucs", model_name="tiny", repo=demucs_repo, device="cpu")
+    assert sep.sample_rate == 44100
+    mix = track.sum(0)[: SR * 2]
+    stems = sep.separate(np.stack([mix, mix]), SR)       # stereo 16 kHz in, mono 16 kHz out
+    assert stems.shape == (4, len(mix)) and torch.isfinite(stems).all()
+    cache = StemCache(demucs_repo / "cache")
+    stems, hit = cache.separate(sep, mix, SR)
+    assert not hit and cache.separate(sep, mix, SR)[1]
+
+    class Loudness:
+        classes, sample_rate = ["quiet", "loud"], SR
+
+        def predict_proba(self, audio, lyrics):
+            e = audio.pow(2).mean(1).clamp(max=1) * 1e3
+            return torch.stack([1 - e.clamp(max=1), e.clamp(max=1)], 1)
+    af = AudioFactorization(stems, SR, n_segments=4)
+    exp = MusicLIME(num_samples=64, seed=0).explain(Loudness(), af, LyricsFactorization("la"), labels=[1])
+    assert len(exp.as_list(1)) == 16 + 1
+
+
+def test_demucs_long_audio_is_chunked(demucs_repo):
+    sep = DemucsSeparator("tiny", demucs_repo, device="cpu", segment_s=1.0)
+    x = np.random.default_rng(0).normal(0, 0.1, SR * 3).astype(np.float32)
+    assert sep.separate(x, SR).shape == (4, SR * 3)
+
+
+def test_demucs_refuses_pickles_and_foreign_classes(tmp_path):
+    save_tiny_demucs_pickle(tmp_path)
+    with pytest.raises(UnsafeWeightsError, match="pickle"):
+        DemucsSeparator("tinypkl", tmp_path, device="cpu")
+    assert DemucsSeparator("tinypkl", tmp_path, device="cpu", allow_pickle=True).sample_rate == 44100
+    bad = save_tiny_demucs(tmp_path / "bad", name="evil", klass="os.system")
+    with pytest.raises(UnsafeWeightsError, match="only demucs"):
+        DemucsSeparator("evil", bad, device="cpu")
+    with pytest.raises(FileNotFoundError, match="--demucs-repo"):
+        DemucsSeparator("htdemucs", None, device="cpu")
+
+
+def test_unknown_separator():
+    with pytest.raises(ValueError, match="separator must be one of"):
+        get_separator("spleeter")
