@@ -9,6 +9,7 @@ import sys
 # name -> (module with add_arguments(parser) and run(args) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("pipeline.commands.demo", "build the offline demo library and explain it end to end"),
+    "explain": ("pipeline.commands.explain", "explain a whole catalogue on Ray (tracks, explanations, errors)"),
     "library": ("pipeline.commands.library", "generate the offline demo library with planted evidence"),
     "train": ("pipeline.commands.train", "train the offline default model on a library"),
     "separate": ("pipeline.commands.separate", "separate a catalogue into the stem cache (hpss or demucs)"),

@@ -1,0 +1,71 @@
+"""PredictorActor: loads the model once, pins each track's stems and lyrics on its device,
+composes and evaluates the masks in large batches, and returns probabilities only."""
+from __future__ import annotations
+
+import os
+import time
+
+
+class PredictorActor:
+    """Args:
+        model_spec: ``default``, a checkpoint directory or ``module:factory``; loaded here,
+            in the actor (never shipped from the driver), so restarts reload it.
+        num_samples, modality, n_segments, batch_size: the explainer's settings.
+    """
+
+    def __init__(self, model_spec: str, num_samples: int, modality: str, n_segments: int,
+                 batch_size: int | str = "auto", device: str | None = None):
+        import torch
+
+        from musiclime.models.registry import load_model
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = load_model(model_spec, device=self.device)
+        self.model_id = model_hash(self.model, model_spec)
+        self.n_segments, self.modality = n_segments, modality
+        self.num_samples, self.batch_size = num_samples, batch_size
+        self.tracks_done = 0
+
+    def info(self) -> dict:
+        return {"pid": os.getpid(), "device": self.device, "classes": list(self.model.classes),
+                "sample_rate": int(self.model.sample_rate), "model_id": self.model_id, "tracks_done": self.tracks_done}
+
+    def predict(self, inp):
+        """TrackInput (stems on the host) -> dict(plan, probs, ...), or the ErrorRecord passed in."""
+        import torch
+
+        from musiclime.errors import InputError
+        from musiclime.explainer import MusicLIME
+        from musiclime.factorization import AudioFactorization, LyricsFactorization
+        from pipeline.stages import ErrorRecord
+        if isinstance(inp, ErrorRecord):
+            return inp
+        t0 = time.perf_counter()
+        try:
+            stems = torch.from_numpy(inp.stems).to(self.device)          # pinned on the device
+            af = AudioFactorization(stems, inp.sample_rate, self.n_segments, inp.stem_names)
+            lf = LyricsFactorization(inp.lyrics)
+            explainer = MusicLIME(num_samples=self.num_samples, batch_size=self.batch_size, seed=inp.seed)
+            plan = explainer.plan(af, lf, self.modality)                  # masks: numpy, CPU, from the seed
+            probs, rows = explainer.predict(self.model, af, lf, plan.masks)
+        except InputError as e:
+            return ErrorRecord(inp.track_id, inp.catalogue_row, "predict", e.code, f"track {inp.track_id!r}: {e.message}")
+        self.tracks_done += 1
+        inp.stems = None  # the fit stage needs no audio: keep the object store light
+        inp.mix = None
+        return {"input": inp, "plan": plan, "probs": probs, "model_rows": rows, "classes": list(self.model.classes),
+                "model_id": self.model_id, "duration_s": af.explained_length / af.sample_rate,
+                "timings": {"predict_s": time.perf_counter() - t0}}
+
+
+def model_hash(model, spec: str) -> str:
+    """The checkpoint hash, or for a plugin the hash of its module's source."""
+    import hashlib
+    import inspect
+    mid = getattr(model, "model_id", None)
+    if mid:
+        return str(mid)
+    try:
+        src = inspect.getsource(inspect.getmodule(type(model)))
+    except (TypeError, OSError):
+        src = spec
+    return hashlib.sha256(src.encode()).hexdigest()

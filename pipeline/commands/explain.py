@@ -1,0 +1,65 @@
+"""``musiclime explain``: explain a whole catalogue on Ray."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("catalogue", help="Parquet, CSV, JSONL, or a folder of audio files with sidecar .txt lyrics")
+    p.add_argument("--model", default="default", help="default | checkpoint directory | package.module:factory")
+    p.add_argument("--out", required=True, help="output directory (tables partitioned by run_id=)")
+    p.add_argument("--separator", default="hpss", choices=["demucs", "provided", "hpss", "none"])
+    p.add_argument("--num-samples", type=int, default=1000, help="perturbations per track")
+    p.add_argument("--segments", type=int, default=10, help="temporal segments per track")
+    p.add_argument("--labels", default="top1", choices=["top1", "true", "all"], help="which classes to explain")
+    p.add_argument("--label-column", default=None, help="catalogue column with the true label")
+    p.add_argument("--modality", default="both", choices=["both", "audio", "lyrics"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--run-id", default=None, help="name of the run; rerun with the same id to resume")
+    p.add_argument("--address", default="local", help="local (a private Ray), auto, or ray://host:port")
+    p.add_argument("--predictors", type=int, default=1, help="PredictorActors")
+    p.add_argument("--gpus-per-predictor", type=float, default=0.0)
+    p.add_argument("--surrogate-workers", type=int, default=1, help="SurrogateActors fitting on CPUs")
+    p.add_argument("--limit", type=int, default=None, help="explain only the first N catalogue rows")
+    p.add_argument("--max-seconds", type=float, default=30.0, help="longer audio: its middle window is explained")
+    p.add_argument("--stem-cache", default=None, help="stem cache directory (default $MUSICLIME_HOME/stems)")
+    p.add_argument("--demucs-model", default="htdemucs")
+    p.add_argument("--demucs-repo", default=None, help="folder with demucs weights (see README)")
+    p.add_argument("--trust-pickle", action="store_true", help="allow a legacy demucs .th pickle")
+    p.add_argument("--batch-size", default="auto", help="rows per model call: auto or an int")
+    p.add_argument("--feature-selection", default="auto",
+                   choices=["auto", "none", "forward_selection", "highest_weights", "lasso_path"])
+    p.add_argument("--num-features", type=int, default=None, help="features kept per label (default: all)")
+    p.add_argument("--commit-every", type=int, default=64, help="tracks per committed Parquet file")
+    p.add_argument("--retry-errors", action="store_true", help="on resume, retry rows recorded in errors")
+    p.add_argument("--max-attempts", type=int, default=3, help="tries per track before it goes to errors")
+    p.add_argument("--tracks-in-flight", type=int, default=None, help="backpressure bound (default 2 per predictor + 2)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.config import ExplainConfig
+    from pipeline.driver import run_explain
+    batch = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
+    cfg = ExplainConfig(
+        catalogue=args.catalogue, model=args.model, out=args.out, separator=args.separator,
+        num_samples=args.num_samples, segments=args.segments, labels=args.labels, label_column=args.label_column,
+        modality=args.modality, seed=args.seed, run_id=args.run_id, address=args.address,
+        predictors=args.predictors, gpus_per_predictor=args.gpus_per_predictor,
+        surrogate_workers=args.surrogate_workers, limit=args.limit, max_seconds=args.max_seconds,
+        stem_cache=args.stem_cache, demucs_model=args.demucs_model, demucs_repo=args.demucs_repo,
+        trust_pickle=args.trust_pickle, batch_size=batch, feature_selection=args.feature_selection,
+        num_features=args.num_features, commit_every=args.commit_every, retry_errors=args.retry_errors,
+        max_attempts=args.max_attempts, tracks_in_flight=args.tracks_in_flight)
+    s = run_explain(cfg, show_progress=not args.no_progress)
+    if s.exit_code == 2:
+        print(f"musiclime explain: {s.message}")
+        return 2
+    print(f"run {s.run_id}: {s.explained} explained, {s.failed} in errors ({s.computed} computed now, "
+          f"{s.skipped} already committed); {s.model_rows} model rows in {s.seconds:.0f}s")
+    for e in s.errors[:20]:
+        print(f"  {e.track_id or '#' + str(e.catalogue_row)} [{e.stage}] {e.error_type}: {e.message}")
+    print(f"tables: {args.out}/tracks, {args.out}/explanations, {args.out}/errors; manifest {args.out}/run.json")
+    if s.message and s.exit_code == 1:
+        print(s.message)
+    return s.exit_code

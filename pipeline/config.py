@@ -1,0 +1,59 @@
+"""The explain job's configuration: one frozen object, stored in run.json."""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import asdict, dataclass, field
+
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class ExplainConfig:
+    catalogue: str
+    model: str
+    out: str
+    separator: str = "hpss"
+    num_samples: int = 1000
+    segments: int = 10
+    labels: str = "top1"                 # top1 | true | all
+    label_column: str | None = None
+    modality: str = "both"
+    seed: int = 0
+    run_id: str | None = None
+    address: str | None = "local"
+    predictors: int = 1
+    gpus_per_predictor: float = 0.0
+    surrogate_workers: int = 1
+    limit: int | None = None
+    max_seconds: float = 30.0
+    stem_cache: str | None = None
+    demucs_model: str = "htdemucs"
+    demucs_repo: str | None = None
+    trust_pickle: bool = False
+    batch_size: int | str = "auto"
+    feature_selection: str = "auto"
+    num_features: int | None = None
+    commit_every: int = 64
+    retry_errors: bool = False
+    max_attempts: int = 3
+    tracks_in_flight: int | None = None   # default: 2 per predictor + 2
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @property
+    def in_flight(self) -> int:
+        return self.tracks_in_flight or 2 * self.predictors + 2
+
+
+def track_seed(seed: int, track_id: str) -> int:
+    """The track's mask seed: independent of order, actor count and catalogue size."""
+    return int.from_bytes(hashlib.blake2b(f"{seed}:{track_id}".encode(), digest_size=8).digest(), "little")
+
+
+def check_run_id(run_id: str) -> str:
+    if not RUN_ID.match(run_id):
+        raise ValueError(f"run id {run_id!r} must be 1-128 letters, digits, '.', '_' or '-' (it names a folder)")
+    return run_id

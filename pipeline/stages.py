@@ -1,0 +1,168 @@
+"""Per-track stages of the explain job, as plain functions (Ray calls them; tests can too).
+
+decode (CPU): catalogue row -> TrackInput (stems at the model's rate, lyrics, flags), or an
+ErrorRecord for bad input. Stems come from the catalogue (provided), the stem cache, the
+hpss separator, or are the mix itself (none); demucs stems are filled in by a
+SeparatorActor afterwards. fit (CPU): a Prediction -> a TrackResult (table rows).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from musiclime.errors import InputError
+from musiclime.factorization import SILENCE_PEAK
+
+STEMS = ("vocals", "drums", "bass", "other")
+
+
+@dataclass
+class ErrorRecord:
+    track_id: str
+    catalogue_row: int
+    stage: str
+    error_type: str
+    message: str
+    attempt: int = 1
+
+    def row(self, invocation_id: str) -> dict:
+        return dict(track_id=self.track_id, catalogue_row=self.catalogue_row, stage=self.stage,
+                    error_type=self.error_type, message=self.message, attempt=self.attempt,
+                    invocation_id=invocation_id)
+
+
+@dataclass
+class TrackInput:
+    track_id: str
+    catalogue_row: int
+    seed: int
+    lyrics: str
+    sample_rate: int
+    stems: np.ndarray | None          # float32 [n_stems, T]; None until separated (demucs)
+    stem_names: tuple[str, ...]
+    mix: np.ndarray | None = None     # float32 [T], kept only when a separator actor needs it
+    true_label: str | None = None
+    flags: list[str] = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+
+
+def read_lyrics(row: dict) -> str:
+    text = row.get("lyrics")
+    if isinstance(text, (bytes, bytearray)):
+        try:
+            return bytes(text).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InputError("lyrics_decode_error", f"lyrics are not UTF-8: {e}") from None
+    if isinstance(text, str):
+        return text
+    if row.get("lyrics_path"):
+        from musiclime.audio_io import read_lyrics_file
+        return read_lyrics_file(row["lyrics_path"])
+    return ""
+
+
+def decode(row: dict, cfg, sample_rate: int) -> TrackInput | ErrorRecord:
+    """The decode stage. ``cfg`` is an :class:`ExplainConfig`; never raises for bad input."""
+    from musiclime.audio_io import read_audio
+    from musiclime.separation import StemCache, get_separator, read_provided_stems
+    from pipeline.config import track_seed
+    t0 = time.perf_counter()
+    tid, idx = row["track_id"], row["catalogue_row"]
+    try:
+        lyrics = read_lyrics(row)
+        flags: list[str] = []
+        mix = None
+        if cfg.separator == "provided":
+            stems_t, flags = read_provided_stems({s: row.get(f"{s}_path") for s in STEMS}, sample_rate,
+                                                 max_seconds=cfg.max_seconds)
+            stems, names = stems_t.numpy(), STEMS
+        else:
+            mix, flags = read_audio(row.get("audio_path") or "", sample_rate, max_seconds=cfg.max_seconds)
+            if len(mix) and float(np.abs(mix).max()) <= SILENCE_PEAK:
+                raise InputError("silent_audio", "the audio is digital silence")
+            if len(mix) < cfg.segments:
+                raise InputError("too_short", f"{len(mix)} samples cannot be cut into {cfg.segments} segments")
+            if cfg.separator == "none":
+                stems, names, mix = mix[None], ("mix",), None
+            elif cfg.separator == "hpss":
+                cache = StemCache(cfg.stem_cache)
+                stems_t, _ = cache.separate(get_separator("hpss"), mix, sample_rate)
+                stems, names, mix = stems_t.numpy(), STEMS, None
+            else:  # demucs: a SeparatorActor fills the stems in
+                stems, names = None, STEMS
+        if stems is not None:
+            stems = np.ascontiguousarray(stems, dtype=np.float32)
+        if not lyrics.strip():
+            flags.append("no_lyrics")
+        true_label = None
+        if cfg.label_column:
+            v = row.get(cfg.label_column)
+            true_label = None if v is None else str(v)
+        return TrackInput(tid, idx, track_seed(cfg.seed, tid), lyrics, sample_rate, stems, names, mix, true_label,
+                          sorted(set(flags)), {"decode_s": time.perf_counter() - t0})
+    except InputError as e:
+        return ErrorRecord(tid, idx, "decode", e.code, f"track {tid!r}: {e.message}")
+
+
+@dataclass
+class TrackResult:
+    track: dict
+    explanations: "object"  # pyarrow.Table
+    model_rows: int
+
+
+def label_indices(cfg, classes: list[str], probs0: np.ndarray, true_label: str | None) -> list[int]:
+    if cfg.labels == "all":
+        return [int(i) for i in np.argsort(-probs0, kind="stable")]
+    if cfg.labels == "true":
+        if true_label is None:
+            raise InputError("missing_label", f"--labels true but the track has no {cfg.label_column!r}")
+        if true_label not in classes:
+            raise InputError("unknown_label", f"label {true_label!r} is not a model class {classes}")
+        return [classes.index(true_label)]
+    return [int(np.argmax(probs0))]
+
+
+def fit(pred: dict, cfg, invocation_id: str) -> TrackResult | ErrorRecord:
+    """The fit stage: surrogates for the explained labels -> the track's table rows."""
+    import pyarrow as pa
+
+    from musiclime.explainer import MusicLIME
+    if isinstance(pred, ErrorRecord):
+        return pred
+    t0 = time.perf_counter()
+    inp: TrackInput = pred["input"]
+    try:
+        explainer = MusicLIME(num_samples=cfg.num_samples, kernel_width=25, feature_selection=cfg.feature_selection,
+                              num_features=cfg.num_features, seed=inp.seed)
+        classes = pred["classes"]
+        probs = pred["probs"]
+        labels = label_indices(cfg, classes, probs[0], inp.true_label)
+        exp = explainer.fit(pred["plan"], probs, classes, labels=labels, top_labels=None,
+                            model_rows=pred["model_rows"])
+    except InputError as e:
+        return ErrorRecord(inp.track_id, inp.catalogue_row, "fit", e.code, f"track {inp.track_id!r}: {e.message}")
+    fits = []
+    for lab in exp.labels:
+        f, share = exp.fits[lab], exp.modality_share(lab)
+        fits.append(dict(label=classes[lab], label_index=lab, score=f.score, intercept=f.intercept,
+                         local_pred=f.local_pred, audio_share=share["audio"], lyrics_share=share["lyrics"]))
+    primary = fits[0]
+    fs = exp.features
+    timings = dict(inp.timings, predict_s=pred["timings"].get("predict_s", 0.0), fit_s=time.perf_counter() - t0)
+    track = dict(track_id=inp.track_id, catalogue_row=inp.catalogue_row, seed=inp.seed,
+                 predicted=classes[int(np.argmax(probs[0]))], probabilities=[float(x) for x in probs[0]],
+                 true_label=inp.true_label, explained_labels=[classes[lab] for lab in exp.labels],
+                 score=primary["score"], intercept=primary["intercept"], local_pred=primary["local_pred"],
+                 audio_share=primary["audio_share"], lyrics_share=primary["lyrics_share"], label_fits=fits,
+                 n_samples=exp.num_samples, model_rows=exp.model_rows, n_features=fs.n_features,
+                 n_audio_features=fs.n_audio, n_lyrics_features=fs.n_lyrics,
+                 duration_s=pred["duration_s"], modality=exp.modality, separator=cfg.separator,
+                 model_id=pred["model_id"],
+                 timings={k: float(timings.get(k, 0.0)) for k in ("decode_s", "separate_s", "predict_s", "fit_s")},
+                 status="ok", flags=sorted(set(inp.flags) | set(exp.flags)), invocation_id=invocation_id)
+    local = exp.to_arrow()
+    table = local.add_column(0, "track_id", pa.array([inp.track_id] * local.num_rows, pa.string()))
+    return TrackResult(track, table, exp.model_rows)

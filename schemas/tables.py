@@ -1,0 +1,63 @@
+"""Arrow schemas of every table musiclime writes, with field docs in the metadata.
+
+All tables are hive-partitioned on disk by ``run_id=<id>/`` only; the partition column is
+not stored inside the files (readers add it back from the path)."""
+from __future__ import annotations
+
+import pyarrow as pa
+
+from schemas._fields import field, schema
+from schemas.explanations import LOCAL_FIELDS
+
+TRACK_ID = field("track_id", pa.string(), "the catalogue's track id (data only, never a path)", nullable=False)
+CATALOGUE_ROW = field("catalogue_row", pa.int64(), "0-based row of the track in the catalogue", nullable=False)
+
+LABEL_FIT = pa.struct([
+    pa.field("label", pa.string()), pa.field("label_index", pa.int32()),
+    pa.field("score", pa.float64()), pa.field("intercept", pa.float64()), pa.field("local_pred", pa.float64()),
+    pa.field("audio_share", pa.float64()), pa.field("lyrics_share", pa.float64()),
+])
+TIMINGS = pa.struct([pa.field(n, pa.float64()) for n in ("decode_s", "separate_s", "predict_s", "fit_s")])
+
+TRACKS = schema([
+    TRACK_ID, CATALOGUE_ROW,
+    field("seed", pa.uint64(), "mask seed of the track: blake2b('{run seed}:{track_id}'), 8 bytes little-endian", nullable=False),
+    field("predicted", pa.string(), "the model's most probable class on the whole input", nullable=False),
+    field("probabilities", pa.list_(pa.float64()), "class probabilities in the order of run.json 'classes'", nullable=False),
+    field("true_label", pa.string(), "the catalogue's label (--label-column), if any"),
+    field("explained_labels", pa.list_(pa.string()), "classes explained, primary first", nullable=False),
+    field("score", pa.float64(), "weighted R^2 of the primary label's surrogate"),
+    field("intercept", pa.float64(), "surrogate intercept (primary label)"),
+    field("local_pred", pa.float64(), "surrogate prediction for the whole input (primary label); compare with its probability"),
+    field("audio_share", pa.float64(), "share of sum |weight| on audio features (primary label)"),
+    field("lyrics_share", pa.float64(), "share of sum |weight| on lyrics features (primary label)"),
+    field("label_fits", pa.list_(LABEL_FIT), "the same fit numbers for every explained label"),
+    field("n_samples", pa.int32(), "perturbations drawn, the whole input included"),
+    field("model_rows", pa.int32(), "rows the model evaluated (distinct perturbations or half-masks)"),
+    field("n_features", pa.int32(), "audio + lyrics features of the track"),
+    field("n_audio_features", pa.int32(), "stems x segments"),
+    field("n_lyrics_features", pa.int32(), "distinct words"),
+    field("duration_s", pa.float64(), "explained audio length in seconds"),
+    field("modality", pa.string(), "perturbed modality: both | audio | lyrics"),
+    field("separator", pa.string(), "hpss | demucs | provided | none"),
+    field("model_id", pa.string(), "hash of the model checkpoint (or plugin source)"),
+    field("timings", TIMINGS, "seconds per stage for this track"),
+    field("status", pa.string(), "'ok'", nullable=False),
+    field("flags", pa.list_(pa.string()), "input notes: resampled, downmixed, cropped, no_lyrics"),
+    field("invocation_id", pa.string(), "which invocation of the run computed the track (resumes keep earlier ones)"),
+], "One row per explained track.")
+
+EXPLANATIONS = schema([TRACK_ID] + LOCAL_FIELDS,
+                      "One row per track x explained label x feature (the local MusicLIME weights).")
+
+ERRORS = schema([
+    TRACK_ID, CATALOGUE_ROW,
+    field("stage", pa.string(), "validate | decode | separate | predict | fit", nullable=False),
+    field("error_type", pa.string(), "e.g. missing_file, decode_error, empty_audio, silent_audio, too_short, "
+                                     "lyrics_decode_error, duplicate_track_id, stem_mismatch", nullable=False),
+    field("message", pa.string(), "what went wrong, naming the track's input"),
+    field("attempt", pa.int32(), "attempts made before giving up (1 = bad input, not retried)"),
+    field("invocation_id", pa.string(), "which invocation of the run recorded the error"),
+], "One row per catalogue row that could not be explained.")
+
+ALL = {"tracks": TRACKS, "explanations": EXPLANATIONS, "errors": ERRORS}
