@@ -26,8 +26,10 @@ class PredictorActor:
         self.tracks_done = 0
 
     def info(self) -> dict:
+        import resource
         return {"pid": os.getpid(), "device": self.device, "classes": list(self.model.classes),
-                "sample_rate": int(self.model.sample_rate), "model_id": self.model_id, "tracks_done": self.tracks_done}
+                "sample_rate": int(self.model.sample_rate), "model_id": self.model_id, "tracks_done": self.tracks_done,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
     def predict(self, inp):
         """TrackInput (stems on the host) -> dict(plan, probs, ...), or the ErrorRecord passed in."""

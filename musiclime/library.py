@@ -10,7 +10,8 @@ ground-truth table says:
 - genre, lyrics: 3 words of the genre's vocabulary, in ~70% of tracks (independently);
 - emotion, audio: the harmony pad on the ``other`` stem (mode, register, timbre), all
   segments, clear in ~85% of tracks;
-- emotion, lyrics: 2 emotion words, in only ~40% of tracks.
+- emotion, lyrics: 3 emotion words, in ~60% of tracks (weaker than the audio: a lyrics-only
+  model reaches about half the audio-only macro-F1, yet it helps the multimodal one).
 
 So each modality alone is ambiguous for genre (both matter), while audio dominates
 emotion: the paper's findings, by construction.
@@ -267,10 +268,10 @@ def track_specs(n_tracks: int, seed: int) -> list[TrackSpec]:
         genre = GENRES[i % len(GENRES)]
         emotion = EMOTIONS[int(rng.integers(0, len(EMOTIONS)))]
         g_audio, g_lyrics = bool(rng.random() < 0.7), bool(rng.random() < 0.7)
-        e_audio, e_lyrics = bool(rng.random() < 0.85), bool(rng.random() < 0.4)
+        e_audio, e_lyrics = bool(rng.random() < 0.85), bool(rng.random() < 0.6)
         fills = tuple(sorted(int(x) for x in rng.choice(N_SEGMENTS, size=2, replace=False))) if g_audio else ()
         g_tokens = tuple(rng.choice(GENRE_WORDS[genre], size=3, replace=False)) if g_lyrics else ()
-        e_tokens = tuple(rng.choice(EMOTION_WORDS[emotion], size=2, replace=False)) if e_lyrics else ()
+        e_tokens = tuple(rng.choice(EMOTION_WORDS[emotion], size=3, replace=False)) if e_lyrics else ()
         specs.append(TrackSpec(f"demo-{i:05d}", genre, emotion, g_audio, g_lyrics, e_audio, e_lyrics,
                                fills, tuple(map(str, g_tokens)), tuple(map(str, e_tokens)),
                                int(rng.integers(0, 2 ** 31))))
@@ -332,7 +333,7 @@ def make_library(out: str | Path, tracks: int = 400, seed: int = 0, sample_rate:
     import pyarrow as pa
     import pyarrow.parquet as pq
     root = Path(out)
-    params = dict(tracks=tracks, seed=seed, sample_rate=sample_rate, seconds=seconds, version=2)
+    params = dict(tracks=tracks, seed=seed, sample_rate=sample_rate, seconds=seconds, version=3)
     meta = root / "library.json"
     if meta.is_file() and json.loads(meta.read_text()) == params and (root / "catalogue.parquet").is_file():
         return root / "catalogue.parquet"

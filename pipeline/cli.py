@@ -10,6 +10,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("pipeline.commands.demo", "build the offline demo library and explain it end to end"),
     "explain": ("pipeline.commands.explain", "explain a whole catalogue on Ray (tracks, explanations, errors)"),
+    "aggregate": ("pipeline.commands.aggregate", "global importances per class (Polars) -> global_importance/"),
+    "report": ("pipeline.commands.report", "a self-contained report.html (catalogue and track views)"),
     "library": ("pipeline.commands.library", "generate the offline demo library with planted evidence"),
     "train": ("pipeline.commands.train", "train the offline default model on a library"),
     "separate": ("pipeline.commands.separate", "separate a catalogue into the stem cache (hpss or demucs)"),

@@ -41,6 +41,8 @@ class RunSummary:
     seconds: float = 0.0
     message: str = ""
     errors: list = field(default_factory=list)
+    actors: list = field(default_factory=list)     # PredictorActor.info() at the end
+    driver_peak_rss_mb: float = 0.0
 
 
 def catalogue_hash(path: str | Path) -> str:
@@ -195,14 +197,15 @@ def run_explain(cfg: ExplainConfig, log=None, show_progress: bool = True) -> Run
     if done:
         log(f"run {run_id}: {len(done)} of {len(rows)} rows already committed, {len(pending)} to do")
 
-    def write_manifest(status: str, classes=None, model_id=None):
+    def write_manifest(status: str, classes=None, model_id=None, sample_rate=None):
         doc = {"run_id": run_id, "status": status, "config": cfg.to_json(), "seed": cfg.seed,
-               "classes": classes, "model_id": model_id, "catalogue_hash": cat_hash, "versions": versions(),
+               "classes": classes, "model_id": model_id, "sample_rate": sample_rate, "catalogue_hash": cat_hash, "versions": versions(),
                "invocation_id": invocation_id, "rows": len(rows), "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
         if manifest.is_file():
             old = json.loads(manifest.read_text())
             doc["classes"] = doc["classes"] or old.get("classes")
             doc["model_id"] = doc["model_id"] or old.get("model_id")
+            doc["sample_rate"] = doc["sample_rate"] or old.get("sample_rate")
             doc["invocations"] = old.get("invocations", []) + [invocation_id]
         else:
             doc["invocations"] = [invocation_id]
@@ -216,8 +219,9 @@ def run_explain(cfg: ExplainConfig, log=None, show_progress: bool = True) -> Run
     try:
         if pending:
             job = _Job(cfg, invocation_id, log)
-            write_manifest("running", job.info["classes"], job.info["model_id"])
+            write_manifest("running", job.info["classes"], job.info["model_id"], job.info["sample_rate"])
             _drive(job, cfg, pending, writer, summary, Progress(len(pending), "tracks") if show_progress else None)
+            summary.actors = job.ray.get([p.info.remote() for p in job.predictors])
         writer.commit()
     except KeyboardInterrupt:
         writer.commit()
@@ -238,6 +242,8 @@ def run_explain(cfg: ExplainConfig, log=None, show_progress: bool = True) -> Run
     else:
         summary.exit_code = EXIT_OK if all_rows <= ok_rows else EXIT_SOME_ERRORS
     summary.seconds = time.perf_counter() - t0
+    import resource
+    summary.driver_peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     write_manifest("finished" if summary.exit_code in (EXIT_OK, EXIT_SOME_ERRORS) else "failed")
     return summary
 

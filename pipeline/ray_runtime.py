@@ -14,7 +14,8 @@ def init_ray(address: str | None = "local", num_cpus: int | None = None):
     env = {"RAY_DEDUP_LOGS": "1"}
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address in (None, "local") and not os.environ.get("RAY_ADDRESS"):
-        ray.init(num_cpus=num_cpus, include_dashboard=False, dashboard_host="127.0.0.1",
+        # address="local" always starts a private instance, even beside a `ray start` head
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, dashboard_host="127.0.0.1",
                  log_to_driver=True, runtime_env={"env_vars": env})
     else:
         ray.init(address=None if address in (None, "local") else address, log_to_driver=True)

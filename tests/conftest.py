@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# models, demo libraries and the stem cache of a test session never touch the user's
+os.environ["MUSICLIME_HOME"] = tempfile.mkdtemp(prefix="musiclime-test-home-")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 TEST_LIBRARY = dict(tracks=250, seed=0, sample_rate=16000, seconds=10.0)
@@ -25,3 +28,25 @@ def genre_model_dir(demo_library, tmp_path_factory):
     from musiclime.training import train_default
     out = tmp_path_factory.mktemp("models") / "default-genre"
     return train_default(demo_library, "genre", "both", out, epochs=15, seed=0, verbose=False)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One real local Ray for the whole test session."""
+    import ray
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def plugin_path(tmp_path_factory):
+    """A folder on PYTHONPATH holding the planted test plugin (see tests/plugins.py)."""
+    import shutil
+    import sys
+    from pathlib import Path
+    d = tmp_path_factory.mktemp("plugins")
+    shutil.copy(Path(__file__).with_name("plugins.py"), d / "mlplugins.py")
+    sys.path.insert(0, str(d))
+    os.environ["PYTHONPATH"] = str(d) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    return d

@@ -29,7 +29,7 @@ class LateFusionClassifier(nn.Module):
 
     def __init__(self, audio_encoder: nn.Module, lyrics_encoder: nn.Module, classes: list[str],
                  sample_rate: int, modality: str = "both", hidden: int = 128, dropout: float = 0.2,
-                 lyrics_dim: int = 32):
+                 lyrics_dim: int = 8, lyrics_dropout: float = 0.5):
         super().__init__()
         self.audio_encoder = audio_encoder
         self.lyrics_encoder = lyrics_encoder
@@ -41,14 +41,16 @@ class LateFusionClassifier(nn.Module):
         da = audio_encoder.emb_dim if self.uses_audio else 0
         dt = lyrics_encoder.emb_dim if self.uses_lyrics else 0
         self.audio_norm = nn.LayerNorm(da) if da else nn.Identity()
-        # A wide text embedding (384-d MiniLM) next to a 64-d audio one would dominate the
-        # head and let it memorise lyrics; project it down to a comparable width first.
+        # A wide text embedding (384-d MiniLM of mostly filler words) lets a small library's
+        # head memorise each training lyric (measured: 0.84 train vs 0.27 test macro-F1 on
+        # emotion through the lyrics view); a narrow, heavily dropped-out projection cannot.
         lyrics_dim = min(dt, lyrics_dim) if dt else 0
-        self.lyrics_norm = (nn.Sequential(nn.LayerNorm(dt), nn.Linear(dt, lyrics_dim), nn.ReLU())
-                            if dt else nn.Identity())
+        self.lyrics_norm = (nn.Sequential(nn.LayerNorm(dt), nn.Dropout(lyrics_dropout), nn.Linear(dt, lyrics_dim),
+                                          nn.ReLU()) if dt else nn.Identity())
         self.mlp = nn.Sequential(nn.Linear(da + lyrics_dim, hidden), nn.ReLU(), nn.Dropout(dropout),
                                  nn.Linear(hidden, len(self.classes)))
-        self.head_config = {"hidden": hidden, "dropout": dropout, "lyrics_dim": lyrics_dim or 32}
+        self.head_config = {"hidden": hidden, "dropout": dropout, "lyrics_dim": lyrics_dim or 8,
+                            "lyrics_dropout": lyrics_dropout}
         self.eval()
 
     @property

@@ -1,0 +1,263 @@
+"""``report.html``: one self-contained page (figures and audio inlined, no network).
+
+Catalogue view per class: stems x segments heatmap, top-20 words, audio/lyrics share,
+probability distribution, counts, failed tracks. Track view for the most confident
+tracks per class: probabilities, heatmap, lyrics coloured by weight, the original audio
+and the composition of its top positive stem-segments.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1200px;color:#222}
+h1{margin-bottom:0}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
+.grid{display:flex;flex-wrap:wrap;gap:1em}.card{border:1px solid #e3e3e3;border-radius:6px;padding:.8em;margin:.6em 0}
+table{border-collapse:collapse}td,th{padding:.2em .6em;border-bottom:1px solid #eee;text-align:left}
+.lyrics{white-space:pre-wrap;line-height:1.7;font-size:15px}.muted{color:#777}img{max-width:100%}
+"""
+# Any script error shows on the page and in the title, so a headless browser test sees it.
+TRAP = ("<script>window.addEventListener('error',function(e){document.title='ERROR: '+e.message;"
+        "document.body.setAttribute('data-error',e.message);});</script>")
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return f'<img alt="" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def _ogg(audio: np.ndarray, sr: int, max_sr: int = 16000) -> str:
+    import soundfile as sf
+
+    from musiclime.audio_io import resample
+    a = np.asarray(audio, np.float32)
+    if sr > max_sr:
+        a, sr = resample(a, sr, max_sr), max_sr
+    a = a / max(1e-6, float(np.abs(a).max())) * 0.9
+    buf = io.BytesIO()
+    sf.write(buf, a, sr, format="OGG", subtype="VORBIS")
+    return f'<audio controls preload="none" src="data:audio/ogg;base64,{base64.b64encode(buf.getvalue()).decode()}"></audio>'
+
+
+def heatmap(matrix: np.ndarray, stems: list[str], title: str, width: float = 5.5):
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(width, 0.45 * len(stems) + 1.2))
+    lim = float(np.abs(matrix).max()) or 1.0
+    im = ax.imshow(matrix, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+    ax.set_yticks(range(len(stems)), stems)
+    ax.set_xticks(range(matrix.shape[1]))
+    ax.set_xlabel("segment")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    return fig
+
+
+def word_bars(words: list[str], values: list[float], signs: list[float], title: str):
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(4.5, 0.22 * max(len(words), 3) + 1))
+    colors = ["#c0392b" if s > 0 else "#2c7fb8" for s in signs]
+    ax.barh(range(len(words))[::-1], values, color=colors)
+    ax.set_yticks(range(len(words))[::-1], words, fontsize=8)
+    ax.set_xlabel("mean |weight| (red: pushes towards the class)")
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
+def share_bars(labels: list[str], mean: list[float], q25: list[float], q75: list[float], title: str):
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5.5, 0.35 * max(len(labels), 2) + 1.2))
+    y = np.arange(len(labels))
+    ax.barh(y, mean, color="#e67e22", label="audio")
+    ax.barh(y, 1 - np.asarray(mean), left=mean, color="#8e44ad", label="lyrics")
+    ax.errorbar(mean, y, xerr=[np.asarray(mean) - q25, np.asarray(q75) - mean], fmt="none", ecolor="k", capsize=3)
+    ax.set_yticks(y, labels)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of sum |weight| (bars: audio quartiles across tracks)")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
+def prob_hist(probs_by_class: dict[str, list[float]]):
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5.5, 3))
+    for name, p in probs_by_class.items():
+        ax.hist(p, bins=np.linspace(0, 1, 21), alpha=0.5, label=name)
+    ax.set_xlabel("probability of the predicted class")
+    ax.set_ylabel("tracks")
+    ax.legend(fontsize=7)
+    ax.set_title("model confidence", fontsize=10)
+    return fig
+
+
+def _lyrics_html(text: str, weights: dict[str, float]) -> str:
+    """Each word coloured by its weight (red positive, blue negative), lime word semantics."""
+    from musiclime.factorization import LyricsFactorization
+    lf = LyricsFactorization(text)
+    lim = max((abs(w) for w in weights.values()), default=0) or 1.0
+    marks = {}
+    for f, name in enumerate(lf.feature_names):
+        w = weights.get(name)
+        if w is None:
+            continue
+        a = min(1.0, abs(w) / lim)
+        color = f"rgba(192,57,43,{a:.2f})" if w > 0 else f"rgba(44,127,184,{a:.2f})"
+        for s, e in lf.spans(f):
+            marks[s] = (e, color, w)
+    out, i = [], 0
+    while i < len(text):
+        if i in marks:
+            e, color, w = marks[i]
+            out.append(f'<span title="{w:+.4f}" style="background:{color}">{html.escape(text[i:e])}</span>')
+            i = e
+        else:
+            out.append(html.escape(text[i]))
+            i += 1
+    return "".join(out)
+
+
+def build_report(out: str | Path, tracks_per_class: int = 3, max_tracks: int = 20, audio: bool = True) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import polars as pl
+
+    from musiclime.aggregate import aggregate
+    out = Path(out)
+    manifest = json.loads((out / "run.json").read_text()) if (out / "run.json").is_file() else {}
+    run_id = manifest.get("run_id")
+    g = (pl.read_parquet(str(out / "global_importance" / "**" / "*.parquet"), hive_partitioning=True)
+         if (out / "global_importance").is_dir() else aggregate(out))
+    if run_id and "run_id" in g.columns and run_id in set(g["run_id"]):
+        g = g.filter(pl.col("run_id") == run_id)
+    tracks = pl.read_parquet(str(out / "tracks" / "**" / "*.parquet"), hive_partitioning=True)
+    if run_id:
+        tracks = tracks.filter(pl.col("run_id") == run_id)
+    errors = (pl.read_parquet(str(out / "errors" / "**" / "*.parquet"), hive_partitioning=True)
+              if (out / "errors").is_dir() and any((out / "errors").rglob("*.parquet")) else None)
+    if errors is not None and run_id:
+        errors = errors.filter(pl.col("run_id") == run_id)
+    expl = pl.scan_parquet(str(out / "explanations" / "**" / "*.parquet"), hive_partitioning=True)
+    if run_id:
+        expl = expl.filter(pl.col("run_id") == run_id)
+    g = g.filter(pl.col("label_source") == "predicted")
+    classes = manifest.get("classes") or sorted(set(tracks["predicted"]))
+    stems = [s for s in ("vocals", "drums", "bass", "other", "mix")
+             if s in set(g.filter(pl.col("level") == "stem")["stem"].drop_nulls())]
+    n_seg = int(g.filter(pl.col("level") == "segment")["segment"].max() or 0) + 1
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>musiclime report {html.escape(str(run_id))}</title>",
+             f"<style>{STYLE}</style>{TRAP}</head><body>",
+             f"<h1>musiclime report</h1><p class='muted'>run {html.escape(str(run_id))} · model "
+             f"{html.escape(str(manifest.get('model_id', ''))[:16])} · {tracks.height} tracks explained, "
+             f"{0 if errors is None else errors.height} failed</p>"]
+    # ------------------------------------------------------------------ catalogue view
+    parts.append("<h2>Catalogue</h2><div class='grid'>")
+    counts = tracks.group_by("predicted").len().sort("predicted")
+    parts.append("<div class='card'><b>Tracks per predicted class</b><table>" + "".join(
+        f"<tr><td>{html.escape(c)}</td><td>{n}</td></tr>" for c, n in counts.iter_rows()) + "</table></div>")
+    probs = {c: [max(p) for p in tracks.filter(pl.col("predicted") == c)["probabilities"].to_list()] for c in classes}
+    parts.append(f"<div class='card'>{_png(prob_hist({k: v for k, v in probs.items() if v}))}</div>")
+    sh = g.filter((pl.col("level") == "modality") & (pl.col("modality") == "audio")).sort("label")
+    if sh.height:
+        parts.append("<div class='card'>" + _png(share_bars(sh["label"].to_list(), sh["share_mean"].to_list(),
+                                                           sh["share_q25"].to_list(), sh["share_q75"].to_list(),
+                                                           "audio vs lyrics per class")) + "</div>")
+    parts.append("</div>")
+    for c in classes:
+        gc = g.filter(pl.col("label") == c)
+        if gc.height == 0:
+            continue
+        m = np.zeros((len(stems), n_seg))
+        for s, seg, w in gc.filter(pl.col("level") == "stem_segment").select("stem", "segment", "mean_weight").iter_rows():
+            if s in stems:
+                m[stems.index(s), seg] = w
+        words = gc.filter(pl.col("level") == "word").sort("mean_abs_weight", descending=True).head(20)
+        parts.append(f"<h3>{html.escape(c)}</h3><div class='grid'><div class='card'>"
+                     f"{_png(heatmap(m, stems, f'{c}: mean weight per stem x segment'))}</div>")
+        if words.height:
+            parts.append("<div class='card'>" + _png(word_bars(words["token"].to_list(), words["mean_abs_weight"].to_list(),
+                                                               words["mean_weight"].to_list(), f"{c}: top words")) + "</div>")
+        parts.append("</div>")
+    if errors is not None and errors.height:
+        parts.append("<h2>Failed tracks</h2><table><tr><th>track</th><th>row</th><th>stage</th><th>error</th><th>message</th></tr>")
+        for r in errors.sort("catalogue_row").iter_rows(named=True):
+            parts.append(f"<tr><td>{html.escape(r['track_id'] or '')}</td><td>{r['catalogue_row']}</td><td>{r['stage']}</td>"
+                         f"<td>{r['error_type']}</td><td>{html.escape(r['message'] or '')}</td></tr>")
+        parts.append("</table>")
+    # ------------------------------------------------------------------ track view
+    parts.append("<h2>Tracks</h2><p class='muted'>The most confident tracks of each class.</p>")
+    chosen = (tracks.with_columns(pl.col("probabilities").list.max().alias("conf")).sort("conf", descending=True)
+              .group_by("predicted", maintain_order=True).head(tracks_per_class).head(max_tracks))
+    rows_by_tid = {}
+    if audio and manifest.get("config"):
+        try:
+            from pipeline.catalogue import read_catalogue
+            cat = read_catalogue(manifest["config"]["catalogue"])
+            rows_by_tid = {r["catalogue_row"]: r for r in cat}
+        except Exception:
+            rows_by_tid = {}
+    ids = chosen["track_id"].to_list()
+    te = expl.filter(pl.col("track_id").is_in(ids)).collect()
+    for t in chosen.iter_rows(named=True):
+        label = t["explained_labels"][0]
+        e = te.filter((pl.col("track_id") == t["track_id"]) & (pl.col("label") == label))
+        m = np.zeros((len(stems), n_seg))
+        for s, seg, w in e.filter(pl.col("modality") == "audio").select("stem", "segment", "weight").iter_rows():
+            if s in stems:
+                m[stems.index(s), seg] = w
+        word_w = dict(e.filter(pl.col("modality") == "lyrics").select("token", "weight").iter_rows())
+        probs_txt = ", ".join(f"{c} {p:.2f}" for c, p in sorted(zip(classes, t["probabilities"]), key=lambda x: -x[1])[:5])
+        parts.append(f"<div class='card'><b>{html.escape(t['track_id'])}</b> · predicted <b>{html.escape(t['predicted'])}</b>"
+                     f" ({probs_txt}) · surrogate R² {t['score']:.2f} · audio share {t['audio_share']:.0%}"
+                     f"<div class='grid'><div>{_png(heatmap(m, stems, f'explaining {label}', 5))}</div>")
+        row = rows_by_tid.get(t["catalogue_row"])
+        lyrics = None
+        if row is not None:
+            players, lyrics = _track_audio(manifest, row, e, stems, n_seg)
+            parts.append(f"<div>{players}</div>")
+        parts.append("</div>")
+        if lyrics:
+            parts.append(f"<div class='lyrics'>{_lyrics_html(lyrics, word_w)}</div>")
+        parts.append("</div>")
+    parts.append("</body></html>")
+    path = out / "report.html"
+    tmp = path.with_name(".report.html.tmp")
+    tmp.write_text("".join(parts), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def _track_audio(manifest: dict, row: dict, e, stems: list[str], n_seg: int) -> tuple[str, str | None]:
+    """Players for the explained audio and its top positive stem-segments, and the lyrics."""
+    from musiclime.factorization import AudioFactorization
+    from pipeline.config import ExplainConfig
+    from pipeline.stages import ErrorRecord, decode
+    cfg = ExplainConfig(**{k: v for k, v in manifest["config"].items() if k in ExplainConfig.__dataclass_fields__})
+    sr = int(manifest.get("sample_rate") or 16000)
+    if cfg.separator == "demucs":
+        cfg = ExplainConfig(**{**cfg.to_json(), "separator": "none"})  # report without re-running demucs
+    inp = decode(row, cfg, sr)
+    if isinstance(inp, ErrorRecord) or inp.stems is None:
+        return "<p class='muted'>audio unavailable</p>", None
+    try:
+        af = AudioFactorization(inp.stems, sr, n_seg, inp.stem_names)
+    except ValueError:
+        return "<p class='muted'>audio unavailable</p>", inp.lyrics
+    top = (e.filter((e["modality"] == "audio") & (e["weight"] > 0)).sort("weight", descending=True).head(5))
+    mask = np.zeros((1, af.n_features), np.uint8)
+    for s, seg in top.select("stem", "segment").iter_rows():
+        if s in af.stem_names:
+            mask[0, seg * af.n_stems + af.stem_names.index(s)] = 1
+    full = af.full()[0].cpu().numpy()
+    comp = af.compose(mask)[0].cpu().numpy()
+    return (f"<div>original {_ogg(full, sr)}</div><div>top positive stem-segments "
+            f"({', '.join(f'{s}@{g}' for s, g in top.select('stem', 'segment').iter_rows())}) {_ogg(comp, sr)}</div>",
+            inp.lyrics)

@@ -1,0 +1,138 @@
+"""Global importances and the report, on a real explain run of planted tracks."""
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+
+from musiclime.aggregate import aggregate, default_min_word_tracks, write_global_importance
+from pipeline.config import ExplainConfig
+from pipeline.driver import run_explain
+from pipeline.report import build_report
+
+SR = 16000
+WORDS = "quiet harbour evening lantern paper window garden morning".split()
+
+
+def planted_catalogue(root: Path, n: int = 12):
+    """Loud bass in one segment (varies) and the word 'storm' in 2 of 3 tracks."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(n):
+        stems = rng.normal(0, 0.05, size=(4, SR * 2)).astype(np.float32)
+        k = int(rng.integers(0, 10))
+        seg = SR * 2 // 10
+        stems[2] *= 0.1
+        stems[2, k * seg:(k + 1) * seg] = rng.normal(0, 0.5, seg)
+        row = dict(track_id=f"t{i}", lyrics=" ".join(list(rng.choice(WORDS, 8)) + (["storm"] if i % 3 else [])),
+                   genre="stormy" if i % 2 else "still")
+        for name, x in zip(("vocals", "drums", "bass", "other"), stems):
+            sf.write(root / f"t{i}.{name}.wav", x, SR)
+            row[f"{name}_path"] = f"t{i}.{name}.wav"
+        sf.write(root / f"t{i}.wav", stems.sum(0), SR)
+        row["audio_path"] = f"t{i}.wav"
+        rows.append(row)
+    pq.write_table(pa.Table.from_pylist(rows), root / "catalogue.parquet")
+    return root / "catalogue.parquet"
+
+
+@pytest.fixture(scope="module")
+def explained(ray_session, plugin_path, tmp_path_factory):
+    root = tmp_path_factory.mktemp("agg")
+    cat = planted_catalogue(root)
+    out = root / "out"
+    for run_id, modality in (("both", "both"), ("audio", "audio")):
+        s = run_explain(ExplainConfig(catalogue=str(cat), model="mlplugins:make", out=str(out), separator="provided",
+                                      num_samples=300, run_id=run_id, modality=modality, labels="all",
+                                      label_column="genre"), show_progress=False)
+        assert s.exit_code == 0
+    return out
+
+
+def test_levels_and_planted_evidence(explained):
+    g = aggregate(explained)
+    assert set(g["level"]) == {"stem", "segment", "stem_segment", "word", "modality"}
+    assert set(g["run_id"]) == {"both", "audio"}  # runs side by side
+    stormy = g.filter((pl.col("run_id") == "both") & (pl.col("label") == "stormy") & (pl.col("label_source") == "predicted"))
+    top_stem = stormy.filter(pl.col("level") == "stem").sort("mean_abs_weight", descending=True)["stem"][0]
+    top_word = stormy.filter(pl.col("level") == "word").sort("mean_abs_weight", descending=True)["token"][0]
+    assert (top_stem, top_word) == ("bass", "storm")
+    # modality shares add up, quartiles are ordered
+    sh = stormy.filter(pl.col("level") == "modality").sort("modality")
+    assert sh["share_mean"].sum() == pytest.approx(1.0)
+    for r in sh.iter_rows(named=True):
+        assert r["share_q25"] <= r["share_q50"] <= r["share_q75"]
+    audio_run = g.filter((pl.col("run_id") == "audio") & (pl.col("level") == "modality") & (pl.col("modality") == "audio"))
+    assert audio_run["share_mean"].to_list() == pytest.approx([1.0] * audio_run.height)
+    # 'true' labels are aggregated too
+    assert "true" in set(g["label_source"])
+
+
+def test_word_threshold(explained):
+    g = aggregate(explained, runs=["both"])
+    words = g.filter(pl.col("level") == "word")
+    assert words["n_tracks"].min() >= 3 == default_min_word_tracks(12)
+    assert default_min_word_tracks(1000) == 10 and default_min_word_tracks(1001) == math.ceil(10.01)
+    loose = aggregate(explained, runs=["both"], min_word_tracks=1).filter(pl.col("level") == "word")
+    assert loose.height >= words.height
+
+
+def test_duckdb_equals_polars(explained):
+    g = aggregate(explained)
+    write_global_importance(explained, g)
+    scan = f"read_parquet('{explained}/global_importance/**/*.parquet', hive_partitioning=true)"
+    con = duckdb.connect()
+    got = con.execute(f"""select stem, mean_abs_weight from {scan}
+                          where run_id='both' and label='stormy' and label_source='predicted' and level='stem'
+                          order by mean_abs_weight desc""").fetchall()
+    want = (g.filter((pl.col("run_id") == "both") & (pl.col("label") == "stormy") & (pl.col("label_source") == "predicted")
+                     & (pl.col("level") == "stem")).sort("mean_abs_weight", descending=True)
+            .select("stem", "mean_abs_weight").rows())
+    assert [s for s, _ in got] == [s for s, _ in want]
+    np.testing.assert_allclose([w for _, w in got], [w for _, w in want], rtol=1e-12)
+    # the stem level recomputed straight from the explanations in SQL
+    e = f"read_parquet('{explained}/explanations/**/*.parquet', hive_partitioning=true)"
+    t = f"read_parquet('{explained}/tracks/**/*.parquet', hive_partitioning=true)"
+    sql = con.execute(f"""
+        with x as (select e.track_id, e.stem, sum(abs(e.weight)) aw from {e} e join {t} t
+                   on e.run_id=t.run_id and e.track_id=t.track_id and e.label=t.predicted
+                   where e.run_id='both' and e.label='stormy' and e.modality='audio' group by 1, 2)
+        select stem, sum(aw) / (select count(distinct track_id) from x) from x group by 1 order by 2 desc""").fetchall()
+    np.testing.assert_allclose([w for _, w in sql], [w for _, w in want], rtol=1e-9)
+    # re-aggregating replaces, never duplicates
+    write_global_importance(explained, g)
+    assert con.execute(f"select count(*) from {scan}").fetchone()[0] == g.height
+
+
+def test_report_renders_in_a_real_browser(explained, tmp_path):
+    path = build_report(explained, tracks_per_class=2)
+    text = path.read_text()
+    assert text.count("<img") >= 5 and "<audio" in text and "storm" in text
+    assert "http://" not in text and "https://" not in text  # self-contained, offline
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed here (.ci/run installs it in CI)")
+    shot = tmp_path / "report.png"
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0"]
+    dom = subprocess.run(flags + ["--virtual-time-budget=5000", "--dump-dom", path.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    assert "musiclime report" in dom.stdout and "data-error" not in dom.stdout, dom.stderr[-2000:]
+    assert "<title>ERROR" not in dom.stdout
+    console_errors = [l for l in dom.stderr.splitlines() if "CONSOLE" in l and ("Error" in l or "Uncaught" in l)]
+    assert console_errors == []
+    subprocess.run(flags + ["--window-size=1280,2400", f"--screenshot={shot}", path.as_uri()],
+                   capture_output=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 20000
+    if os.environ.get("MUSICLIME_SCREENSHOT"):  # keep it to look at
+        shutil.copy(shot, os.environ["MUSICLIME_SCREENSHOT"])

@@ -1,0 +1,76 @@
+"""Deployment: the cluster-launcher config validates, and the same command runs as a Ray
+job against a `ray start --head` cluster on 127.0.0.1 (started and stopped here)."""
+import copy
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+def test_cluster_yaml_passes_rays_validation():
+    from ray.autoscaler._private.util import fillout_defaults, validate_config
+    cfg = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    validate_config(fillout_defaults(copy.deepcopy(cfg)))
+    assert {"gpu_worker", "cpu_worker"} <= set(cfg["available_node_types"])
+    assert cfg["available_node_types"]["gpu_worker"]["resources"]["GPU"] >= 1
+    bad = copy.deepcopy(cfg)
+    bad["available_node_types"]["gpu_worker"]["typo_key"] = 1
+    with pytest.raises(Exception):
+        validate_config(fillout_defaults(bad))
+    job = yaml.safe_load((ROOT / "deploy" / "rayjob.yaml").read_text())
+    assert job["kind"] == "RayJob" and "musiclime explain" in job["spec"]["entrypoint"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ray_job_submit_against_a_head(tmp_path, plugin_path, demo_library):
+    work = tmp_path / "job"
+    work.mkdir()
+    shutil.copy(plugin_path / "mlplugins.py", work / "mlplugins.py")
+    out = tmp_path / "out"
+    port, dash = _free_port(), _free_port()
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    head = subprocess.Popen([RAY, "start", "--head", "--block", "--num-cpus", "2", "--port", str(port),
+                             "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--include-dashboard", "true",
+                             "--temp-dir", str(tmp_path / "ray")],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{dash}"
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if subprocess.run([RAY, "job", "list", "--address", url], capture_output=True, env=env).returncode == 0:
+                break
+            time.sleep(1)
+        r = subprocess.run(
+            [RAY, "job", "submit", "--address", url, "--working-dir", str(work), "--",
+             sys.executable, "-m", "pipeline.cli", "explain", str(demo_library / "catalogue.parquet"),
+             "--model", "mlplugins:make", "--separator", "provided", "--out", str(out), "--limit", "4",
+             "--num-samples", "100", "--run-id", "job", "--address", "auto", "--no-progress"],
+            capture_output=True, text=True, env=env, timeout=600)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        assert "succeeded" in (r.stdout + r.stderr).lower()
+        n = duckdb.connect().execute(
+            f"select count(distinct track_id) from read_parquet('{out}/tracks/**/*.parquet', hive_partitioning=true)"
+        ).fetchone()[0]
+        assert n == 4
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)

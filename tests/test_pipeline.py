@@ -1,0 +1,188 @@
+"""The explain job on a real local Ray: tables, exactly-once, resume, failures, determinism."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from musiclime.models import BagOfWordsEncoder, LateFusionClassifier, LogMelCNN, save_checkpoint
+from pipeline.config import ExplainConfig, track_seed
+from pipeline.driver import run_explain
+from tests.catalogues import bad_input_catalogue
+
+MUSICLIME = str(Path(sys.executable).parent / "musiclime")
+
+
+@pytest.fixture(scope="module")
+def light_checkpoint(tmp_path_factory, demo_library):
+    import torch
+    torch.manual_seed(0)
+    classes = ["electronic", "folk", "hiphop", "jazz", "rock"]
+    m = LateFusionClassifier(LogMelCNN(16000, channels=(8, 16), emb_dim=16), BagOfWordsEncoder(512, 8), classes, 16000)
+    return save_checkpoint(m, tmp_path_factory.mktemp("light") / "ckpt")
+
+
+def scan(out, table):
+    return f"read_parquet('{out}/{table}/**/*.parquet', hive_partitioning=true)"
+
+
+def cfg(**kw):
+    base = dict(num_samples=120, seed=0, commit_every=8, address="local")
+    return ExplainConfig(**{**base, **kw})
+
+
+def test_forty_demo_tracks_end_to_end(ray_session, demo_library, light_checkpoint, tmp_path):
+    out = tmp_path / "out"
+    s = run_explain(cfg(catalogue=str(demo_library / "catalogue.parquet"), model=str(light_checkpoint), out=str(out),
+                        separator="provided", limit=40, run_id="demo40", labels="true", label_column="genre"),
+                    show_progress=False)
+    assert s.exit_code == 0 and s.explained == 40 and s.failed == 0
+    tracks = pl.scan_parquet(f"{out}/tracks/**/*.parquet", hive_partitioning=True).collect()
+    assert tracks.height == 40 and tracks["track_id"].n_unique() == 40
+    assert set(tracks["run_id"].unique()) == {"demo40"}
+    expl = pl.read_parquet(f"{out}/explanations/**/*.parquet", hive_partitioning=True)
+    assert expl.height == (tracks["n_audio_features"] + tracks["n_lyrics_features"]).sum()
+    # the same numbers through DuckDB and pyarrow.dataset
+    con = duckdb.connect()
+    assert con.execute(f"select count(*) from {scan(out, 'tracks')}").fetchone()[0] == 40
+    assert con.execute(f"select count(*) from {scan(out, 'explanations')}").fetchone()[0] == expl.height
+    d = ds.dataset(str(out / "explanations"), format="parquet", partitioning="hive")
+    assert d.count_rows() == expl.height and "run_id" in d.schema.names
+    # the partition column is not repeated inside the files
+    f = next((out / "tracks" / "run_id=demo40").glob("*.parquet"))
+    assert "run_id" not in pq.read_schema(f).names
+    # field docs travel in the files
+    assert b"doc" in pq.read_schema(f).field("seed").metadata
+    # seeds and labels as specified
+    row = tracks.filter(pl.col("track_id") == "demo-00000").row(0, named=True)
+    assert row["seed"] == track_seed(0, "demo-00000")
+    assert row["explained_labels"] == [row["true_label"]] and len(row["probabilities"]) == 5
+    assert abs(sum(row["probabilities"]) - 1) < 1e-6
+    ranks = expl.filter(pl.col("track_id") == "demo-00000").sort("rank")["rank"].to_list()
+    assert ranks == list(range(1, len(ranks) + 1))
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["classes"] == ["electronic", "folk", "hiphop", "jazz", "rock"]
+    assert manifest["status"] == "finished" and manifest["model_id"] and manifest["catalogue_hash"]
+    # files are sized by the writer: 40 tracks, 8 per commit -> about 5 files (a slow commit
+    # interval can add one), never one per track
+    assert len(list((out / "tracks" / "run_id=demo40").glob("*.parquet"))) <= 40 // 8 + 2
+
+
+def test_bad_input_catalogue(ray_session, plugin_path, tmp_path):
+    cat, want_errors, want_flags = bad_input_catalogue(tmp_path / "bad")
+    out = tmp_path / "out"
+    s = run_explain(cfg(catalogue=str(cat), model="mlplugins:make", out=str(out), run_id="bad", max_seconds=3.0),
+                    show_progress=False)
+    assert s.exit_code == 3
+    con = duckdb.connect()
+    errs = con.execute(f"select track_id, catalogue_row, error_type, stage, message from {scan(out, 'errors')}").fetchall()
+    got = {}
+    for tid, row, et, stage, msg in errs:
+        key = f"{tid}#dup" if et == "duplicate_track_id" else tid
+        got[key] = et
+        assert msg and (tid in msg or et == "duplicate_track_id"), msg  # errors name the track
+    assert got == want_errors
+    tracks = dict(con.execute(f"select track_id, flags from {scan(out, 'tracks')}").fetchall())
+    assert {t: sorted(f) for t, f in tracks.items()} == {t: sorted(f) for t, f in want_flags.items()}
+    # every catalogue row exactly once, in one table or the other
+    rows = con.execute(f"select catalogue_row from {scan(out, 'tracks')} union all "
+                       f"select catalogue_row from {scan(out, 'errors')}").fetchall()
+    assert sorted(r for (r,) in rows) == list(range(pq.read_metadata(cat).num_rows))
+    # nothing was written outside the output directory
+    assert not (tmp_path / "escape").exists() and not (tmp_path.parent / "escape").exists()
+    assert all(p.resolve().is_relative_to(out.resolve()) for p in out.rglob("*"))
+    # no-lyrics tracks are explained on audio alone
+    mods = con.execute(f"select distinct modality from {scan(out, 'explanations')} where track_id='no-lyrics'").fetchall()
+    assert mods == [("audio",)]
+
+
+def _demo_cfg(demo_library, out, **kw):
+    return cfg(catalogue=str(demo_library / "catalogue.parquet"), model="mlplugins:make", out=str(out),
+               separator="provided", **kw)
+
+
+def test_same_weights_whatever_the_number_of_actors(ray_session, plugin_path, demo_library, tmp_path):
+    out = tmp_path / "out"
+    a = run_explain(_demo_cfg(demo_library, out, limit=6, run_id="one", predictors=1), show_progress=False)
+    b = run_explain(_demo_cfg(demo_library, out, limit=6, run_id="two", predictors=2, surrogate_workers=2,
+                              tracks_in_flight=3), show_progress=False)
+    assert a.exit_code == b.exit_code == 0
+    q = (f"select track_id, label, feature, weight from {scan(out, 'explanations')} where run_id='{{}}' "
+         f"order by track_id, label, feature")
+    con = duckdb.connect()
+    assert con.execute(q.format("one")).fetchall() == con.execute(q.format("two")).fetchall()
+
+
+def test_rerun_same_run_id_skips_and_retry_errors_replaces(ray_session, plugin_path, tmp_path):
+    cat, want_errors, _ = bad_input_catalogue(tmp_path / "bad")
+    out = tmp_path / "out"
+    c = cfg(catalogue=str(cat), model="mlplugins:make", out=str(out), run_id="r", max_seconds=3.0)
+    first = run_explain(c, show_progress=False)
+    again = run_explain(c, show_progress=False)
+    assert again.computed == 0 and again.exit_code == first.exit_code == 3
+    retried = run_explain(ExplainConfig(**{**c.to_json(), "retry_errors": True}), show_progress=False)
+    assert retried.computed == 0  # the bad rows fail again at decode, before any model work
+    con = duckdb.connect()
+    n_err = con.execute(f"select count(*) from {scan(out, 'errors')}").fetchone()[0]
+    assert n_err == len(want_errors)  # replaced, not duplicated
+    invs = con.execute(f"select distinct invocation_id from {scan(out, 'errors')} where error_type != 'duplicate_track_id'").fetchall()
+    assert len(invs) == 1 and invs[0][0] != con.execute(
+        f"select distinct invocation_id from {scan(out, 'tracks')}").fetchall()[0][0]
+
+
+def test_killed_predictor_actor_loses_nothing(ray_session, plugin_path, demo_library, tmp_path):
+    out = tmp_path / "out"
+    box = {}
+    c = _demo_cfg(demo_library, out, limit=12, run_id="kill", num_samples=400, commit_every=1)
+    th = threading.Thread(target=lambda: box.update(s=run_explain(c, show_progress=False)))
+    th.start()
+    part = out / "tracks" / "run_id=kill"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(part.glob("*.parquet"))) < 2:
+        time.sleep(0.1)
+    names = [a["name"] for a in ray_session.util.list_named_actors(all_namespaces=True)
+             if a["name"].startswith("musiclime-predictor-")]
+    assert names, "the predictor actor should be running"
+    ray_session.kill(ray_session.get_actor(names[-1]), no_restart=False)
+    killed_at = len(list(part.glob("*.parquet")))
+    th.join(300)
+    s = box["s"]
+    assert s.exit_code == 0 and s.explained == 12 and s.failed == 0 and killed_at < 12
+    ids = duckdb.connect().execute(f"select track_id, count(*) from {scan(out, 'tracks')} group by 1").fetchall()
+    assert len(ids) == 12 and {n for _, n in ids} == {1}
+
+
+def test_sigkilled_driver_resumes_without_loss_or_recompute(plugin_path, demo_library, tmp_path):
+    out = tmp_path / "out"
+    args = [MUSICLIME, "explain", str(demo_library / "catalogue.parquet"), "--model", "mlplugins:make",
+            "--separator", "provided", "--out", str(out), "--num-samples", "400", "--limit", "10",
+            "--run-id", "crash", "--commit-every", "1", "--no-progress"]
+    env = dict(os.environ)
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    part = out / "tracks" / "run_id=crash"
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(part.glob("*.parquet"))) < 3 and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started, mid-run
+    proc.wait()
+    before = duckdb.connect().execute(f"select track_id, invocation_id from {scan(out, 'tracks')}").fetchall()
+    assert 3 <= len(before) < 10
+    r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"{10 - len(before)} computed now, {len(before)} already committed" in r.stdout
+    after = dict(duckdb.connect().execute(f"select track_id, invocation_id from {scan(out, 'tracks')}").fetchall())
+    assert len(after) == 10
+    counts = duckdb.connect().execute(f"select count(*), count(distinct track_id) from {scan(out, 'tracks')}").fetchone()
+    assert counts == (10, 10)
+    for tid, inv in before:  # committed tracks were not recomputed
+        assert after[tid] == inv
+    assert not list((out / "_staging").rglob("*.parquet"))
