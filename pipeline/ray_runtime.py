@@ -11,7 +11,9 @@ def init_ray(address: str | None = "local", num_cpus: int | None = None):
     import ray
     if ray.is_initialized():
         return
-    env = {"RAY_DEDUP_LOGS": "1"}
+    # workers import model plugins (--model module:factory) from where the driver does
+    path = os.pathsep.join(p for p in [os.getcwd(), os.environ.get("PYTHONPATH", "")] if p)
+    env = {"RAY_DEDUP_LOGS": "1", "PYTHONPATH": path}
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address in (None, "local") and not os.environ.get("RAY_ADDRESS"):
         # address="local" always starts a private instance, even beside a `ray start` head

@@ -125,15 +125,17 @@ def _lyrics_html(text: str, weights: dict[str, float]) -> str:
     return "".join(out)
 
 
-def build_report(out: str | Path, tracks_per_class: int = 3, max_tracks: int = 20, audio: bool = True) -> Path:
+def build_report(out: str | Path, tracks_per_class: int = 3, max_tracks: int = 20, audio: bool = True,
+                 run_id: str | None = None) -> Path:
     import matplotlib
     matplotlib.use("Agg")
     import polars as pl
 
     from musiclime.aggregate import aggregate
     out = Path(out)
-    manifest = json.loads((out / "run.json").read_text()) if (out / "run.json").is_file() else {}
-    run_id = manifest.get("run_id")
+    manifest_path = out / "runs" / f"{run_id}.json" if run_id else out / "run.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    run_id = run_id or manifest.get("run_id")
     g = (pl.read_parquet(str(out / "global_importance" / "**" / "*.parquet"), hive_partitioning=True)
          if (out / "global_importance").is_dir() else aggregate(out))
     if run_id and "run_id" in g.columns and run_id in set(g["run_id"]):
@@ -251,7 +253,9 @@ def _track_audio(manifest: dict, row: dict, e, stems: list[str], n_seg: int) -> 
         af = AudioFactorization(inp.stems, sr, n_seg, inp.stem_names)
     except ValueError:
         return "<p class='muted'>audio unavailable</p>", inp.lyrics
-    top = (e.filter((e["modality"] == "audio") & (e["weight"] > 0)).sort("weight", descending=True).head(5))
+    pos = e.filter((e["modality"] == "audio") & (e["weight"] > 0)).sort("weight", descending=True)
+    # the clearly positive stem-segments: at most 5, each at least a tenth of the largest
+    top = pos.filter(pos["weight"] >= 0.1 * (pos["weight"].max() or 0)).head(5)
     mask = np.zeros((1, af.n_features), np.uint8)
     for s, seg in top.select("stem", "segment").iter_rows():
         if s in af.stem_names:

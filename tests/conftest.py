@@ -31,8 +31,8 @@ def genre_model_dir(demo_library, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def ray_session():
-    """One real local Ray for the whole test session."""
+def ray_session(plugin_path):
+    """One real local Ray for the whole test session (workers see the test plugins)."""
     import ray
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray

@@ -39,6 +39,9 @@ def load_model(spec: str, device: str | torch.device | None = None):
         return load_checkpoint(spec, device)
     if ":" in spec and not Path(spec).exists():
         mod_name, _, attr = spec.partition(":")
+        import sys
+        if os.getcwd() not in sys.path:  # like `python -m`: plugins next to where the user stands
+            sys.path.append(os.getcwd())
         try:
             factory = getattr(importlib.import_module(mod_name), attr)
         except (ImportError, AttributeError) as e:
