@@ -137,3 +137,14 @@ def test_report_renders_in_a_real_browser(explained, tmp_path):
     assert shot.is_file() and shot.stat().st_size > 20000
     if os.environ.get("MUSICLIME_SCREENSHOT"):  # keep it to look at
         shutil.copy(shot, os.environ["MUSICLIME_SCREENSHOT"])
+
+
+def test_delta_format_appends_per_run(explained, tmp_path):
+    deltalake = pytest.importorskip("deltalake")
+    out = tmp_path / "copy"
+    shutil.copytree(explained, out)
+    g = aggregate(out)
+    write_global_importance(out, g, fmt="delta")
+    dt = deltalake.DeltaTable(str(out / "global_importance_delta"))
+    assert dt.to_pyarrow_table().num_rows == g.height
+    assert set(dt.to_pyarrow_table().column("run_id").to_pylist()) == {"both", "audio"}

@@ -2,11 +2,13 @@
 job against a `ray start --head` cluster on 127.0.0.1 (started and stopped here)."""
 import copy
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,10 +46,12 @@ def test_ray_job_submit_against_a_head(tmp_path, plugin_path, demo_library):
     shutil.copy(plugin_path / "mlplugins.py", work / "mlplugins.py")
     out = tmp_path / "out"
     port, dash = _free_port(), _free_port()
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    # Ray >= 2.59 authenticates clients with a token: the head and the CLI share ours
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16))
+    temp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # Ray's unix sockets need a short path
     head = subprocess.Popen([RAY, "start", "--head", "--block", "--num-cpus", "2", "--port", str(port),
                              "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--include-dashboard", "true",
-                             "--temp-dir", str(tmp_path / "ray")],
+                             "--temp-dir", temp],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{dash}"
@@ -74,3 +78,4 @@ def test_ray_job_submit_against_a_head(tmp_path, plugin_path, demo_library):
             head.wait(60)
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
+        shutil.rmtree(temp, ignore_errors=True)
