@@ -11,7 +11,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ["MUSICLIME_HOME"] = tempfile.mkdtemp(prefix="musiclime-test-home-")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-TEST_LIBRARY = dict(tracks=250, seed=0, sample_rate=16000, seconds=10.0)
+TEST_LIBRARY = dict(tracks=400, seed=0, sample_rate=16000, seconds=10.0)  # the demo default
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +27,7 @@ def genre_model_dir(demo_library, tmp_path_factory):
     """The offline default (log-mel CNN + MiniLM + MLP) trained for genre, seeded."""
     from musiclime.training import train_default
     out = tmp_path_factory.mktemp("models") / "default-genre"
-    return train_default(demo_library, "genre", "both", out, epochs=15, seed=0, verbose=False)
+    return train_default(demo_library, "genre", "both", out, epochs=30, seed=0, verbose=False)  # the default
 
 
 @pytest.fixture(scope="session")

@@ -60,12 +60,15 @@ def test_ray_job_submit_against_a_head(tmp_path, plugin_path, demo_library):
             if subprocess.run([RAY, "job", "list", "--address", url], capture_output=True, env=env).returncode == 0:
                 break
             time.sleep(1)
-        r = subprocess.run(
-            [RAY, "job", "submit", "--address", url, "--working-dir", str(work), "--",
-             sys.executable, "-m", "pipeline.cli", "explain", str(demo_library / "catalogue.parquet"),
-             "--model", "mlplugins:make", "--separator", "provided", "--out", str(out), "--limit", "4",
-             "--num-samples", "100", "--run-id", "job", "--address", "auto", "--no-progress"],
-            capture_output=True, text=True, env=env, timeout=600)
+        submit = [RAY, "job", "submit", "--address", url, "--working-dir", str(work), "--",
+                  sys.executable, "-m", "pipeline.cli", "explain", str(demo_library / "catalogue.parquet"),
+                  "--model", "mlplugins:make", "--separator", "provided", "--out", str(out), "--limit", "4",
+                  "--num-samples", "100", "--run-id", "job", "--address", "auto", "--no-progress"]
+        for _ in range(30):  # the head's job agent comes up a little after its dashboard
+            r = subprocess.run(submit, capture_output=True, text=True, env=env, timeout=600)
+            if r.returncode == 0 or "No available agent" not in r.stdout + r.stderr:
+                break
+            time.sleep(2)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         assert "succeeded" in (r.stdout + r.stderr).lower()
         n = duckdb.connect().execute(
