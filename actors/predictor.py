@@ -43,7 +43,7 @@ class PredictorActor:
             return inp
         t0 = time.perf_counter()
         try:
-            stems = torch.from_numpy(inp.stems).to(self.device)          # pinned on the device
+            stems = torch.tensor(inp.stems, device=self.device)  # pinned on the device (a copy: Ray gives read-only arrays)
             af = AudioFactorization(stems, inp.sample_rate, self.n_segments, inp.stem_names)
             lf = LyricsFactorization(inp.lyrics)
             explainer = MusicLIME(num_samples=self.num_samples, batch_size=self.batch_size, seed=inp.seed)
