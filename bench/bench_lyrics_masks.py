@@ -33,7 +33,6 @@ def main(argv=None) -> dict:
     with torch.inference_mode():
         for name, fn in (("retokenize", lambda m: enc(lf.compose(m))), ("mask_tokens", lambda m: enc.embed_masks(lf, m))):
             fn(masks[:args.batch])
-            tok = 0.0
             t0 = time.perf_counter()
             outs = []
             for i in range(0, len(masks), args.batch):

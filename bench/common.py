@@ -30,16 +30,6 @@ def synthetic_track(sample_rate: int = 16000, seconds: float = 10.0, n_words: in
     return stems, lyric
 
 
-def timed(fn: Callable[[], object], repeats: int = 3) -> tuple[float, object]:
-    """Median wall time of ``repeats`` calls and the last result."""
-    times, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
-
-
 def timed_interleaved(fns: dict[str, Callable[[], object]], repeats: int = 3) -> tuple[dict, dict]:
     """Median wall time per named function, calling them in turn ``repeats`` times so that
     drift on a noisy machine hits all of them alike. Returns (seconds, last results)."""

@@ -7,7 +7,6 @@ only the audio encoder.
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -117,13 +116,11 @@ def fusion_loss(model: LateFusionClassifier, a: torch.Tensor, t: torch.Tensor, y
 
 def train_model(model: LateFusionClassifier, data: LibraryData, epochs: int = 30, batch_size: int = 16,
                 lr: float = 2e-3, seed: int = 0, lyric_variants: int = 8, max_steps: int | None = None,
-                verbose: bool = True, val: "LibraryData | None" = None) -> dict:
+                verbose: bool = True) -> dict:
     """Fit ``model`` on ``data`` in place (CPU or the model's device). Returns a history.
 
     Augmentations: LIME-like stem-segment dropout on the audio, word dropout on the
-    lyrics; a two-modality model also learns from each modality alone (fusion_loss).
-    With ``val``, the weights of the epoch with the best validation macro-F1 are kept."""
-    import copy
+    lyrics; a two-modality model also learns from its audio alone (fusion_loss)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -141,7 +138,6 @@ def train_model(model: LateFusionClassifier, data: LibraryData, epochs: int = 30
     labels = torch.as_tensor(data.labels, dtype=torch.long)
     n = len(labels)
     history, step, t0 = [], 0, time.perf_counter()
-    best: tuple = (-1.0, 0, None)
     for epoch in range(epochs):
         model.train()
         order = torch.randperm(n, generator=gen)
@@ -170,24 +166,15 @@ def train_model(model: LateFusionClassifier, data: LibraryData, epochs: int = 30
             if max_steps and step >= max_steps:
                 break
         elapsed = time.perf_counter() - t0
-        entry = dict(epoch=epoch + 1, loss=tot / n, train_accuracy=correct / n, seconds=elapsed)
-        if val is not None:
-            model.eval()
-            entry["val_macro_f1"] = metrics(val.labels, predict(model, val), len(data.classes))["macro_f1"]
-            if entry["val_macro_f1"] >= best[0]:
-                best = (entry["val_macro_f1"], epoch + 1, copy.deepcopy(model.state_dict()))
-        history.append(entry)
+        history.append(dict(epoch=epoch + 1, loss=tot / n, train_accuracy=correct / n, seconds=elapsed))
         if verbose:
             eta = elapsed / (epoch + 1) * (epochs - epoch - 1)
-            v = f"  val macro-F1 {entry['val_macro_f1']:.3f}" if "val_macro_f1" in entry else ""
-            log(f"epoch {epoch + 1}/{epochs}  loss {tot / n:.3f}  train acc {correct / n:.3f}{v}  "
+            log(f"epoch {epoch + 1}/{epochs}  loss {tot / n:.3f}  train acc {correct / n:.3f}  "
                 f"{elapsed:.0f}s elapsed, ETA {eta:.0f}s")
         if max_steps and step >= max_steps:
             break
-    if best[2] is not None:
-        model.load_state_dict(best[2])
     model.eval()
-    return {"history": history, "steps": step, "best_epoch": best[1] or len(history)}
+    return {"history": history, "steps": step}
 
 
 def predict(model, data: LibraryData, batch_size: int = 16) -> np.ndarray:
@@ -251,4 +238,4 @@ def train_default(library: str | Path, task: str, modality: str, out: str | Path
         log(f"held-out {task}/{modality}: accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f} "
             f"(n={m['n']}; {time.perf_counter() - t0:.0f}s)")
     return save_checkpoint(model, out, task=task, library=library_hash(library), seed=seed,
-                           epochs=epochs, best_epoch=hist["best_epoch"], test_metrics=m, history=hist["history"])
+                           epochs=epochs, test_metrics=m, history=hist["history"])

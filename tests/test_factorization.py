@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
-import torch
 from lime.lime_text import IndexedString
 
 from musiclime import AudioFactorization, InputError, LyricsFactorization
-from tests.toys import SR, STEMS, planted_stems
+from tests.toys import SR, planted_stems
 
 
 def explicit_sum(stems, masks, n_segments):

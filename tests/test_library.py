@@ -3,7 +3,6 @@ import time
 
 import numpy as np
 import pyarrow.parquet as pq
-import pytest
 import soundfile as sf
 
 from musiclime.library import GENRES, STEMS, make_library, synthesize, track_specs

@@ -1,6 +1,4 @@
 import json
-import os
-import sys
 import textwrap
 
 import numpy as np

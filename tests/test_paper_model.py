@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from musiclime import AudioFactorization, LyricsFactorization, MusicLIME
-from musiclime.models import load_checkpoint, load_model, save_checkpoint
+from musiclime.models import load_model, save_checkpoint
 from musiclime.models.paper import paper_model
 from musiclime.training import LibraryData, train_model
 from tests.hf_tiny import tiny_ast, tiny_roberta
@@ -21,7 +21,6 @@ def test_ast_roberta_train_save_load_explain(hf_dirs, tmp_path):
     ast_dir, roberta_dir = hf_dirs
     model = paper_model(ast_dir, roberta_dir, ["calm", "fierce"], hidden=16)
     assert model.sample_rate == 16000
-    n = 16000 * 3
     stems = torch.from_numpy(np.stack([planted_stems(seed=i, sr=16000, seconds=3) for i in range(4)]))
     data = LibraryData([f"t{i}" for i in range(4)], stems, stems.sum(1), ["fire night", "calm rain", "fire", "rain"],
                        np.array([1, 0, 1, 0]), ["calm", "fierce"], 16000)
