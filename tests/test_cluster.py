@@ -49,9 +49,12 @@ def test_ray_job_submit_against_a_head(tmp_path, plugin_path, demo_library):
     # Ray >= 2.59 authenticates clients with a token: the head and the CLI share ours
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16))
     temp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # Ray's unix sockets need a short path
+    # free ports for the head's agent too: the test session's own Ray holds the defaults
     head = subprocess.Popen([RAY, "start", "--head", "--block", "--num-cpus", "2", "--port", str(port),
                              "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--include-dashboard", "true",
-                             "--temp-dir", temp],
+                             "--dashboard-agent-listen-port", str(_free_port()),
+                             "--dashboard-agent-grpc-port", str(_free_port()),
+                             "--metrics-export-port", str(_free_port()), "--temp-dir", temp],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{dash}"
