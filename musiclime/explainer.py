@@ -1,6 +1,7 @@
 """MusicLIME: joint audio + lyrics perturbation explained by a local linear surrogate."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -11,7 +12,7 @@ import torch
 from musiclime.errors import InputError
 from musiclime.explanation import Explanation, FeatureSpace
 from musiclime.factorization import AudioFactorization, LyricsFactorization
-from musiclime.masks import Modality, sample_masks, unique_rows
+from musiclime.masks import Modality, sample_grid_masks, sample_masks, unique_rows
 from musiclime.protocol import (as_embedding, as_probs, check_model, has_mask_lyrics,
                                 is_late_fusion, model_device)
 from musiclime.surrogate import FeatureSelection, fit_surrogate, mask_distances
@@ -25,6 +26,13 @@ AUTO_BATCH_SIZE = {"cpu": 8, "cuda": 256}
 # per block, not per batch, and memory holds one block of audio at a time.
 COMPOSE_BLOCK = 16
 HEAD_BATCH_SIZE = 4096  # a late-fusion head is tiny next to the encoders
+
+# num_samples="auto": sample sizes tried in turn (i.i.d.; each a prefix of the next, so a
+# round pays only for its new masks) and grid sides (grid design; the half-masks of a
+# smaller grid are those of the larger one).
+AUTO_SCHEDULE = (250, 500, 1000, 2000, 4000, 8000)
+AUTO_GRID_SIDES = (32, 64, 128, 256, 512)
+DESIGNS = ("iid", "grid")
 
 Progress = Callable[[int, int], None]
 """``progress(rows_done, rows_total)``, called after every model batch."""
@@ -81,11 +89,53 @@ class _Batcher:
         return out
 
 
+class OutputCache:
+    """Per-track memo of model outputs keyed by mask bytes (one store per kind: joint
+    rows' probabilities, or a late-fusion model's audio / lyrics embeddings), so growing
+    sample sets (``num_samples="auto"``) pay only for masks not seen before."""
+
+    def __init__(self):
+        self._index: dict[str, dict[bytes, int]] = {}
+        self._chunks: dict[str, list] = {}
+        self.rows_computed = 0
+
+    def missing(self, kind: str, rows: np.ndarray) -> np.ndarray:
+        """Indices of ``rows`` (``uint8 [n, width]``) with no stored output."""
+        index = self._index.setdefault(kind, {})
+        return np.array([i for i, r in enumerate(rows) if r.tobytes() not in index], dtype=np.int64)
+
+    def add(self, kind: str, rows: np.ndarray, values) -> None:
+        index, chunks = self._index.setdefault(kind, {}), self._chunks.setdefault(kind, [])
+        start = len(index)
+        for i, r in enumerate(rows):
+            index[r.tobytes()] = start + i
+        chunks.append(values)
+        self.rows_computed += len(rows)
+
+    def gather(self, kind: str, rows: np.ndarray):
+        """Stored outputs of ``rows`` in order (a torch tensor or numpy array)."""
+        chunks = self._chunks[kind]
+        if len(chunks) > 1:  # one contiguous block from now on
+            chunks[:] = [torch.cat(chunks) if isinstance(chunks[0], torch.Tensor) else np.concatenate(chunks)]
+        idx = [self._index[kind][r.tobytes()] for r in rows]
+        block = chunks[0]
+        return block[torch.as_tensor(idx, device=block.device)] if isinstance(block, torch.Tensor) else block[idx]
+
+
 class MusicLIME:
     """Explains one track of a multimodal model with MusicLIME.
 
     Args:
-        num_samples: perturbations per track, row 0 (the whole input) included.
+        num_samples: perturbations per track, row 0 (the whole input) included; or
+            ``"auto"``: sample in rounds (:data:`AUTO_SCHEDULE`, or :data:`AUTO_GRID_SIDES`
+            for the grid design) and stop once the explanation is stable: the mean top-k
+            Jaccard between the fit and fits on ``bootstraps`` bootstrap resamples of its
+            samples reaches ``stability``; at most ``max_samples`` rows.
+        design: ``"iid"`` (joint i.i.d. masks, the reference's) or ``"grid"``
+            (:func:`~musiclime.masks.sample_grid_masks`: few distinct half-masks, so a
+            late-fusion model's encoders run far fewer times than there are samples).
+        grid_size: ``(n_audio_masks, n_lyrics_masks)`` for the grid design; default
+            ``num_samples // 4`` each.
         batch_size: rows per model call; ``"auto"`` picks the measured default of the
             device the model runs on (:data:`AUTO_BATCH_SIZE`).
         kernel_width: LIME kernel width on the cosine distance (reference: 25).
@@ -96,14 +146,25 @@ class MusicLIME:
         alpha: Ridge regularisation of the surrogate.
     """
 
-    def __init__(self, num_samples: int = 1000, batch_size: int | str = "auto",
+    def __init__(self, num_samples: int | str = 1000, batch_size: int | str = "auto",
                  kernel_width: float = 25, feature_selection: str = "auto",
-                 num_features: int | None = None, seed: int = 0, alpha: float = 1.0):
-        if int(num_samples) < 2:
-            raise ValueError(f"num_samples must be >= 2, got {num_samples}")
+                 num_features: int | None = None, seed: int = 0, alpha: float = 1.0,
+                 design: str = "iid", grid_size: tuple[int, int] | None = None,
+                 stability: float = 0.9, top_k: int = 10, bootstraps: int = 20,
+                 max_samples: int = 8000):
+        self.adaptive = num_samples == "auto"
+        if not self.adaptive and (isinstance(num_samples, str) or int(num_samples) < 2):
+            raise ValueError(f"num_samples must be 'auto' or an int >= 2, got {num_samples!r}")
+        if design not in DESIGNS:
+            raise ValueError(f"design must be one of {DESIGNS}, got {design!r}")
+        if not 0 < stability <= 1:
+            raise ValueError(f"stability must be in (0, 1], got {stability}")
         if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size must be 'auto' or a positive int, got {batch_size!r}")
-        self.num_samples = int(num_samples)
+        self.num_samples = AUTO_SCHEDULE[0] if self.adaptive else int(num_samples)
+        self.design, self.grid_size = design, grid_size
+        self.stability, self.top_k, self.bootstraps = float(stability), int(top_k), int(bootstraps)
+        self.max_samples = int(max_samples)
         self.batch_size = batch_size
         self.kernel_width = float(kernel_width)
         self.feature_selection = FeatureSelection.parse(feature_selection)
@@ -114,8 +175,10 @@ class MusicLIME:
     # ------------------------------------------------------------------ the three steps
 
     def plan(self, af: AudioFactorization, lf: LyricsFactorization, modality: str = "both",
-             seed: int | None = None) -> Plan:
-        """Choose the features and draw the masks (numpy, CPU, from :func:`sample_masks`)."""
+             seed: int | None = None, num_samples: int | None = None,
+             grid_size: tuple[int, int] | None = None) -> Plan:
+        """Choose the features and draw the masks (numpy, CPU): :func:`sample_masks`, or
+        :func:`sample_grid_masks` for the grid design when both modalities are perturbed."""
         modality = Modality.parse(modality)
         flags: list[str] = []
         if lf.n_features == 0:
@@ -126,19 +189,25 @@ class MusicLIME:
                 modality = Modality.AUDIO
         seed = self.seed if seed is None else int(seed)
         fs = FeatureSpace.from_factorizations(af, lf)
-        masks = sample_masks(self.num_samples, fs.n_audio, fs.n_lyrics, seed, modality)
+        n = self.num_samples if num_samples is None else int(num_samples)
+        if self.design == "grid" and modality is Modality.BOTH:
+            grid = grid_size or self.grid_size or (max(2, n // 4),) * 2
+            masks = sample_grid_masks(n, fs.n_audio, fs.n_lyrics, grid, seed)
+        else:
+            masks = sample_masks(n, fs.n_audio, fs.n_lyrics, seed, modality)
         columns = {Modality.BOTH: np.arange(fs.n_features),
                    Modality.AUDIO: np.arange(fs.n_audio),
                    Modality.LYRICS: np.arange(fs.n_audio, fs.n_features)}[modality]
         return Plan(fs, masks, columns, modality, tuple(flags), seed)
 
     def predict(self, model, af: AudioFactorization, lf: LyricsFactorization, masks: np.ndarray,
-                progress: Progress | None = None) -> tuple[np.ndarray, int]:
+                progress: Progress | None = None, cache: OutputCache | None = None) -> tuple[np.ndarray, int]:
         """Model probabilities of every mask row: ``(float64 [N, C], model rows evaluated)``.
 
         Duplicate rows (and, for late-fusion models, duplicate half-masks) are evaluated
         once. Audio is composed batch by batch on the model's device, so memory holds one
-        batch of perturbed audio at a time.
+        batch of perturbed audio at a time. With a ``cache``, masks it already holds are
+        not evaluated again; the returned count is then of new rows only.
         """
         check_model(model)
         if int(model.sample_rate) != af.sample_rate:
@@ -154,31 +223,38 @@ class MusicLIME:
         size = auto_batch_size(device or af.device) if self.batch_size == "auto" else self.batch_size
         batcher = _Batcher(size)
         n_classes = len(model.classes)
+        cache = OutputCache() if cache is None else cache
+        before = cache.rows_computed
         with torch.inference_mode():
             if is_late_fusion(model):
-                return self._predict_late_fusion(model, af, lf, masks, batcher, n_classes, progress)
-            uniq, inverse = unique_rows(masks)
-            done = [0]
+                probs = self._predict_late_fusion(model, af, lf, masks, batcher, n_classes, progress, cache)
+            else:
+                uniq, inverse = unique_rows(masks)
+                new = uniq[cache.missing("joint", uniq)]
+                done = [0]
 
-            def tick(k):
-                done[0] += k
-                if progress:
-                    progress(done[0], len(uniq))
+                def tick(k):
+                    done[0] += k
+                    if progress:
+                        progress(done[0], len(new))
 
-            parts = []
-            for block in _batches(len(uniq), max(COMPOSE_BLOCK, batcher.size)):
-                audio = af.compose(uniq[block, :n_audio])
-                texts = lf.compose(uniq[block, n_audio:])
-                parts += batcher.run(len(texts), lambda sl: as_probs(
-                    model.predict_proba(audio[sl], texts[sl]), sl.stop - sl.start, n_classes), tick)
-            probs = np.concatenate(parts)
-        return probs[inverse], len(uniq)
+                parts = []
+                for block in _batches(len(new), max(COMPOSE_BLOCK, batcher.size)):
+                    audio = af.compose(new[block, :n_audio])
+                    texts = lf.compose(new[block, n_audio:])
+                    parts += batcher.run(len(texts), lambda sl: as_probs(
+                        model.predict_proba(audio[sl], texts[sl]), sl.stop - sl.start, n_classes), tick)
+                if len(new):
+                    cache.add("joint", new, np.concatenate(parts))
+                probs = cache.gather("joint", uniq)[inverse]
+        return probs, cache.rows_computed - before
 
-    def _predict_late_fusion(self, model, af, lf, masks, batcher, n_classes, progress):
+    def _predict_late_fusion(self, model, af, lf, masks, batcher, n_classes, progress, cache):
         n_audio = af.n_features
         ua, ia = unique_rows(masks[:, :n_audio])
         ul, il = unique_rows(masks[:, n_audio:])
-        total, done = len(ua) + len(ul), [0]
+        ua_new, ul_new = ua[cache.missing("audio", ua)], ul[cache.missing("lyrics", ul)]
+        total, done = len(ua_new) + len(ul_new), [0]
 
         def tick(k):
             done[0] += k
@@ -186,22 +262,25 @@ class MusicLIME:
                 progress(done[0], total)
 
         audio_parts = []
-        for block in _batches(len(ua), max(COMPOSE_BLOCK, batcher.size)):
-            audio = af.compose(ua[block])
+        for block in _batches(len(ua_new), max(COMPOSE_BLOCK, batcher.size)):
+            audio = af.compose(ua_new[block])
             audio_parts += batcher.run(len(audio), lambda sl: as_embedding(
                 model.embed_audio(audio[sl]), sl.stop - sl.start, "embed_audio"), tick)
-        audio_emb = torch.cat(audio_parts)
+        if audio_parts:
+            cache.add("audio", ua_new, torch.cat(audio_parts))
         if has_mask_lyrics(model):
-            lyr = lambda sl: model.embed_lyrics_masks(lf, ul[sl])  # noqa: E731
+            lyr = lambda sl: model.embed_lyrics_masks(lf, ul_new[sl])  # noqa: E731
         else:
-            lyr = lambda sl: model.embed_lyrics(lf.compose(ul[sl]))  # noqa: E731
-        lyrics_emb = torch.cat(batcher.run(len(ul), lambda sl: as_embedding(
-            lyr(sl), sl.stop - sl.start, "embed_lyrics"), tick))
+            lyr = lambda sl: model.embed_lyrics(lf.compose(ul_new[sl]))  # noqa: E731
+        if len(ul_new):
+            cache.add("lyrics", ul_new, torch.cat(batcher.run(len(ul_new), lambda sl: as_embedding(
+                lyr(sl), sl.stop - sl.start, "embed_lyrics"), tick)))
+        audio_emb, lyrics_emb = cache.gather("audio", ua), cache.gather("lyrics", ul)
         ia_t = torch.as_tensor(ia, device=audio_emb.device)
         il_t = torch.as_tensor(il, device=lyrics_emb.device)
         probs = [as_probs(model.head(audio_emb[ia_t[sl]], lyrics_emb[il_t[sl]]), sl.stop - sl.start, n_classes)
                  for sl in _batches(len(masks), HEAD_BATCH_SIZE)]
-        return np.concatenate(probs), total
+        return np.concatenate(probs)
 
     def fit(self, plan: Plan, probs: np.ndarray, classes: Sequence[str],
             labels: Sequence[int] | None = None, top_labels: int | None = 1,
@@ -251,6 +330,8 @@ class MusicLIME:
             seed: mask seed (default: the explainer's).
             progress: ``progress(rows_done, rows_total)`` after each model batch.
         """
+        if self.adaptive:
+            return self._explain_adaptive(model, af, lf, labels, top_labels, modality, seed, progress)
         t0 = time.perf_counter()
         plan = self.plan(af, lf, modality, seed)
         t1 = time.perf_counter()
@@ -259,3 +340,80 @@ class MusicLIME:
         exp = self.fit(plan, probs, model.classes, labels, top_labels, model_rows=rows)
         exp.timings.update(plan_s=t1 - t0, predict_s=t2 - t1, fit_s=time.perf_counter() - t2)
         return exp
+
+    # ------------------------------------------------------------------ num_samples="auto"
+
+    def _rounds(self, lf: LyricsFactorization, modality: str) -> list[tuple[int, tuple[int, int] | None]]:
+        """``(num_samples, grid_size)`` per round, growing, capped at ``max_samples``."""
+        if self.design == "grid" and Modality.parse(modality) is Modality.BOTH and lf.n_features:
+            # 16 joint rows per half-mask pair drawn: the head is cheap, the encoders are not
+            steps = [(min(g * g, 16 * g, self.max_samples), (g, g)) for g in AUTO_GRID_SIDES]
+        else:
+            steps = [(min(n, self.max_samples), None) for n in AUTO_SCHEDULE]
+        out = []
+        for step in steps:
+            if not out or step[0] > out[-1][0]:
+                out.append(step)
+        return out
+
+    def _explain_adaptive(self, model, af, lf, labels, top_labels, modality, seed, progress) -> Explanation:
+        t0 = time.perf_counter()
+        cache, rounds, timings = OutputCache(), [], {"plan_s": 0.0, "predict_s": 0.0, "fit_s": 0.0}
+        for n, grid in self._rounds(lf, modality):
+            t1 = time.perf_counter()
+            plan = self.plan(af, lf, modality, seed, num_samples=n, grid_size=grid)
+            t2 = time.perf_counter()
+            probs, _ = self.predict(model, af, lf, plan.masks, progress, cache)
+            t3 = time.perf_counter()
+            exp = self.fit(plan, probs, model.classes, labels, top_labels)
+            score = self.bootstrap_stability(plan, probs, exp)
+            timings["plan_s"] += t2 - t1
+            timings["predict_s"] += t3 - t2
+            timings["fit_s"] += time.perf_counter() - t3
+            rounds.append((len(plan.masks), cache.rows_computed, score))
+            if score >= self.stability:
+                break
+        timings["total_s"] = time.perf_counter() - t0
+        return dataclasses.replace(exp, model_rows=cache.rows_computed, stability=score, rounds=tuple(rounds),
+                                   timings=timings)
+
+    def bootstrap_stability(self, plan: Plan, probs: np.ndarray, exp: Explanation) -> float:
+        """Mean top-k Jaccard between each explained label's fit and refits on bootstrap
+        resamples of the plan's samples (the worst label counts).
+
+        i.i.d. samples are resampled row by row; grid samples by half-mask (rows sharing
+        an audio or lyrics half-mask are not independent, and resampling rows alone would
+        overstate the stability).
+        """
+        data = plan.masks[:, plan.columns]
+        distances = mask_distances(data)
+        n = len(data)
+        k = min(self.top_k, data.shape[1])
+        rng = np.random.default_rng([plan.seed, 7, n])
+        grid = self.design == "grid" and plan.modality is Modality.BOTH
+        if grid:
+            n_audio = plan.features.n_audio
+            _, ia = unique_rows(plan.masks[:, :n_audio])
+            _, il = unique_rows(plan.masks[:, n_audio:])
+        worst = 1.0
+        for label in exp.labels:
+            top = _top_k(exp.fits[label].weights, k)
+            scores = []
+            for _ in range(self.bootstraps):
+                if grid:
+                    ca = np.bincount(rng.integers(0, ia.max() + 1, ia.max() + 1), minlength=ia.max() + 1)
+                    cl = np.bincount(rng.integers(0, il.max() + 1, il.max() + 1), minlength=il.max() + 1)
+                    mult = ca[ia] * cl[il]
+                else:
+                    mult = np.bincount(rng.integers(0, n, n), minlength=n)
+                idx = np.repeat(np.arange(n), mult)
+                fit = fit_surrogate(data[idx], probs[idx], label, self.kernel_width, self.num_features,
+                                    self.feature_selection, alpha=self.alpha, distances=distances[idx])
+                boot = _top_k([(int(plan.columns[i]), w) for i, w in fit.weights], k)
+                scores.append(len(top & boot) / len(top | boot))
+            worst = min(worst, float(np.mean(scores)))
+        return worst
+
+
+def _top_k(weights, k: int) -> set[int]:
+    return {i for i, _ in sorted(weights, key=lambda t: -abs(t[1]))[:k]}

@@ -72,6 +72,10 @@ class Explanation:
         num_samples: perturbations drawn (row 0 included).
         model_rows: rows the model evaluated (distinct perturbations).
         seed: the mask seed.
+        stability: with ``num_samples="auto"``, the bootstrap top-k Jaccard the sampling
+            stopped at (None otherwise).
+        rounds: with ``num_samples="auto"``, per round ``(num_samples, model_rows so far,
+            stability)``.
     """
     classes: list[str]
     probabilities: np.ndarray
@@ -85,6 +89,8 @@ class Explanation:
     model_rows: int = 0
     seed: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    stability: float | None = None
+    rounds: tuple[tuple[int, int, float], ...] = ()
 
     def _fit(self, label: int) -> SurrogateFit:
         try:

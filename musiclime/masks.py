@@ -64,3 +64,46 @@ def unique_rows(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
     return masks[first[order]], rank[inverse.ravel()]
+
+
+def sample_grid_masks(num_samples: int, n_audio: int, n_lyrics: int, grid_size: tuple[int, int],
+                      seed: int = 0) -> np.ndarray:
+    """Factorized (grid) design: joint masks built from few distinct half-masks.
+
+    Draws ``n_a`` audio half-masks and ``n_l`` lyrics half-masks (row 0 of each all ones,
+    the rest i.i.d. Bernoulli(1/2)) and takes ``num_samples`` cells of their
+    ``n_a x n_l`` grid: cell (0, 0) (the whole input) first, the others a seeded random
+    subset without replacement (all cells when ``num_samples >= n_a * n_l``). A
+    late-fusion model then runs its audio encoder at most ``n_a`` times and its lyrics
+    encoder at most ``n_l`` times for all ``num_samples`` joint perturbations.
+
+    The half-masks are drawn for the whole ``grid_size`` before any cell is chosen, so a
+    larger grid of the same seed starts with the same half-masks (embeddings computed for
+    a smaller grid are reused by a larger one).
+
+    Returns:
+        ``np.uint8 [min(num_samples, n_a * n_l), n_audio + n_lyrics]``; row 0 is all ones.
+    """
+    n_a, n_l = (int(x) for x in grid_size)
+    if n_a < 1 or n_l < 1:
+        raise ValueError(f"grid_size must be two positive ints, got {grid_size}")
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    audio = _half_masks(n_a, n_audio, np.random.default_rng([seed, 1]))
+    lyrics = _half_masks(n_l, n_lyrics, np.random.default_rng([seed, 2]))
+    cells = n_a * n_l
+    if num_samples >= cells:
+        pick = np.arange(cells)
+    else:
+        rng = np.random.default_rng([seed, 3, n_a, n_l])
+        pick = np.concatenate([[0], 1 + rng.choice(cells - 1, size=num_samples - 1, replace=False)])
+    ia, il = np.divmod(pick, n_l)
+    return np.concatenate([audio[ia], lyrics[il]], axis=1)
+
+
+def _half_masks(n: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """``uint8 [n, width]``, row 0 all ones, drawn row by row so that prefixes agree."""
+    out = np.ones((n, width), dtype=np.uint8)
+    for i in range(1, n):
+        out[i] = rng.integers(0, 2, size=width, dtype=np.uint8)
+    return out

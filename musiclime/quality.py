@@ -35,11 +35,22 @@ def planted_by_track(truth_rows: list[dict], task: str, n_segments: int = 10) ->
     return {t: Planted(frozenset(audio[t]), frozenset(words[t])) for t in set(audio) | set(words)}
 
 
-def precision_at_k(exp: Explanation, label: int, planted: Planted, k: int = 5) -> dict:
+def precision_at_k(exp: Explanation, label: int, planted: Planted, k: int = 5,
+                   rank: str = "support") -> dict:
     """Hits among the top ``min(k, n planted)`` features overall, and per modality among
     that modality's top ``min(k, n planted there)`` (a track with 3 planted words is
-    judged on its top 3 words: precision can reach 1 whatever the track)."""
+    judged on its top 3 words: precision can reach 1 whatever the track).
+
+    ``rank="support"`` orders features by signed weight, most supporting the label first:
+    planted evidence is evidence *for* the label, and a feature that pushes the
+    prediction away from it is not a miss of the planted truth. ``rank="abs"`` orders by
+    |weight| (lime's ``as_list`` order), which also counts strong counter-evidence.
+    """
+    if rank not in ("support", "abs"):
+        raise ValueError(f"rank must be 'support' or 'abs', got {rank!r}")
     ranked = exp.as_list(label)
+    if rank == "support":
+        ranked = sorted(ranked, key=lambda t: -t[2])
     n_seg = exp.features.n_segments
     k_all = min(k, len(planted.audio) + len(planted.words), len(ranked))
     out = {"overall": (sum(planted.contains(m, f, n_seg) for m, f, _ in ranked[:k_all]), k_all)} if k_all else {}

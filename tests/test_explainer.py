@@ -171,3 +171,46 @@ def test_feature_selection_limits_features():
     af, lf = facts()
     exp = MusicLIME(num_samples=300, num_features=2).explain(PlantedModel(), af, lf, labels=[1])
     assert {f for _, f, _ in exp.as_list(1)} == {"drums@3", "fire"}
+
+
+def test_grid_design_runs_encoders_once_per_half_mask_and_finds_the_truth():
+    af, lf = facts()
+    model = LateFusionPlanted()
+    exp = MusicLIME(num_samples=1000, design="grid", grid_size=(60, 40), seed=0).explain(model, af, lf, labels=[1])
+    assert exp.num_samples == 1000
+    assert model.audio_rows <= 60 and model.lyric_rows <= 40 and exp.model_rows == model.audio_rows + model.lyric_rows
+    assert {f for _, f, _ in exp.as_list(1)[:2]} == {"drums@3", "fire"}
+    again = MusicLIME(num_samples=1000, design="grid", grid_size=(60, 40), seed=0).explain(LateFusionPlanted(), af, lf, labels=[1])
+    assert again.as_list(1) == exp.as_list(1)
+    with pytest.raises(ValueError, match="design"):
+        MusicLIME(design="sobol")
+
+
+def test_auto_num_samples_stops_when_stable_and_reuses_outputs():
+    af, lf = facts()
+    model = PlantedModel()
+    exp = MusicLIME(num_samples="auto", top_k=2, seed=0).explain(model, af, lf, labels=[1])
+    # a clear two-feature truth (top_k=2: beyond it the toy's weights are noise) is stable
+    # long before the cap, and each round only pays for its new masks: the model saw each
+    # distinct mask once
+    assert exp.stability >= 0.9 and exp.num_samples < 8000
+    assert [r[0] for r in exp.rounds] == [250, 500, 1000, 2000, 4000, 8000][:len(exp.rounds)]
+    assert model.rows == exp.model_rows == exp.rounds[-1][1] <= exp.num_samples
+    assert {f for _, f, _ in exp.as_list(1)[:2]} == {"drums@3", "fire"}
+    fixed = MusicLIME(num_samples=exp.num_samples, top_k=2, seed=0).explain(PlantedModel(), af, lf, labels=[1])
+    np.testing.assert_allclose([w for *_, w in exp.as_list(1)], [w for *_, w in fixed.as_list(1)], atol=1e-9)
+    # an unreachable target runs to the cap
+    capped = MusicLIME(num_samples="auto", stability=1.0, max_samples=600, seed=0).explain(PlantedModel(), af, lf, labels=[1])
+    assert [r[0] for r in capped.rounds] == [250, 500, 600] and capped.num_samples == 600
+    with pytest.raises(ValueError, match="num_samples"):
+        MusicLIME(num_samples="many")
+
+
+def test_auto_grid_grows_the_grid_and_reuses_embeddings():
+    af, lf = facts()
+    model = LateFusionPlanted()
+    exp = MusicLIME(num_samples="auto", design="grid", top_k=2, seed=0).explain(model, af, lf, labels=[1])
+    sides = [r[1] for r in exp.rounds]
+    assert exp.stability >= 0.9 and {f for _, f, _ in exp.as_list(1)[:2]} == {"drums@3", "fire"}
+    # every half-mask is embedded once across all rounds
+    assert model.audio_rows + model.lyric_rows == exp.model_rows == sides[-1]

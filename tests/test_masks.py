@@ -35,3 +35,21 @@ def test_unique_rows_roundtrip_first_seen_order():
     assert len(uniq) <= 32
     np.testing.assert_array_equal(uniq[inv], big)
     np.testing.assert_array_equal(uniq[0], big[0])
+
+
+def test_grid_masks_use_few_half_masks_and_grow_by_prefix():
+    from musiclime.masks import sample_grid_masks
+    m = sample_grid_masks(1000, 40, 9, grid_size=(100, 50), seed=3)
+    assert m.shape == (1000, 49) and m.dtype == np.uint8 and m[0].all()
+    assert len(unique_rows(m[:, :40])[0]) <= 100 and len(unique_rows(m[:, 40:])[0]) <= 50
+    assert len(unique_rows(m)[0]) == 1000                      # distinct cells, no repeats
+    assert 0.4 < m[1:].mean() < 0.6
+    np.testing.assert_array_equal(m, sample_grid_masks(1000, 40, 9, (100, 50), seed=3))
+    full = sample_grid_masks(10 ** 6, 40, 9, grid_size=(4, 3), seed=3)
+    assert full.shape == (12, 49)                              # the whole grid when it is small
+    # a larger grid of the same seed starts with the same half-masks
+    small = {r.tobytes() for r in unique_rows(sample_grid_masks(64, 40, 9, (8, 8), seed=3)[:, :40])[0]}
+    big = {r.tobytes() for r in unique_rows(sample_grid_masks(4096, 40, 9, (64, 64), seed=3)[:, :40])[0]}
+    assert small <= big
+    with pytest.raises(ValueError, match="grid_size"):
+        sample_grid_masks(10, 4, 4, grid_size=(0, 3))
