@@ -7,10 +7,12 @@ import platform
 import statistics
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    import torch
 
 import numpy as np
-import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LIMIT_GRID = (1, 4, 16, 64, 256)
@@ -50,6 +52,7 @@ def forward_limit(predict: Callable[[torch.Tensor, list[str]], object], audio: t
     ``audio [N, T]`` and ``texts`` (N of them) are already composed; N >= max(grid).
     """
     per_batch = {bs: 0.0 for bs in grid}
+    import torch
     with torch.inference_mode():
         for _ in range(2):  # two passes over the grid, best of each: the machines are noisy
             for bs in grid:
@@ -66,6 +69,7 @@ def forward_limit(predict: Callable[[torch.Tensor, list[str]], object], audio: t
 
 
 def machine() -> dict:
+    import torch
     info = {"python": platform.python_version(), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "machine": platform.machine()}
     if torch.cuda.is_available():

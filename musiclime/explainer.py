@@ -343,8 +343,9 @@ class MusicLIME:
 
     # ------------------------------------------------------------------ num_samples="auto"
 
-    def _rounds(self, lf: LyricsFactorization, modality: str) -> list[tuple[int, tuple[int, int] | None]]:
-        """``(num_samples, grid_size)`` per round, growing, capped at ``max_samples``."""
+    def schedule(self, lf: LyricsFactorization, modality: str = "both") -> list[tuple[int, tuple[int, int] | None]]:
+        """The rounds of ``num_samples="auto"``: ``(num_samples, grid_size or None)``,
+        growing, capped at ``max_samples``."""
         if self.design == "grid" and Modality.parse(modality) is Modality.BOTH and lf.n_features:
             # 16 joint rows per half-mask pair drawn: the head is cheap, the encoders are not
             steps = [(min(g * g, 16 * g, self.max_samples), (g, g)) for g in AUTO_GRID_SIDES]
@@ -359,7 +360,7 @@ class MusicLIME:
     def _explain_adaptive(self, model, af, lf, labels, top_labels, modality, seed, progress) -> Explanation:
         t0 = time.perf_counter()
         cache, rounds, timings = OutputCache(), [], {"plan_s": 0.0, "predict_s": 0.0, "fit_s": 0.0}
-        for n, grid in self._rounds(lf, modality):
+        for n, grid in self.schedule(lf, modality):
             t1 = time.perf_counter()
             plan = self.plan(af, lf, modality, seed, num_samples=n, grid_size=grid)
             t2 = time.perf_counter()

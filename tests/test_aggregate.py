@@ -147,3 +147,23 @@ def test_delta_format_appends_per_run(explained, tmp_path):
     dt = deltalake.DeltaTable(str(out / "global_importance_delta"))
     assert dt.to_pyarrow_table().num_rows == g.height
     assert set(dt.to_pyarrow_table().column("run_id").to_pylist()) == {"both", "audio"}
+
+
+def test_batches_without_their_tracks_twin_aggregate_the_same(explained, tmp_path):
+    """Tracks rewritten into one file (as another tool might): each explanations batch
+    then looks its tracks up, and the aggregate is unchanged."""
+    out = tmp_path / "merged"
+    shutil.copytree(explained, out)
+    for run_dir in (out / "tracks").glob("run_id=*"):
+        files = sorted(run_dir.glob("*.parquet"))
+        merged = pa.concat_tables([pq.read_table(f) for f in files])
+        for f in files:
+            f.unlink()
+        pq.write_table(merged, run_dir / "all.parquet")
+    keys = ["run_id", "label_source", "label", "level", "modality", "stem", "segment", "token"]
+    want = aggregate(explained).sort(keys, nulls_last=True)
+    got = aggregate(out).sort(keys, nulls_last=True)
+    assert got.height == want.height
+    np.testing.assert_allclose(got["mean_abs_weight"].to_numpy(), want["mean_abs_weight"].to_numpy(), rtol=1e-9)
+    with pytest.raises(FileNotFoundError, match="no explanations"):
+        aggregate(out, runs=["no-such-run"])
