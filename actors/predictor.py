@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import os
 import time
+import types
 
 
 class PredictorActor:
     """Args:
         model_spec: ``default``, a checkpoint directory or ``module:factory``; loaded here,
             in the actor (never shipped from the driver), so restarts reload it.
-        num_samples, modality, n_segments, batch_size: the explainer's settings.
+        num_samples, modality, n_segments, batch_size, design: the explainer's settings.
+        labels, label_column: which labels the job explains; with ``num_samples="auto"``
+            sampling stops once those labels' explanations are stable.
     """
 
-    def __init__(self, model_spec: str, num_samples: int, modality: str, n_segments: int,
-                 batch_size: int | str = "auto", device: str | None = None):
+    def __init__(self, model_spec: str, num_samples: int | str, modality: str, n_segments: int,
+                 batch_size: int | str = "auto", device: str | None = None, design: str = "iid",
+                 labels: str = "top1", label_column: str | None = None):
         import torch
 
         from musiclime.models.registry import load_model
@@ -22,7 +26,8 @@ class PredictorActor:
         self.model = load_model(model_spec, device=self.device)
         self.model_id = model_hash(self.model, model_spec)
         self.n_segments, self.modality = n_segments, modality
-        self.num_samples, self.batch_size = num_samples, batch_size
+        self.num_samples, self.batch_size, self.design = num_samples, batch_size, design
+        self.labels = types.SimpleNamespace(labels=labels, label_column=label_column)
         self.tracks_done = 0
 
     def info(self) -> dict:
@@ -46,15 +51,26 @@ class PredictorActor:
             stems = torch.tensor(inp.stems, device=self.device)  # pinned on the device (a copy: Ray gives read-only arrays)
             af = AudioFactorization(stems, inp.sample_rate, self.n_segments, inp.stem_names)
             lf = LyricsFactorization(inp.lyrics)
-            explainer = MusicLIME(num_samples=self.num_samples, batch_size=self.batch_size, seed=inp.seed)
-            plan = explainer.plan(af, lf, self.modality)                  # masks: numpy, CPU, from the seed
-            probs, rows = explainer.predict(self.model, af, lf, plan.masks)
+            explainer = MusicLIME(num_samples=self.num_samples, batch_size=self.batch_size, seed=inp.seed,
+                                  design=self.design)
+            stability = None
+            if explainer.adaptive:
+                from pipeline.stages import label_indices
+                classes = list(self.model.classes)
+                res = explainer.sample_until_stable(
+                    self.model, af, lf, lambda p0: label_indices(self.labels, classes, p0, inp.true_label),
+                    top_labels=None, modality=self.modality)
+                plan, probs, rows, stability = res.plan, res.probs, res.model_rows, res.explanation.stability
+            else:
+                plan = explainer.plan(af, lf, self.modality)                  # masks: numpy, CPU, from the seed
+                probs, rows = explainer.predict(self.model, af, lf, plan.masks)
         except InputError as e:
             return ErrorRecord(inp.track_id, inp.catalogue_row, "predict", e.code, f"track {inp.track_id!r}: {e.message}")
         self.tracks_done += 1
         inp.stems = None  # the fit stage needs no audio: keep the object store light
         inp.mix = None
-        return {"input": inp, "plan": plan, "probs": probs, "model_rows": rows, "classes": list(self.model.classes),
+        return {"input": inp, "plan": plan, "probs": probs, "model_rows": rows, "stability": stability,
+                "classes": list(self.model.classes),
                 "model_id": self.model_id, "duration_s": af.explained_length / af.sample_rate,
                 "timings": {"predict_s": time.perf_counter() - t0}}
 

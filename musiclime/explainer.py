@@ -58,6 +58,17 @@ class Plan:
     seed: int
 
 
+@dataclass(frozen=True)
+class Adaptive:
+    """What ``num_samples="auto"`` settled on: the final plan, its probabilities, the model
+    rows spent over all rounds, and the explanation fitted on it (with ``stability`` and
+    ``rounds``)."""
+    plan: Plan
+    probs: np.ndarray
+    model_rows: int
+    explanation: Explanation
+
+
 def _batches(n: int, size: int):
     for start in range(0, n, size):
         yield slice(start, min(start + size, n))
@@ -357,16 +368,27 @@ class MusicLIME:
                 out.append(step)
         return out
 
-    def _explain_adaptive(self, model, af, lf, labels, top_labels, modality, seed, progress) -> Explanation:
-        t0 = time.perf_counter()
-        cache, rounds, timings = OutputCache(), [], {"plan_s": 0.0, "predict_s": 0.0, "fit_s": 0.0}
+    def sample_until_stable(self, model, af: AudioFactorization, lf: LyricsFactorization,
+                            labels: "Sequence[int] | Callable[[np.ndarray], Sequence[int]] | None" = None,
+                            top_labels: int | None = 1, modality: str = "both", seed: int | None = None,
+                            progress: Progress | None = None) -> "Adaptive":
+        """``num_samples="auto"``: grow the samples round by round (:meth:`schedule`) until
+        the explained labels' top-k is stable under bootstrap (:meth:`bootstrap_stability`
+        >= ``stability``) or ``max_samples`` is reached.
+
+        ``labels`` may be a function of the unperturbed probabilities ``[C]`` (the pipeline
+        knows which labels it explains only once the model has seen the track).
+        """
+        cache, rounds = OutputCache(), []
+        timings = {"plan_s": 0.0, "predict_s": 0.0, "fit_s": 0.0}
         for n, grid in self.schedule(lf, modality):
             t1 = time.perf_counter()
             plan = self.plan(af, lf, modality, seed, num_samples=n, grid_size=grid)
             t2 = time.perf_counter()
             probs, _ = self.predict(model, af, lf, plan.masks, progress, cache)
             t3 = time.perf_counter()
-            exp = self.fit(plan, probs, model.classes, labels, top_labels)
+            chosen = labels(probs[0]) if callable(labels) else labels
+            exp = self.fit(plan, probs, model.classes, chosen, top_labels, model_rows=cache.rows_computed)
             score = self.bootstrap_stability(plan, probs, exp)
             timings["plan_s"] += t2 - t1
             timings["predict_s"] += t3 - t2
@@ -374,9 +396,14 @@ class MusicLIME:
             rounds.append((len(plan.masks), cache.rows_computed, score))
             if score >= self.stability:
                 break
-        timings["total_s"] = time.perf_counter() - t0
-        return dataclasses.replace(exp, model_rows=cache.rows_computed, stability=score, rounds=tuple(rounds),
-                                   timings=timings)
+        exp = dataclasses.replace(exp, stability=score, rounds=tuple(rounds), timings=timings)
+        return Adaptive(plan, probs, cache.rows_computed, exp)
+
+    def _explain_adaptive(self, model, af, lf, labels, top_labels, modality, seed, progress) -> Explanation:
+        t0 = time.perf_counter()
+        exp = self.sample_until_stable(model, af, lf, labels, top_labels, modality, seed, progress).explanation
+        exp.timings["total_s"] = time.perf_counter() - t0
+        return exp
 
     def bootstrap_stability(self, plan: Plan, probs: np.ndarray, exp: Explanation) -> float:
         """Mean top-k Jaccard between each explained label's fit and refits on bootstrap

@@ -14,7 +14,8 @@ class ExplainConfig:
     model: str
     out: str
     separator: str = "hpss"
-    num_samples: int = 1000
+    num_samples: int | str = 1000        # or "auto": sample until stable (MusicLIME)
+    design: str = "iid"                  # iid | grid
     segments: int = 10
     labels: str = "top1"                 # top1 | true | all
     label_column: str | None = None

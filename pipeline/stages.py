@@ -136,7 +136,7 @@ def fit(pred: dict, cfg, invocation_id: str) -> TrackResult | ErrorRecord:
     inp: TrackInput = pred["input"]
     try:
         explainer = MusicLIME(num_samples=cfg.num_samples, kernel_width=25, feature_selection=cfg.feature_selection,
-                              num_features=cfg.num_features, seed=inp.seed)
+                              num_features=cfg.num_features, seed=inp.seed, design=cfg.design)
         classes = pred["classes"]
         probs = pred["probs"]
         labels = label_indices(cfg, classes, probs[0], inp.true_label)
@@ -157,7 +157,8 @@ def fit(pred: dict, cfg, invocation_id: str) -> TrackResult | ErrorRecord:
                  true_label=inp.true_label, explained_labels=[classes[lab] for lab in exp.labels],
                  score=primary["score"], intercept=primary["intercept"], local_pred=primary["local_pred"],
                  audio_share=primary["audio_share"], lyrics_share=primary["lyrics_share"], label_fits=fits,
-                 n_samples=exp.num_samples, model_rows=exp.model_rows, n_features=fs.n_features,
+                 n_samples=exp.num_samples, model_rows=exp.model_rows, stability=pred.get("stability"),
+                 n_features=fs.n_features,
                  n_audio_features=fs.n_audio, n_lyrics_features=fs.n_lyrics,
                  duration_s=pred["duration_s"], modality=exp.modality, separator=cfg.separator,
                  model_id=pred["model_id"],

@@ -34,6 +34,8 @@ TRACKS = schema([
     field("label_fits", pa.list_(LABEL_FIT), "the same fit numbers for every explained label"),
     field("n_samples", pa.int32(), "perturbations drawn, the whole input included"),
     field("model_rows", pa.int32(), "rows the model evaluated (distinct perturbations or half-masks)"),
+    field("stability", pa.float64(), "--num-samples auto: the bootstrap top-k Jaccard sampling stopped at; "
+                                     "null for a fixed num_samples"),
     field("n_features", pa.int32(), "audio + lyrics features of the track"),
     field("n_audio_features", pa.int32(), "stems x segments"),
     field("n_lyrics_features", pa.int32(), "distinct words"),

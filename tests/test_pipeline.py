@@ -186,3 +186,19 @@ def test_sigkilled_driver_resumes_without_loss_or_recompute(plugin_path, demo_li
     for tid, inv in before:  # committed tracks were not recomputed
         assert after[tid] == inv
     assert not list((out / "_staging").rglob("*.parquet"))
+
+
+def test_auto_num_samples_with_the_grid_design(ray_session, demo_library, light_checkpoint, tmp_path):
+    out = tmp_path / "out"
+    s = run_explain(cfg(catalogue=str(demo_library / "catalogue.parquet"), model=str(light_checkpoint), out=str(out),
+                        separator="provided", limit=3, run_id="auto", num_samples="auto", design="grid",
+                        labels="true", label_column="genre"), show_progress=False)
+    assert s.exit_code == 0 and s.explained == 3
+    tracks = pl.read_parquet(f"{out}/tracks/**/*.parquet", hive_partitioning=True)
+    # every track stopped somewhere on the schedule, with its stability recorded, and the
+    # grid spent far fewer encoder passes than it drew joint samples
+    assert tracks["stability"].is_not_null().all() and tracks["stability"].is_between(0, 1).all()
+    assert (tracks["model_rows"] * 4 <= tracks["n_samples"]).all()
+    expl = pl.read_parquet(f"{out}/explanations/**/*.parquet", hive_partitioning=True)
+    assert expl.height == (tracks["n_audio_features"] + tracks["n_lyrics_features"]).sum()
+    assert set(expl["label"]) <= set(tracks["true_label"])
