@@ -32,7 +32,7 @@ HEAD_BATCH_SIZE = 4096  # a late-fusion head is tiny next to the encoders
 # smaller grid are those of the larger one).
 AUTO_SCHEDULE = (250, 500, 1000, 2000, 4000, 8000)
 AUTO_GRID_SIDES = (32, 64, 128, 256, 512)
-DESIGNS = ("iid", "grid")
+DESIGNS = ("auto", "iid", "grid")
 
 Progress = Callable[[int, int], None]
 """``progress(rows_done, rows_total)``, called after every model batch."""
@@ -56,6 +56,7 @@ class Plan:
     modality: Modality
     flags: tuple[str, ...]
     seed: int
+    design: str = "iid"
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,9 @@ class MusicLIME:
         design: ``"iid"`` (joint i.i.d. masks, the reference's) or ``"grid"``
             (:func:`~musiclime.masks.sample_grid_masks`: few distinct half-masks, so a
             late-fusion model's encoders run far fewer times than there are samples).
+            ``"auto"`` (default): the grid when ``num_samples="auto"`` and the model is
+            late-fusion (per encoder pass the grid was more faithful and more stable on
+            both demo tasks, bench/bench_sampling.py), i.i.d. otherwise.
         grid_size: ``(n_audio_masks, n_lyrics_masks)`` for the grid design; default
             ``num_samples // 4`` each.
         batch_size: rows per model call; ``"auto"`` picks the measured default of the
@@ -160,8 +164,8 @@ class MusicLIME:
     def __init__(self, num_samples: int | str = 1000, batch_size: int | str = "auto",
                  kernel_width: float = 25, feature_selection: str = "auto",
                  num_features: int | None = None, seed: int = 0, alpha: float = 1.0,
-                 design: str = "iid", grid_size: tuple[int, int] | None = None,
-                 stability: float = 0.9, top_k: int = 10, bootstraps: int = 20,
+                 design: str = "auto", grid_size: tuple[int, int] | None = None,
+                 stability: float = 0.8, top_k: int = 10, bootstraps: int = 20,
                  max_samples: int = 8000):
         self.adaptive = num_samples == "auto"
         if not self.adaptive and (isinstance(num_samples, str) or int(num_samples) < 2):
@@ -185,9 +189,15 @@ class MusicLIME:
 
     # ------------------------------------------------------------------ the three steps
 
+    def design_for(self, model=None) -> str:
+        """The mask design used for ``model``: ``iid`` or ``grid`` (resolves ``auto``)."""
+        if self.design != "auto":
+            return self.design
+        return "grid" if self.adaptive and model is not None and is_late_fusion(model) else "iid"
+
     def plan(self, af: AudioFactorization, lf: LyricsFactorization, modality: str = "both",
              seed: int | None = None, num_samples: int | None = None,
-             grid_size: tuple[int, int] | None = None) -> Plan:
+             grid_size: tuple[int, int] | None = None, design: str | None = None) -> Plan:
         """Choose the features and draw the masks (numpy, CPU): :func:`sample_masks`, or
         :func:`sample_grid_masks` for the grid design when both modalities are perturbed."""
         modality = Modality.parse(modality)
@@ -201,7 +211,8 @@ class MusicLIME:
         seed = self.seed if seed is None else int(seed)
         fs = FeatureSpace.from_factorizations(af, lf)
         n = self.num_samples if num_samples is None else int(num_samples)
-        if self.design == "grid" and modality is Modality.BOTH:
+        design = "grid" if (design or self.design_for()) == "grid" and modality is Modality.BOTH else "iid"
+        if design == "grid":
             grid = grid_size or self.grid_size or (max(2, n // 4),) * 2
             masks = sample_grid_masks(n, fs.n_audio, fs.n_lyrics, grid, seed)
         else:
@@ -209,7 +220,7 @@ class MusicLIME:
         columns = {Modality.BOTH: np.arange(fs.n_features),
                    Modality.AUDIO: np.arange(fs.n_audio),
                    Modality.LYRICS: np.arange(fs.n_audio, fs.n_features)}[modality]
-        return Plan(fs, masks, columns, modality, tuple(flags), seed)
+        return Plan(fs, masks, columns, modality, tuple(flags), seed, design)
 
     def predict(self, model, af: AudioFactorization, lf: LyricsFactorization, masks: np.ndarray,
                 progress: Progress | None = None, cache: OutputCache | None = None) -> tuple[np.ndarray, int]:
@@ -354,10 +365,10 @@ class MusicLIME:
 
     # ------------------------------------------------------------------ num_samples="auto"
 
-    def schedule(self, lf: LyricsFactorization, modality: str = "both") -> list[tuple[int, tuple[int, int] | None]]:
+    def schedule(self, lf: LyricsFactorization, modality: str = "both", model=None) -> list[tuple[int, tuple[int, int] | None]]:
         """The rounds of ``num_samples="auto"``: ``(num_samples, grid_size or None)``,
         growing, capped at ``max_samples``."""
-        if self.design == "grid" and Modality.parse(modality) is Modality.BOTH and lf.n_features:
+        if self.design_for(model) == "grid" and Modality.parse(modality) is Modality.BOTH and lf.n_features:
             # 16 joint rows per half-mask pair drawn: the head is cheap, the encoders are not
             steps = [(min(g * g, 16 * g, self.max_samples), (g, g)) for g in AUTO_GRID_SIDES]
         else:
@@ -381,9 +392,10 @@ class MusicLIME:
         """
         cache, rounds = OutputCache(), []
         timings = {"plan_s": 0.0, "predict_s": 0.0, "fit_s": 0.0}
-        for n, grid in self.schedule(lf, modality):
+        design = self.design_for(model)
+        for n, grid in self.schedule(lf, modality, model):
             t1 = time.perf_counter()
-            plan = self.plan(af, lf, modality, seed, num_samples=n, grid_size=grid)
+            plan = self.plan(af, lf, modality, seed, num_samples=n, grid_size=grid, design=design)
             t2 = time.perf_counter()
             probs, _ = self.predict(model, af, lf, plan.masks, progress, cache)
             t3 = time.perf_counter()
@@ -418,7 +430,7 @@ class MusicLIME:
         n = len(data)
         k = min(self.top_k, data.shape[1])
         rng = np.random.default_rng([plan.seed, 7, n])
-        grid = self.design == "grid" and plan.modality is Modality.BOTH
+        grid = plan.design == "grid"
         if grid:
             n_audio = plan.features.n_audio
             _, ia = unique_rows(plan.masks[:, :n_audio])

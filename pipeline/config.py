@@ -15,7 +15,7 @@ class ExplainConfig:
     out: str
     separator: str = "hpss"
     num_samples: int | str = 1000        # or "auto": sample until stable (MusicLIME)
-    design: str = "iid"                  # iid | grid
+    design: str = "auto"                 # auto | iid | grid (auto: grid for num_samples=auto on late fusion)
     segments: int = 10
     labels: str = "top1"                 # top1 | true | all
     label_column: str | None = None

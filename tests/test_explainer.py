@@ -214,3 +214,13 @@ def test_auto_grid_grows_the_grid_and_reuses_embeddings():
     assert exp.stability >= 0.9 and {f for _, f, _ in exp.as_list(1)[:2]} == {"drums@3", "fire"}
     # every half-mask is embedded once across all rounds
     assert model.audio_rows + model.lyric_rows == exp.model_rows == sides[-1]
+
+
+def test_design_auto_picks_the_grid_only_for_adaptive_late_fusion():
+    assert MusicLIME(num_samples="auto").design_for(LateFusionPlanted()) == "grid"
+    assert MusicLIME(num_samples="auto").design_for(PlantedModel()) == "iid"
+    assert MusicLIME(num_samples=1000).design_for(LateFusionPlanted()) == "iid"
+    assert MusicLIME(num_samples=1000, design="grid").design_for(PlantedModel()) == "grid"
+    af, lf = facts()
+    exp = MusicLIME(num_samples="auto", top_k=2, seed=0).explain(LateFusionPlanted(), af, lf, labels=[1])
+    assert exp.model_rows * 4 <= exp.num_samples  # grid rounds: few encoder passes per sample

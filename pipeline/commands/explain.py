@@ -20,8 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--separator", default="hpss", choices=["demucs", "provided", "hpss", "none"])
     p.add_argument("--num-samples", type=num_samples, default=1000,
                    help="perturbations per track, or 'auto': sample in rounds until the explanation is stable")
-    p.add_argument("--design", default="iid", choices=["iid", "grid"],
-                   help="mask design: iid (the reference's) or grid (late-fusion models: few encoder passes)")
+    p.add_argument("--design", default="auto", choices=["auto", "iid", "grid"],
+                   help="mask design: iid (the reference's), grid (late-fusion models: few encoder "
+                        "passes), or auto: grid with --num-samples auto on a late-fusion model, else iid")
     p.add_argument("--segments", type=int, default=10, help="temporal segments per track")
     p.add_argument("--labels", default="top1", choices=["top1", "true", "all"], help="which classes to explain")
     p.add_argument("--label-column", default=None, help="catalogue column with the true label")
@@ -55,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     batch = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
     cfg = ExplainConfig(
         catalogue=args.catalogue, model=args.model, out=args.out, separator=args.separator,
-        num_samples=args.num_samples, design=args.design, segments=args.segments, labels=args.labels, label_column=args.label_column,
+        num_samples=args.num_samples, design=args.design, segments=args.segments, labels=args.labels,
+        label_column=args.label_column,
         modality=args.modality, seed=args.seed, run_id=args.run_id, address=args.address,
         predictors=args.predictors, gpus_per_predictor=args.gpus_per_predictor,
         surrogate_workers=args.surrogate_workers, limit=args.limit, max_seconds=args.max_seconds,
