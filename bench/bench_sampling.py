@@ -25,11 +25,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import write_result  # noqa: E402
+from bench.common import add_demo_arguments, demo_assets, write_result  # noqa: E402
 from bench.quality import deletion_aopc  # noqa: E402
 
 TOP = 10
@@ -104,8 +103,7 @@ def main(argv=None) -> dict:
     from musiclime.library import track_factorizations
     from musiclime.models import load_checkpoint
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--library", required=True)
-    ap.add_argument("--model", action="append", required=True, help="TASK=CHECKPOINT")
+    add_demo_arguments(ap)
     ap.add_argument("--tracks", type=int, default=4)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--ref-samples", type=int, default=8000)
@@ -113,11 +111,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--grid-max", type=int, default=512)
     ap.add_argument("--targets", type=float, nargs="+", default=[0.8, 0.85, 0.9, 0.95])
     args = ap.parse_args(argv)
-    lib = Path(args.library)
+    lib, models = demo_assets(args)
     rows = [r for r in pq.read_table(lib / "catalogue.parquet").to_pylist() if r["split"] == "test"][:args.tracks]
     result = {"tracks": len(rows), "seeds": args.seeds, "ref_samples": args.ref_samples, "top_k": TOP, "tasks": {}}
-    for spec in args.model:
-        task, ckpt = spec.split("=", 1)
+    for task, ckpt in models:
         model = load_checkpoint(ckpt)
         per_track = []
         for r in rows:

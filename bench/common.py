@@ -84,3 +84,26 @@ def write_result(name: str, result: dict, out_dir: str | Path | None = None) -> 
     result = {"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine(), **result}
     path.write_text(json.dumps(result, indent=2, default=float))
     return path
+
+
+def add_demo_arguments(ap, tasks=("genre", "emotion")) -> None:
+    """``--library`` / ``--model TASK=CKPT``; both default to the cached demo library and
+    default models (built as ``musiclime demo`` builds them when missing)."""
+    ap.add_argument("--library", default=None, help="demo library (default: the cached one)")
+    ap.add_argument("--model", action="append", default=None,
+                    help=f"TASK=CHECKPOINT (default: the cached default model of each of {', '.join(tasks)})")
+    ap.set_defaults(_demo_tasks=tuple(tasks))
+
+
+def demo_assets(args) -> tuple[Path, list[tuple[str, str]]]:
+    """The library and ``[(task, checkpoint)]`` that ``add_demo_arguments`` asked for."""
+    specs = [tuple(m.split("=", 1)) for m in args.model] if args.model else [(t, None) for t in args._demo_tasks]
+    lib = Path(args.library) if args.library else None
+    models = []
+    for task, ckpt in specs:
+        if ckpt is None or lib is None:
+            from pipeline.commands.demo import prepare
+            demo_lib, demo_ckpt = prepare(400, 0, 30, task)
+            lib, ckpt = lib or demo_lib, ckpt or str(demo_ckpt)
+        models.append((task, ckpt))
+    return lib, models

@@ -43,21 +43,92 @@ def separation(r) -> str:
     return "\n".join(out)
 
 
-def memory(r) -> str:
-    out = ["| tracks | driver peak RSS (MB) | predictor peak RSS (MB) | seconds |", "|---|---|---|---|"]
-    out += [f"| {x['tracks']} | {x['driver_peak_rss_mb']:.0f} | {x['predictor_peak_rss_mb']:.0f} | {x['seconds']:.0f} |"
-            for x in r["runs"]]
+def table(header: list[str], rows: list[list]) -> list[str]:
+    """Markdown table lines."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
+           ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
+def scale(r) -> str:
+    out = table(["workers", "tracks", "seconds", "tracks/h", "driver peak RSS (MB)", "predictor peak RSS (MB)"],
+                [[x["workers"], x["tracks"], f"{x['seconds']:.0f}", f"{x['tracks_per_hour']:,.0f}",
+                  f"{x['driver_peak_rss_mb']:.0f}", f"{x['predictor_peak_rss_mb']:.0f}"]
+                 for x in sorted(r["runs"], key=lambda x: (x["workers"], x["tracks"]))])
+    out.append("")
+    out.append("; ".join(f"{w} worker(s): {v['marginal_seconds_per_track']:.3f} s per extra track, memory x"
+                         f"{v['driver_growth']:.2f} (driver) / x{v['predictor_growth']:.2f} (predictor)"
+                         for w, v in r["per_workers"].items())
+               + (f"; 2 workers vs 1 on the largest catalogue: {r['workers_speedup_largest']:.2f}x"
+                  if "workers_speedup_largest" in r else "") + ".")
+    out.append("")
+    out += [f"![{p}](bench/results/{p})" for p in r.get("plots", [])]
     return "\n".join(out)
 
 
 def aggregate_memory(r) -> str:
-    out = ["| explanation rows | peak RSS (MB) | seconds |", "|---|---|---|"]
-    out += [f"| {x['rows']:,} | {x['peak_rss_mb']:.0f} | {x['seconds']:.1f} |" for x in r["runs"]]
+    out = table(["explanation rows", "peak RSS (MB)", "seconds"],
+                [[f"{x['rows']:,}", f"{x['peak_rss_mb']:.0f}", f"{x['seconds']:.1f}"] for x in r["runs"]])
     return "\n".join(out)
 
 
-SECTIONS = {"core": ("core", core), "separation": ("separation", separation),
-            "pipeline_memory": ("pipeline_memory", memory), "aggregate_memory": ("aggregate_memory", aggregate_memory)}
+def gpu(r) -> str:
+    v = r["variants"]
+    rows = [["reference loop (batch 10, numpy re-sum per mask)", r["num_samples"], 2 * r["num_samples"],
+             f"{r['reference_s']:.2f}", f"{r['reference_limit_ratio']:.2f}", "1.00x"]]
+    names = {"ours": "ours, i.i.d. (batch 256, compose on the GPU)",
+             "ours_predict_proba_only": "ours, i.i.d., `predict_proba` only",
+             "ours_grid_250x250": "ours, grid 250 x 250",
+             "ours_grid_256x256_4096rows": "ours, grid 256 x 256 (4,096 samples)"}
+    rows += [[names.get(k, k), x["num_samples"], x["encoder_passes"], f"{x['seconds']:.2f}",
+              f"{x['limit_ratio']:.2f}", f"{x['speedup_vs_reference']:.2f}x"] for k, x in v.items()]
+    out = table(["", "samples", "encoder passes", "s/track", "samples/s / limit", "vs reference"], rows)
+    out.append("")
+    out.append(f"{r['gpu']}; {r['model']}; limit {r['limit_rows_per_s']:.0f} rows/s at batch {r['best_batch']} "
+               f"(batch 10: {r['limit_per_batch']['10']:.0f}); peak GPU memory {r['peak_gpu_mem_gb']:.1f} GB.")
+    return "\n".join(out)
+
+
+def sampling(r) -> str:
+    out = []
+    for task, t in r["tasks"].items():
+        ref = t["summary"]["reference_1000"]
+        rows = []
+        for design in ("iid", "grid"):
+            for x in t["summary"][design]["rounds"]:
+                label = f"{design} {x['num_samples']:.0f}" if design == "iid" else \
+                    f"grid {x['encoder_passes'] / 2:.0f}² ({x['num_samples']:.0f})"
+                rows.append([label, f"{x['encoder_passes']:.0f}", f"{x['seconds']:.1f}", f"{x['jaccard_to_8000']:.2f}",
+                             f"{x['jaccard_across_seeds']:.2f}", f"{x['aopc']:.3f}", f"{x['stability']:.2f}"])
+            a = t["summary"][design]["auto"].get("0.8")
+            if a:
+                rows.append([f"**auto ({design}, target 0.8)**", f"{a['encoder_passes']:.0f}", f"{a['seconds']:.1f}",
+                             f"{a['jaccard_to_8000']:.2f}", "", f"{a['aopc']:.3f}",
+                             f"{ref['encoder_passes'] / a['encoder_passes']:.1f}x less work"])
+        out.append(f"**{task}** ({r['tracks']} tracks x {r['seeds']} seeds; reference = iid 1000):")
+        out.append("")
+        out += table(["sampling (samples)", "encoder passes", "s/track", "top-10 Jaccard to 8000",
+                      "across seeds", "deletion AOPC", "bootstrap stability"], rows)
+        out.append("")
+    return "\n".join(out).rstrip()
+
+
+def quality(r) -> str:
+    rows = []
+    for task, t in r["tasks"].items():
+        p, u = t["precision_at_5"], t.get("unimodal_vs_multimodal", {})
+        st = t["top10_jaccard_across_seeds"]
+        rows.append([task, " / ".join(f"{p[k]:.2f}" if k in p else "–" for k in ("stem", "segment", "audio", "lyrics")),
+                     f"{t['deletion_aopc']['explanation_order']:.3f} vs {t['deletion_aopc']['random_order']:.3f}",
+                     ", ".join(f"{n}: {v:.2f}" for n, v in st.items()),
+                     f"{u['top10_audio_jaccard']:.2f} / {u['audio_weight_spearman']:.2f}" if u else "–"])
+    out = table(["task", "precision@k stem / segment / stem×segment / words", "deletion AOPC (ours vs random)",
+                 "top-10 Jaccard across seeds", "audio-only vs joint: top-10 Jaccard / Spearman"], rows)
+    return "\n".join(out)
+
+
+SECTIONS = {"core": ("core", core), "separation": ("separation", separation), "scale": ("scale", scale),
+            "aggregate_memory": ("aggregate_memory", aggregate_memory), "gpu": ("gpu", gpu),
+            "sampling": ("sampling", sampling), "quality": ("quality", quality)}
 
 
 def main() -> None:
@@ -67,8 +138,9 @@ def main() -> None:
         r = _load(name)
         if r is None:
             continue
-        pat = re.compile(rf"(<!-- bench:{section} -->\n).*?(\n<!-- /bench:{section} -->)", re.S)
-        text = pat.sub(lambda m: m.group(1) + fmt(r) + m.group(2), text)
+        pat = re.compile(rf"<!-- bench:{section} -->\n.*?<!-- /bench:{section} -->", re.S)
+        block = f"<!-- bench:{section} -->\n{fmt(r)}\n<!-- /bench:{section} -->"
+        text = pat.sub(lambda m: block, text)
     readme.write_text(text)
     print("README tables updated from", RESULTS)
 

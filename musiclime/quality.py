@@ -54,12 +54,31 @@ def precision_at_k(exp: Explanation, label: int, planted: Planted, k: int = 5,
     n_seg = exp.features.n_segments
     k_all = min(k, len(planted.audio) + len(planted.words), len(ranked))
     out = {"overall": (sum(planted.contains(m, f, n_seg) for m, f, _ in ranked[:k_all]), k_all)} if k_all else {}
+    out.update(_level_hits(exp, label, planted, rank))
     for modality, n_planted in ((AUDIO, len(planted.audio)), (LYRICS, len(planted.words))):
         kk = min(k, n_planted)
         if kk == 0:
             continue
         top = [(m, f) for m, f, _ in ranked if m == modality][:kk]
         out[modality] = (sum(planted.contains(m, f, n_seg) for m, f in top), kk)
+    return out
+
+
+def _level_hits(exp: Explanation, label: int, planted: Planted, rank: str) -> dict:
+    """Stems and segments: the audio weights summed per stem (per segment), ranked, and
+    the top ``n planted`` checked. A level whose every value is planted (the emotion pad
+    plays in all segments) says nothing and is left out."""
+    m = exp.stem_segment_matrix(label)  # [n_stems, n_segments]
+    stems = exp.features.stem_names
+    out = {}
+    for key, totals, truth, names in (
+            ("stem", m.sum(axis=1), {s for s, _ in planted.audio}, list(stems)),
+            ("segment", m.sum(axis=0), {k for _, k in planted.audio}, list(range(m.shape[1])))):
+        if not truth or len(truth) == len(names):
+            continue
+        score = totals if rank == "support" else abs(totals)
+        order = sorted(range(len(names)), key=lambda i: -score[i])
+        out[key] = (sum(names[i] in truth for i in order[:len(truth)]), len(truth))
     return out
 
 
