@@ -26,22 +26,30 @@ test: $(STAMP)
 	fi
 
 # The reduced CPU set (under 15 minutes here), then the README tables.
+# The reduced CPU set (< 15 min on 2 cores; builds the cached demo library and models first
+# when missing). It rewrites bench/results/*.json and the README's tables.
 bench: $(STAMP)
 	$(PY) bench/bench_core.py
 	$(PY) bench/bench_separation.py --tracks 20
 	$(PY) bench/bench_lyrics_masks.py
-	$(PY) bench/bench_pipeline_memory.py --sizes 50 200
-	$(PY) bench/bench_aggregate_memory.py --rows 10000 100000
+	$(PY) bench/bench_scale.py --sizes 10 50 200 --workers 1 2
+	$(PY) bench/bench_aggregate_memory.py --rows 10000 100000 1000000
+	$(PY) bench/bench_sampling.py --model genre --tracks 1 --seeds 2 --iid-max 1000 --grid-max 256
+	$(PY) bench/quality.py --model genre --tracks 3 --seeds 3 --stability-samples 250 1000 --stability-tracks 2
 	$(PY) bench/update_readme.py
 
-# The full set (long): all sizes, the models over seeds, global importances on the demo.
+# The full set (hours): all sizes, the models over seeds, both tasks, global importances on
+# a fresh held-out demo library. bench/gpu.sh runs on a GPU machine (see README).
 bench-full: $(STAMP)
 	$(PY) bench/bench_core.py
 	$(PY) bench/bench_separation.py --tracks 40
 	$(PY) bench/bench_lyrics_masks.py
-	$(PY) bench/bench_pipeline_memory.py --sizes 50 500
+	$(PY) bench/bench_scale.py --sizes 10 200 2000 --workers 1 2
 	$(PY) bench/bench_aggregate_memory.py --rows 10000 100000 1000000
 	$(PY) bench/bench_models.py --tracks 400 --seeds 0 1
+	$(PY) bench/bench_sampling.py --tracks 3 --seeds 3
+	$(PY) bench/quality.py --tracks 10 --seeds 5
+	$(PY) bench/bench_global.py --fresh 100
 	$(PY) bench/update_readme.py
 
 clean:

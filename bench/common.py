@@ -91,13 +91,15 @@ def add_demo_arguments(ap, tasks=("genre", "emotion")) -> None:
     default models (built as ``musiclime demo`` builds them when missing)."""
     ap.add_argument("--library", default=None, help="demo library (default: the cached one)")
     ap.add_argument("--model", action="append", default=None,
-                    help=f"TASK=CHECKPOINT (default: the cached default model of each of {', '.join(tasks)})")
+                    help=f"TASK=CHECKPOINT or TASK (default: the cached default model of each of {', '.join(tasks)})")
     ap.set_defaults(_demo_tasks=tuple(tasks))
 
 
 def demo_assets(args) -> tuple[Path, list[tuple[str, str]]]:
     """The library and ``[(task, checkpoint)]`` that ``add_demo_arguments`` asked for."""
-    specs = [tuple(m.split("=", 1)) for m in args.model] if args.model else [(t, None) for t in args._demo_tasks]
+    # "TASK=CHECKPOINT", or a bare "TASK" for the cached default model of that task
+    specs = [tuple((m.split("=", 1) + [None])[:2]) for m in args.model] if args.model else \
+        [(t, None) for t in args._demo_tasks]
     lib = Path(args.library) if args.library else None
     models = []
     for task, ckpt in specs:

@@ -77,6 +77,7 @@ class RunWriter:
     def drop_error_rows(self, rows: set[int]) -> None:
         """Remove these catalogue rows from ``errors`` (``--retry-errors``), file by file,
         each rewritten under a temporary name and renamed into place."""
+        import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
         part = self.partition("errors")
@@ -84,7 +85,7 @@ class RunWriter:
             return
         for f in sorted(part.glob("*.parquet")):
             t = pq.read_table(f, schema=ERRORS)
-            keep = t.filter(pc.invert(pc.is_in(t["catalogue_row"], value_set=__import__("pyarrow").array(sorted(rows)))))
+            keep = t.filter(pc.invert(pc.is_in(t["catalogue_row"], value_set=pa.array(sorted(rows)))))
             if keep.num_rows == t.num_rows:
                 continue
             if keep.num_rows == 0:
