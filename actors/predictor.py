@@ -34,7 +34,7 @@ class PredictorActor:
         import resource
         return {"pid": os.getpid(), "device": self.device, "classes": list(self.model.classes),
                 "sample_rate": int(self.model.sample_rate), "model_id": self.model_id, "tracks_done": self.tracks_done,
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **rss_split_mb()}
 
     def predict(self, inp):
         """TrackInput (stems on the host) -> dict(plan, probs, ...), or the ErrorRecord passed in."""
@@ -73,6 +73,22 @@ class PredictorActor:
                 "classes": list(self.model.classes),
                 "model_id": self.model_id, "duration_s": af.explained_length / af.sample_rate,
                 "timings": {"predict_s": time.perf_counter() - t0}}
+
+
+def rss_split_mb() -> dict:
+    """Resident memory now, split (Linux): private (``rss_anon_mb``) and shared
+    (``rss_shmem_mb``: mostly Ray object-store pages the actor wrote results into, which
+    count in its RSS but belong to the store)."""
+    out = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("RssAnon", "RssShmem"):
+                    out["rss_anon_mb" if key == "RssAnon" else "rss_shmem_mb"] = int(value.split()[0]) / 1024
+    except OSError:
+        pass
+    return out
 
 
 def model_hash(model, spec: str) -> str:

@@ -46,7 +46,9 @@ def child(library: str, tracks: int, workers: int, out: str) -> None:
     print(json.dumps({"tracks": tracks, "workers": workers, "exit_code": s.exit_code, "explained": s.explained,
                       "seconds": s.seconds, "tracks_per_hour": s.explained / s.seconds * 3600,
                       "driver_peak_rss_mb": s.driver_peak_rss_mb,
-                      "predictor_peak_rss_mb": max(a["peak_rss_mb"] for a in s.actors)}))
+                      "predictor_peak_rss_mb": max(a["peak_rss_mb"] for a in s.actors),
+                      "predictor_rss_anon_mb": max(a.get("rss_anon_mb", 0.0) for a in s.actors),
+                      "predictor_rss_shmem_mb": max(a.get("rss_shmem_mb", 0.0) for a in s.actors)}))
 
 
 def plot(runs: list[dict], out_dir: Path) -> list[Path]:

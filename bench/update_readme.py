@@ -50,9 +50,12 @@ def table(header: list[str], rows: list[list]) -> list[str]:
 
 
 def scale(r) -> str:
-    out = table(["workers", "tracks", "seconds", "tracks/h", "driver peak RSS (MB)", "predictor peak RSS (MB)"],
+    out = table(["workers", "tracks", "seconds", "tracks/h", "driver peak RSS (MB)", "predictor peak RSS (MB)",
+                 "predictor private / object-store RSS at the end (MB)"],
                 [[x["workers"], x["tracks"], f"{x['seconds']:.0f}", f"{x['tracks_per_hour']:,.0f}",
-                  f"{x['driver_peak_rss_mb']:.0f}", f"{x['predictor_peak_rss_mb']:.0f}"]
+                  f"{x['driver_peak_rss_mb']:.0f}", f"{x['predictor_peak_rss_mb']:.0f}",
+                  f"{x['predictor_rss_anon_mb']:.0f} / {x['predictor_rss_shmem_mb']:.0f}"
+                  if "predictor_rss_anon_mb" in x else "–"]
                  for x in sorted(r["runs"], key=lambda x: (x["workers"], x["tracks"]))])
     out.append("")
     out.append("; ".join(f"{w} worker(s): {v['marginal_seconds_per_track']:.3f} s per extra track, memory x"
