@@ -43,7 +43,12 @@ def child(library: str, tracks: int, workers: int, out: str) -> None:
                                   separator="provided", num_samples=64, limit=tracks, run_id=f"scale{tracks}",
                                   predictors=workers, surrogate_workers=workers, commit_every=64),
                     show_progress=False)
+    import pyarrow.dataset as ds
+    timings = ds.dataset(f"{out}/tracks", format="parquet", partitioning="hive").to_table(columns=["timings"])
+    stages = {k: float(sum(t[k] for t in timings.column("timings").to_pylist()))
+              for k in ("decode_s", "separate_s", "predict_s", "fit_s")}
     print(json.dumps({"tracks": tracks, "workers": workers, "exit_code": s.exit_code, "explained": s.explained,
+                      "stage_seconds_summed_over_tracks": stages,
                       "seconds": s.seconds, "tracks_per_hour": s.explained / s.seconds * 3600,
                       "driver_peak_rss_mb": s.driver_peak_rss_mb,
                       "predictor_peak_rss_mb": max(a["peak_rss_mb"] for a in s.actors),

@@ -12,7 +12,7 @@ import torch
 from musiclime.errors import InputError
 from musiclime.explanation import Explanation, FeatureSpace
 from musiclime.factorization import AudioFactorization, LyricsFactorization
-from musiclime.masks import Modality, sample_grid_masks, sample_masks, unique_rows
+from musiclime.masks import Modality, sample_foldover_masks, sample_grid_masks, sample_masks, unique_rows
 from musiclime.protocol import (as_embedding, as_probs, check_model, has_mask_lyrics,
                                 is_late_fusion, model_device)
 from musiclime.surrogate import FeatureSelection, fit_surrogate, mask_distances
@@ -32,7 +32,7 @@ HEAD_BATCH_SIZE = 4096  # a late-fusion head is tiny next to the encoders
 # smaller grid are those of the larger one).
 AUTO_SCHEDULE = (250, 500, 1000, 2000, 4000, 8000)
 AUTO_GRID_SIDES = (32, 64, 128, 256, 512)
-DESIGNS = ("auto", "iid", "grid")
+DESIGNS = ("auto", "iid", "foldover", "grid")
 
 Progress = Callable[[int, int], None]
 """``progress(rows_done, rows_total)``, called after every model batch."""
@@ -143,7 +143,9 @@ class MusicLIME:
             for the grid design) and stop once the explanation is stable: the mean top-k
             Jaccard between the fit and fits on ``bootstraps`` bootstrap resamples of its
             samples reaches ``stability``; at most ``max_samples`` rows.
-        design: ``"iid"`` (joint i.i.d. masks, the reference's) or ``"grid"``
+        design: ``"iid"`` (joint i.i.d. masks, the reference's), ``"foldover"`` (i.i.d.
+            masks each followed by its complement: pairwise interactions no longer leak
+            into the weights; :func:`~musiclime.masks.sample_foldover_masks`) or ``"grid"``
             (:func:`~musiclime.masks.sample_grid_masks`: few distinct half-masks, so a
             late-fusion model's encoders run far fewer times than there are samples).
             ``"auto"`` (default): the grid when ``num_samples="auto"`` and the model is
@@ -211,10 +213,14 @@ class MusicLIME:
         seed = self.seed if seed is None else int(seed)
         fs = FeatureSpace.from_factorizations(af, lf)
         n = self.num_samples if num_samples is None else int(num_samples)
-        design = "grid" if (design or self.design_for()) == "grid" and modality is Modality.BOTH else "iid"
+        design = design or self.design_for()
+        if design == "grid" and modality is not Modality.BOTH:
+            design = "iid"   # one modality perturbed: nothing to cross
         if design == "grid":
             grid = grid_size or self.grid_size or (max(2, n // 4),) * 2
             masks = sample_grid_masks(n, fs.n_audio, fs.n_lyrics, grid, seed)
+        elif design == "foldover":
+            masks = sample_foldover_masks(n, fs.n_audio, fs.n_lyrics, seed, modality)
         else:
             masks = sample_masks(n, fs.n_audio, fs.n_lyrics, seed, modality)
         columns = {Modality.BOTH: np.arange(fs.n_features),
@@ -421,9 +427,9 @@ class MusicLIME:
         """Mean top-k Jaccard between each explained label's fit and refits on bootstrap
         resamples of the plan's samples (the worst label counts).
 
-        i.i.d. samples are resampled row by row; grid samples by half-mask (rows sharing
-        an audio or lyrics half-mask are not independent, and resampling rows alone would
-        overstate the stability).
+        i.i.d. samples are resampled row by row, foldover samples pair by pair, grid
+        samples by half-mask (rows sharing an audio or lyrics half-mask are not
+        independent, and resampling rows alone would overstate the stability).
         """
         data = plan.masks[:, plan.columns]
         distances = mask_distances(data)
@@ -444,8 +450,10 @@ class MusicLIME:
                     ca = np.bincount(rng.integers(0, ia.max() + 1, ia.max() + 1), minlength=ia.max() + 1)
                     cl = np.bincount(rng.integers(0, il.max() + 1, il.max() + 1), minlength=il.max() + 1)
                     mult = ca[ia] * cl[il]
-                else:
-                    mult = np.bincount(rng.integers(0, n, n), minlength=n)
+                else:  # foldover: a mask and its complement are resampled together
+                    groups = np.arange(n) // 2 if plan.design == "foldover" else np.arange(n)
+                    g = groups[-1] + 1
+                    mult = np.bincount(rng.integers(0, g, g), minlength=g)[groups]
                 idx = np.repeat(np.arange(n), mult)
                 fit = fit_surrogate(data[idx], probs[idx], label, self.kernel_width, self.num_features,
                                     self.feature_selection, alpha=self.alpha, distances=distances[idx])

@@ -107,3 +107,27 @@ def _half_masks(n: int, width: int, rng: np.random.Generator) -> np.ndarray:
     for i in range(1, n):
         out[i] = rng.integers(0, 2, size=width, dtype=np.uint8)
     return out
+
+
+def sample_foldover_masks(num_samples: int, n_audio: int, n_lyrics: int, seed: int = 0,
+                          modality: "str | Modality" = "both") -> np.ndarray:
+    """Foldover (antithetic) design: i.i.d. Bernoulli(1/2) masks, each followed by its
+    complement (row 0 all ones, row 1 all zeros in the perturbed columns).
+
+    In +-1 coding a mask and its complement agree on every even-order product of features
+    and flip every odd one, so a linear fit's main effects are orthogonal to all pairwise
+    (and other even-order) interactions of the model: those stop leaking into the weights.
+
+    Returns:
+        ``np.uint8 [num_samples, n_audio + n_lyrics]``; row 0 is all ones.
+    """
+    modality = Modality.parse(modality)
+    half = sample_masks((num_samples + 1) // 2, n_audio, n_lyrics, seed, modality)
+    cols = {Modality.BOTH: slice(0, n_audio + n_lyrics),
+            Modality.AUDIO: slice(0, n_audio),
+            Modality.LYRICS: slice(n_audio, n_audio + n_lyrics)}[modality]
+    flipped = half.copy()
+    flipped[:, cols] = 1 - flipped[:, cols]
+    out = np.empty((2 * len(half), half.shape[1]), dtype=np.uint8)
+    out[0::2], out[1::2] = half, flipped
+    return out[:num_samples]

@@ -224,3 +224,14 @@ def test_design_auto_picks_the_grid_only_for_adaptive_late_fusion():
     af, lf = facts()
     exp = MusicLIME(num_samples="auto", top_k=2, seed=0).explain(LateFusionPlanted(), af, lf, labels=[1])
     assert exp.model_rows * 4 <= exp.num_samples  # grid rounds: few encoder passes per sample
+
+
+def test_foldover_design_finds_the_truth_and_bootstraps_pairs():
+    af, lf = facts()
+    ex = MusicLIME(num_samples=400, design="foldover", top_k=2, seed=0)
+    exp = ex.explain(PlantedModel(), af, lf, labels=[1])
+    assert {f for _, f, _ in exp.as_list(1)[:2]} == {"drums@3", "fire"}
+    plan = ex.plan(af, lf)
+    assert plan.design == "foldover" and not plan.masks[1].any()
+    auto = MusicLIME(num_samples="auto", design="foldover", top_k=2, seed=0).explain(PlantedModel(), af, lf, labels=[1])
+    assert auto.stability >= 0.8

@@ -53,3 +53,19 @@ def test_grid_masks_use_few_half_masks_and_grow_by_prefix():
     assert small <= big
     with pytest.raises(ValueError, match="grid_size"):
         sample_grid_masks(10, 4, 4, grid_size=(0, 3))
+
+
+def test_foldover_pairs_each_mask_with_its_complement():
+    from musiclime.masks import sample_foldover_masks
+    m = sample_foldover_masks(301, 40, 9, seed=2)
+    assert m.shape == (301, 49) and m[0].all() and not m[1].any()
+    np.testing.assert_array_equal(m[1:300:2], 1 - m[0:300:2])
+    # the first masks of each pair are the i.i.d. design's, and a longer draw extends a shorter one
+    np.testing.assert_array_equal(m[0::2], sample_masks(151, 40, 9, seed=2))
+    np.testing.assert_array_equal(sample_foldover_masks(600, 40, 9, seed=2)[:301], m)
+    audio = sample_foldover_masks(20, 40, 9, seed=2, modality="audio")
+    assert (audio[:, 40:] == 1).all() and not audio[1, :40].any()
+    # +-1 coding: every pairwise product is orthogonal to every main effect
+    z = 2.0 * sample_foldover_masks(400, 6, 0, seed=5)[:, :6] - 1
+    inter = z[:, 0] * z[:, 1]
+    assert np.allclose(z.T @ inter, 0)

@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--separator", default="hpss", choices=["demucs", "provided", "hpss", "none"])
     p.add_argument("--num-samples", type=num_samples, default=1000,
                    help="perturbations per track, or 'auto': sample in rounds until the explanation is stable")
-    p.add_argument("--design", default="auto", choices=["auto", "iid", "grid"],
+    p.add_argument("--design", default="auto", choices=["auto", "iid", "foldover", "grid"],
                    help="mask design: iid (the reference's), grid (late-fusion models: few encoder "
                         "passes), or auto: grid with --num-samples auto on a late-fusion model, else iid")
     p.add_argument("--segments", type=int, default=10, help="temporal segments per track")
