@@ -121,11 +121,11 @@ def main(argv=None) -> dict:
             af, lf = track_factorizations(lib, r, model.sample_rate)
             label = model.classes.index(r[task])
             t0 = time.perf_counter()
-            ref_exp = MusicLIME(num_samples=args.ref_samples, seed=10_000).explain(model, af, lf, labels=[label])
+            ref_exp = MusicLIME(num_samples=args.ref_samples, design="iid", seed=10_000).explain(model, af, lf, labels=[label])
             ref = top_set(ref_exp, label)
             entry = {"track_id": r["track_id"], "ref_seconds": time.perf_counter() - t0, "iid": [], "grid": []}
             for seed in range(args.seeds):
-                iid = MusicLIME(num_samples="auto", max_samples=args.iid_max, seed=seed)
+                iid = MusicLIME(num_samples="auto", design="iid", max_samples=args.iid_max, seed=seed)
                 entry["iid"].append(run_rounds(iid, iid.schedule(lf), model, af, lf, label, ref))
                 grid = MusicLIME(num_samples="auto", design="grid", seed=seed)
                 entry["grid"].append(run_rounds(grid, [s for s in grid.schedule(lf) if s[1][0] <= args.grid_max],

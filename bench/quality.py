@@ -39,7 +39,7 @@ def deletion_aopc(model, af, lf, label: int, order: list[int], steps: int = 10) 
     return float(np.mean(p[0] - p[1:]))
 
 
-def unimodal_vs_multimodal(model, lib, rows, task: str, planted: dict, num_samples: int) -> dict:
+def unimodal_vs_multimodal(model, lib, rows, task: str, planted: dict, num_samples: int, design: str = "auto") -> dict:
     """Audio-feature rankings of the same tracks, perturbing audio alone vs both modalities."""
     from scipy.stats import spearmanr
 
@@ -50,7 +50,7 @@ def unimodal_vs_multimodal(model, lib, rows, task: str, planted: dict, num_sampl
     for r in rows:
         af, lf = track_factorizations(lib, r, model.sample_rate)
         label = model.classes.index(r[task])
-        exps = {m: MusicLIME(num_samples=num_samples, seed=0).explain(model, af, lf, labels=[label], modality=m)
+        exps = {m: MusicLIME(num_samples=num_samples, seed=0, design=design).explain(model, af, lf, labels=[label], modality=m)
                 for m in ("audio", "both")}
         weights = {m: dict((f, w) for mod, f, w in e.as_list(label) if mod == "audio") for m, e in exps.items()}
         names = sorted(weights["audio"])
@@ -75,6 +75,8 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_demo_arguments(ap)
     ap.add_argument("--tracks", type=int, default=10)
+    ap.add_argument("--design", default="auto", choices=["auto", "iid", "foldover", "grid"],
+                    help="mask design of every explanation (auto: the product default)")
     ap.add_argument("--num-samples", type=int, default=500)
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--stability-samples", type=int, nargs="+", default=[250, 500, 1000])
@@ -84,7 +86,7 @@ def main(argv=None) -> dict:
     rows = [r for r in pq.read_table(lib / "catalogue.parquet").to_pylist() if r["split"] == "test"]
     truth = pq.read_table(lib / "ground_truth.parquet").to_pylist()
     rng = np.random.default_rng(0)
-    result = {"tracks": args.tracks, "num_samples": args.num_samples, "tasks": {}}
+    result = {"tracks": args.tracks, "num_samples": args.num_samples, "design": args.design, "tasks": {}}
     for task, ckpt in models:
         model = load_checkpoint(ckpt)
         planted = planted_by_track(truth, task)
@@ -92,7 +94,7 @@ def main(argv=None) -> dict:
         for r in rows[:args.tracks]:
             af, lf = track_factorizations(lib, r, model.sample_rate)
             label = model.classes.index(r[task])
-            exp = MusicLIME(num_samples=args.num_samples, seed=0).explain(model, af, lf, labels=[label])
+            exp = MusicLIME(num_samples=args.num_samples, seed=0, design=args.design).explain(model, af, lf, labels=[label])
             if r["track_id"] in planted:
                 per_track.append(precision_at_k(exp, label, planted[r["track_id"]], k=5))
                 per_track_abs.append(precision_at_k(exp, label, planted[r["track_id"]], k=5, rank="abs"))
@@ -105,12 +107,13 @@ def main(argv=None) -> dict:
             for r in rows[:args.stability_tracks]:
                 af, lf = track_factorizations(lib, r, model.sample_rate)
                 label = model.classes.index(r[task])
-                tops = [{f for _, f, _ in MusicLIME(num_samples=n, seed=s).explain(model, af, lf, labels=[label])
+                tops = [{f for _, f, _ in MusicLIME(num_samples=n, seed=s, design=args.design).explain(model, af, lf, labels=[label])
                          .as_list(label)[:10]} for s in range(args.seeds)]
                 jac += [len(a & b) / len(a | b) for a, b in itertools.combinations(tops, 2)]
             stability[n] = statistics.mean(jac)
             print(task, "stability", n, round(stability[n], 3), flush=True)
-        uni = unimodal_vs_multimodal(model, lib, rows[:args.stability_tracks], task, planted, args.num_samples)
+        uni = unimodal_vs_multimodal(model, lib, rows[:args.stability_tracks], task, planted, args.num_samples,
+                                     args.design)
         print(task, "unimodal vs multimodal", uni, flush=True)
         result["tasks"][task] = {"precision_at_5": pooled_precision(per_track),
                                  "precision_at_5_by_abs_weight": pooled_precision(per_track_abs),

@@ -150,7 +150,9 @@ class MusicLIME:
             late-fusion model's encoders run far fewer times than there are samples).
             ``"auto"`` (default): the grid when ``num_samples="auto"`` and the model is
             late-fusion (per encoder pass the grid was more faithful and more stable on
-            both demo tasks, bench/bench_sampling.py), i.i.d. otherwise.
+            both demo tasks, bench/bench_sampling.py), foldover otherwise (at 1000
+            samples it raised the top-10 Jaccard across seeds from 0.72 to 0.82 on genre
+            and from 0.82 to 0.83 on emotion, with higher deletion AOPC).
         grid_size: ``(n_audio_masks, n_lyrics_masks)`` for the grid design; default
             ``num_samples // 4`` each.
         batch_size: rows per model call; ``"auto"`` picks the measured default of the
@@ -195,7 +197,7 @@ class MusicLIME:
         """The mask design used for ``model``: ``iid`` or ``grid`` (resolves ``auto``)."""
         if self.design != "auto":
             return self.design
-        return "grid" if self.adaptive and model is not None and is_late_fusion(model) else "iid"
+        return "grid" if self.adaptive and model is not None and is_late_fusion(model) else "foldover"
 
     def plan(self, af: AudioFactorization, lf: LyricsFactorization, modality: str = "both",
              seed: int | None = None, num_samples: int | None = None,

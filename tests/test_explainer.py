@@ -218,8 +218,9 @@ def test_auto_grid_grows_the_grid_and_reuses_embeddings():
 
 def test_design_auto_picks_the_grid_only_for_adaptive_late_fusion():
     assert MusicLIME(num_samples="auto").design_for(LateFusionPlanted()) == "grid"
-    assert MusicLIME(num_samples="auto").design_for(PlantedModel()) == "iid"
-    assert MusicLIME(num_samples=1000).design_for(LateFusionPlanted()) == "iid"
+    assert MusicLIME(num_samples="auto").design_for(PlantedModel()) == "foldover"
+    assert MusicLIME(num_samples=1000).design_for(LateFusionPlanted()) == "foldover"
+    assert MusicLIME(num_samples=1000, design="iid").plan(*facts()).design == "iid"
     assert MusicLIME(num_samples=1000, design="grid").design_for(PlantedModel()) == "grid"
     af, lf = facts()
     exp = MusicLIME(num_samples="auto", top_k=2, seed=0).explain(LateFusionPlanted(), af, lf, labels=[1])
