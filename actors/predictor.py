@@ -60,7 +60,8 @@ class PredictorActor:
                 res = explainer.sample_until_stable(
                     self.model, af, lf, lambda p0: label_indices(self.labels, classes, p0, inp.true_label),
                     top_labels=None, modality=self.modality)
-                plan, probs, rows, stability = res.plan, res.probs, res.model_rows, res.explanation.stability
+                plan, probs = res.plan, res.probs
+                rows, stability = res.explanation.model_rows, res.explanation.stability
             else:
                 plan = explainer.plan(af, lf, self.modality)                  # masks: numpy, CPU, from the seed
                 probs, rows = explainer.predict(self.model, af, lf, plan.masks)

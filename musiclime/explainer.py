@@ -12,7 +12,8 @@ import torch
 from musiclime.errors import InputError
 from musiclime.explanation import Explanation, FeatureSpace
 from musiclime.factorization import AudioFactorization, LyricsFactorization
-from musiclime.masks import Modality, sample_foldover_masks, sample_grid_masks, sample_masks, unique_rows
+from musiclime.masks import (Modality, perturbed_columns, sample_foldover_masks, sample_grid_masks,
+                             sample_masks, unique_rows)
 from musiclime.protocol import (as_embedding, as_probs, check_model, has_mask_lyrics,
                                 is_late_fusion, model_device)
 from musiclime.surrogate import FeatureSelection, fit_surrogate, mask_distances
@@ -61,12 +62,10 @@ class Plan:
 
 @dataclass(frozen=True)
 class Adaptive:
-    """What ``num_samples="auto"`` settled on: the final plan, its probabilities, the model
-    rows spent over all rounds, and the explanation fitted on it (with ``stability`` and
-    ``rounds``)."""
+    """What ``num_samples="auto"`` settled on: the final plan, its probabilities, and the
+    explanation fitted on it (``model_rows`` over all rounds, ``stability``, ``rounds``)."""
     plan: Plan
     probs: np.ndarray
-    model_rows: int
     explanation: Explanation
 
 
@@ -194,7 +193,8 @@ class MusicLIME:
     # ------------------------------------------------------------------ the three steps
 
     def design_for(self, model=None) -> str:
-        """The mask design used for ``model``: ``iid`` or ``grid`` (resolves ``auto``)."""
+        """The mask design used for ``model``: ``iid``, ``foldover`` or ``grid`` (resolves
+        ``auto``)."""
         if self.design != "auto":
             return self.design
         return "grid" if self.adaptive and model is not None and is_late_fusion(model) else "foldover"
@@ -202,8 +202,9 @@ class MusicLIME:
     def plan(self, af: AudioFactorization, lf: LyricsFactorization, modality: str = "both",
              seed: int | None = None, num_samples: int | None = None,
              grid_size: tuple[int, int] | None = None, design: str | None = None) -> Plan:
-        """Choose the features and draw the masks (numpy, CPU): :func:`sample_masks`, or
-        :func:`sample_grid_masks` for the grid design when both modalities are perturbed."""
+        """Choose the features and draw the masks (numpy, CPU) in the design's sampler:
+        :func:`sample_masks`, :func:`sample_foldover_masks`, or :func:`sample_grid_masks`
+        (only when both modalities are perturbed; i.i.d. otherwise)."""
         modality = Modality.parse(modality)
         flags: list[str] = []
         if lf.n_features == 0:
@@ -225,9 +226,7 @@ class MusicLIME:
             masks = sample_foldover_masks(n, fs.n_audio, fs.n_lyrics, seed, modality)
         else:
             masks = sample_masks(n, fs.n_audio, fs.n_lyrics, seed, modality)
-        columns = {Modality.BOTH: np.arange(fs.n_features),
-                   Modality.AUDIO: np.arange(fs.n_audio),
-                   Modality.LYRICS: np.arange(fs.n_audio, fs.n_features)}[modality]
+        columns = np.arange(fs.n_features)[perturbed_columns(modality, fs.n_audio, fs.n_lyrics)]
         return Plan(fs, masks, columns, modality, tuple(flags), seed, design)
 
     def predict(self, model, af: AudioFactorization, lf: LyricsFactorization, masks: np.ndarray,
@@ -417,7 +416,7 @@ class MusicLIME:
             if score >= self.stability:
                 break
         exp = dataclasses.replace(exp, stability=score, rounds=tuple(rounds), timings=timings)
-        return Adaptive(plan, probs, cache.rows_computed, exp)
+        return Adaptive(plan, probs, exp)
 
     def _explain_adaptive(self, model, af, lf, labels, top_labels, modality, seed, progress) -> Explanation:
         t0 = time.perf_counter()

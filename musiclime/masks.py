@@ -20,6 +20,13 @@ class Modality(str, Enum):
             raise ValueError(f"modality must be one of {[m.value for m in cls]}, got {value!r}") from None
 
 
+def perturbed_columns(modality: Modality, n_audio: int, n_lyrics: int) -> slice:
+    """The mask columns a modality perturbs (audio columns come first)."""
+    return {Modality.BOTH: slice(0, n_audio + n_lyrics),
+            Modality.AUDIO: slice(0, n_audio),
+            Modality.LYRICS: slice(n_audio, n_audio + n_lyrics)}[modality]
+
+
 def sample_masks(num_samples: int, n_audio: int, n_lyrics: int, seed: int = 0,
                  modality: "str | Modality" = "both") -> np.ndarray:
     """Joint i.i.d. Bernoulli(1/2) masks over audio then lyrics features.
@@ -41,9 +48,7 @@ def sample_masks(num_samples: int, n_audio: int, n_lyrics: int, seed: int = 0,
         raise ValueError("feature counts must be >= 0")
     rng = np.random.default_rng(seed)
     masks = np.ones((num_samples, n_audio + n_lyrics), dtype=np.uint8)
-    cols = {Modality.BOTH: slice(0, n_audio + n_lyrics),
-            Modality.AUDIO: slice(0, n_audio),
-            Modality.LYRICS: slice(n_audio, n_audio + n_lyrics)}[modality]
+    cols = perturbed_columns(modality, n_audio, n_lyrics)
     width = cols.stop - cols.start
     if num_samples > 1 and width:
         masks[1:, cols] = rng.integers(0, 2, size=(num_samples - 1, width), dtype=np.uint8)
@@ -123,9 +128,7 @@ def sample_foldover_masks(num_samples: int, n_audio: int, n_lyrics: int, seed: i
     """
     modality = Modality.parse(modality)
     half = sample_masks((num_samples + 1) // 2, n_audio, n_lyrics, seed, modality)
-    cols = {Modality.BOTH: slice(0, n_audio + n_lyrics),
-            Modality.AUDIO: slice(0, n_audio),
-            Modality.LYRICS: slice(n_audio, n_audio + n_lyrics)}[modality]
+    cols = perturbed_columns(modality, n_audio, n_lyrics)
     flipped = half.copy()
     flipped[:, cols] = 1 - flipped[:, cols]
     out = np.empty((2 * len(half), half.shape[1]), dtype=np.uint8)
