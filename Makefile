@@ -4,13 +4,25 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.musiclime-installed
 
-.PHONY: demo test venv bench bench-full clean
+.PHONY: demo test venv lock bench bench-full clean
 
-# Created if missing, reinstalled only when pyproject.toml changes.
-$(STAMP): pyproject.toml
+# Everything comes from requirements.lock: exact versions with hashes, no resolution here
+# (pip alone would now pick torchaudio 2.11.1, which does not load against torch 2.11.0).
+# Created if missing, reinstalled when the lock or pyproject.toml changes.
+$(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --require-hashes --no-deps -r requirements.lock
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m musiclime.install_check
 	@touch $@
+
+# Regenerate requirements.lock from pyproject.toml's ranges (Linux x86-64, Python 3.11).
+UV_VERSION := 0.13.9
+lock:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q uv==$(UV_VERSION)
+	$(VENV)/bin/uv pip compile pyproject.toml --extra test --extra build --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 --generate-hashes --no-header -o requirements.lock
 
 venv: $(STAMP)
 

@@ -44,7 +44,7 @@ def _tracks_of(out: Path, run_id: str, twin: Path | None, ids, min_score: float 
         t = pl.read_parquet(twin, columns=cols)
     else:  # a batch without its twin (written by another tool): look its tracks up
         t = pl.scan_parquet(str(out / "tracks" / f"run_id={run_id}" / "**" / "*.parquet")).select(cols) \
-              .filter(pl.col("track_id").is_in(ids)).collect()
+              .filter(pl.col("track_id").is_in(pl.Series(list(ids), dtype=pl.String).implode())).collect()
     if min_score is not None:
         t = t.filter(pl.col("score") >= min_score)
     return t.with_columns(pl.lit(run_id).alias("run_id"))

@@ -22,19 +22,26 @@ def read_audio(path: str | Path, sample_rate: int, mono: bool = True,
     p = Path(path)
     if not p.is_file():
         raise InputError("missing_file", f"no audio file at {p}")
+    flags: list[str] = []
     try:
-        data, sr = sf.read(str(p), dtype="float32", always_2d=True)  # [n, channels]
+        # Only the explained window is decoded: a 6-minute file with max_seconds=30 costs
+        # the window's memory, not the file's.
+        with sf.SoundFile(str(p)) as f:
+            sr, frames = f.samplerate, f.frames
+            start, stop = 0, frames
+            if max_seconds is not None and frames > int(max_seconds * sr):
+                keep = int(max_seconds * sr)
+                start = (frames - keep) // 2
+                stop = start + keep
+                flags.append("cropped")
+            if start:
+                f.seek(start)
+            data = f.read(stop - start, dtype="float32", always_2d=True)  # [n, channels]
     except Exception as e:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
         raise InputError("decode_error", f"cannot decode {p.name}: {e}") from None
-    flags: list[str] = []
     if data.shape[0] == 0:
         raise InputError("empty_audio", f"{p.name} has zero samples")
     audio = data.T  # [channels, n]
-    if max_seconds is not None and audio.shape[1] > int(max_seconds * sr):
-        keep = int(max_seconds * sr)
-        start = (audio.shape[1] - keep) // 2
-        audio = audio[:, start:start + keep]
-        flags.append("cropped")
     if mono and audio.shape[0] > 1:
         audio = audio.mean(axis=0, keepdims=True)
         flags.append("downmixed")

@@ -158,6 +158,24 @@ class _Tokenization:
     first_piece: list[int]       # piece index of each feature's first occurrence
 
 
+def truncate_words(text: str, max_words: int, split_expression: str = r"\W+") -> tuple[str, bool]:
+    """The longest prefix of ``text`` with at most ``max_words`` distinct words (lime's
+    bag-of-words split), and whether anything was cut. Bounds the feature count, so the
+    mask matrix and the surrogate stay small whatever a catalogue row holds."""
+    if max_words < 0:
+        raise ValueError(f"max_words must be >= 0, got {max_words}")
+    seen: set[str] = set()
+    offset = 0
+    # with a capturing group, even indices are words (or empty), odd ones separators
+    for i, piece in enumerate(re.split(r"(%s)" % split_expression, text)):
+        if i % 2 == 0 and piece and piece not in seen:
+            if len(seen) == max_words:
+                return text[:offset], True
+            seen.add(piece)
+        offset += len(piece)
+    return text, False
+
+
 class LyricsFactorization:
     """Words (or lines) of a lyric, with lime's ``IndexedString`` semantics.
 

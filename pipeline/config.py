@@ -5,7 +5,7 @@ import hashlib
 import re
 from dataclasses import asdict, dataclass, field
 
-RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # the whole string: see check_run_id
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class ExplainConfig:
     surrogate_workers: int = 1
     limit: int | None = None
     max_seconds: float = 30.0
+    max_words: int = 1000                # distinct lyric words per track; more: truncated + flagged
     stem_cache: str | None = None
     demucs_model: str = "htdemucs"
     demucs_repo: str | None = None
@@ -55,6 +56,7 @@ def track_seed(seed: int, track_id: str) -> int:
 
 
 def check_run_id(run_id: str) -> str:
-    if not RUN_ID.match(run_id):
+    # fullmatch: with match() and "$", "run\n" would pass and name a folder with a newline
+    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
         raise ValueError(f"run id {run_id!r} must be 1-128 letters, digits, '.', '_' or '-' (it names a folder)")
     return run_id

@@ -27,6 +27,17 @@ TRAP = ("<script>window.addEventListener('error',function(e){document.title='ERR
         "document.body.setAttribute('data-error',e.message);});</script>")
 
 
+def esc(value) -> str:
+    """Every value that reaches the page goes through here: class names come from
+    checkpoints and plugins, ids, lyrics and messages from catalogues."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _mpl_text(text: str) -> str:
+    # matplotlib reads "$...$" as mathtext and raises on an unbalanced "$": show it literally
+    return str(text).replace("$", r"\$")
+
+
 def _png(fig) -> str:
     import matplotlib.pyplot as plt
     buf = io.BytesIO()
@@ -56,7 +67,7 @@ def heatmap(matrix: np.ndarray, stems: list[str], title: str, width: float = 5.5
     ax.set_yticks(range(len(stems)), stems)
     ax.set_xticks(range(matrix.shape[1]))
     ax.set_xlabel("segment")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(_mpl_text(title), fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.04)
     return fig
 
@@ -66,9 +77,9 @@ def word_bars(words: list[str], values: list[float], signs: list[float], title: 
     fig, ax = plt.subplots(figsize=(4.5, 0.22 * max(len(words), 3) + 1))
     colors = ["#c0392b" if s > 0 else "#2c7fb8" for s in signs]
     ax.barh(range(len(words))[::-1], values, color=colors)
-    ax.set_yticks(range(len(words))[::-1], words, fontsize=8)
+    ax.set_yticks(range(len(words))[::-1], [_mpl_text(w) for w in words], fontsize=8)
     ax.set_xlabel("mean |weight| (red: pushes towards the class)")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(_mpl_text(title), fontsize=10)
     return fig
 
 
@@ -79,7 +90,7 @@ def share_bars(labels: list[str], mean: list[float], q25: list[float], q75: list
     ax.barh(y, mean, color="#e67e22", label="audio")
     ax.barh(y, 1 - np.asarray(mean), left=mean, color="#8e44ad", label="lyrics")
     ax.errorbar(mean, y, xerr=[np.asarray(mean) - q25, np.asarray(q75) - mean], fmt="none", ecolor="k", capsize=3)
-    ax.set_yticks(y, labels)
+    ax.set_yticks(y, [_mpl_text(lab) for lab in labels])
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of sum |weight| (bars: audio quartiles across tracks)")
     ax.legend(loc="lower right", fontsize=8)
@@ -91,7 +102,7 @@ def prob_hist(probs_by_class: dict[str, list[float]]):
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5.5, 3))
     for name, p in probs_by_class.items():
-        ax.hist(p, bins=np.linspace(0, 1, 21), alpha=0.5, label=name)
+        ax.hist(p, bins=np.linspace(0, 1, 21), alpha=0.5, label=_mpl_text(name))
     ax.set_xlabel("probability of the predicted class")
     ax.set_ylabel("tracks")
     ax.legend(fontsize=7)
@@ -117,10 +128,10 @@ def _lyrics_html(text: str, weights: dict[str, float]) -> str:
     while i < len(text):
         if i in marks:
             e, color, w = marks[i]
-            out.append(f'<span title="{w:+.4f}" style="background:{color}">{html.escape(text[i:e])}</span>')
+            out.append(f'<span title="{w:+.4f}" style="background:{color}">{esc(text[i:e])}</span>')
             i = e
         else:
-            out.append(html.escape(text[i]))
+            out.append(esc(text[i]))
             i += 1
     return "".join(out)
 
@@ -155,16 +166,16 @@ def build_report(out: str | Path, tracks_per_class: int = 3, max_tracks: int = 2
     stems = [s for s in ("vocals", "drums", "bass", "other", "mix")
              if s in set(g.filter(pl.col("level") == "stem")["stem"].drop_nulls())]
     n_seg = int(g.filter(pl.col("level") == "segment")["segment"].max() or 0) + 1
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>musiclime report {html.escape(str(run_id))}</title>",
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>musiclime report {esc(str(run_id))}</title>",
              f"<style>{STYLE}</style>{TRAP}</head><body>",
-             f"<h1>musiclime report</h1><p class='muted'>run {html.escape(str(run_id))} · model "
-             f"{html.escape(str(manifest.get('model_id', ''))[:16])} · {tracks.height} tracks explained, "
+             f"<h1>musiclime report</h1><p class='muted'>run {esc(str(run_id))} · model "
+             f"{esc(str(manifest.get('model_id') or '')[:16])} · {tracks.height} tracks explained, "
              f"{0 if errors is None else errors.height} failed</p>"]
     # ------------------------------------------------------------------ catalogue view
     parts.append("<h2>Catalogue</h2><div class='grid'>")
     counts = tracks.group_by("predicted").len().sort("predicted")
     parts.append("<div class='card'><b>Tracks per predicted class</b><table>" + "".join(
-        f"<tr><td>{html.escape(c)}</td><td>{n}</td></tr>" for c, n in counts.iter_rows()) + "</table></div>")
+        f"<tr><td>{esc(c)}</td><td>{esc(n)}</td></tr>" for c, n in counts.iter_rows()) + "</table></div>")
     probs = {c: [max(p) for p in tracks.filter(pl.col("predicted") == c)["probabilities"].to_list()] for c in classes}
     parts.append(f"<div class='card'>{_png(prob_hist({k: v for k, v in probs.items() if v}))}</div>")
     sh = g.filter((pl.col("level") == "modality") & (pl.col("modality") == "audio")).sort("label")
@@ -182,7 +193,7 @@ def build_report(out: str | Path, tracks_per_class: int = 3, max_tracks: int = 2
             if s in stems:
                 m[stems.index(s), seg] = w
         words = gc.filter(pl.col("level") == "word").sort("mean_abs_weight", descending=True).head(20)
-        parts.append(f"<h3>{html.escape(c)}</h3><div class='grid'><div class='card'>"
+        parts.append(f"<h3>{esc(c)}</h3><div class='grid'><div class='card'>"
                      f"{_png(heatmap(m, stems, f'{c}: mean weight per stem x segment'))}</div>")
         if words.height:
             parts.append("<div class='card'>" + _png(word_bars(words["token"].to_list(), words["mean_abs_weight"].to_list(),
@@ -191,8 +202,8 @@ def build_report(out: str | Path, tracks_per_class: int = 3, max_tracks: int = 2
     if errors is not None and errors.height:
         parts.append("<h2>Failed tracks</h2><table><tr><th>track</th><th>row</th><th>stage</th><th>error</th><th>message</th></tr>")
         for r in errors.sort("catalogue_row").iter_rows(named=True):
-            parts.append(f"<tr><td>{html.escape(r['track_id'] or '')}</td><td>{r['catalogue_row']}</td><td>{r['stage']}</td>"
-                         f"<td>{r['error_type']}</td><td>{html.escape(r['message'] or '')}</td></tr>")
+            parts.append(f"<tr><td>{esc(r['track_id'])}</td><td>{esc(r['catalogue_row'])}</td><td>{esc(r['stage'])}</td>"
+                         f"<td>{esc(r['error_type'])}</td><td>{esc(r['message'])}</td></tr>")
         parts.append("</table>")
     # ------------------------------------------------------------------ track view
     parts.append("<h2>Tracks</h2><p class='muted'>The most confident tracks of each class.</p>")
@@ -207,7 +218,7 @@ def build_report(out: str | Path, tracks_per_class: int = 3, max_tracks: int = 2
         except Exception:
             rows_by_tid = {}
     ids = chosen["track_id"].to_list()
-    te = expl.filter(pl.col("track_id").is_in(ids)).collect()
+    te = expl.filter(pl.col("track_id").is_in(pl.Series(list(ids), dtype=pl.String).implode())).collect()
     for t in chosen.iter_rows(named=True):
         label = t["explained_labels"][0]
         e = te.filter((pl.col("track_id") == t["track_id"]) & (pl.col("label") == label))
@@ -216,8 +227,8 @@ def build_report(out: str | Path, tracks_per_class: int = 3, max_tracks: int = 2
             if s in stems:
                 m[stems.index(s), seg] = w
         word_w = dict(e.filter(pl.col("modality") == "lyrics").select("token", "weight").iter_rows())
-        probs_txt = ", ".join(f"{c} {p:.2f}" for c, p in sorted(zip(classes, t["probabilities"]), key=lambda x: -x[1])[:5])
-        parts.append(f"<div class='card'><b>{html.escape(t['track_id'])}</b> · predicted <b>{html.escape(t['predicted'])}</b>"
+        probs_txt = ", ".join(f"{esc(c)} {p:.2f}" for c, p in sorted(zip(classes, t["probabilities"]), key=lambda x: -x[1])[:5])
+        parts.append(f"<div class='card'><b>{esc(t['track_id'])}</b> · predicted <b>{esc(t['predicted'])}</b>"
                      f" ({probs_txt}) · surrogate R² {t['score']:.2f} · audio share {t['audio_share']:.0%}"
                      f"<div class='grid'><div>{_png(heatmap(m, stems, f'explaining {label}', 5))}</div>")
         row = rows_by_tid.get(t["catalogue_row"])
@@ -263,5 +274,5 @@ def _track_audio(manifest: dict, row: dict, e, stems: list[str], n_seg: int) -> 
     full = af.full()[0].cpu().numpy()
     comp = af.compose(mask)[0].cpu().numpy()
     return (f"<div>original {_ogg(full, sr)}</div><div>top positive stem-segments "
-            f"({', '.join(f'{s}@{g}' for s, g in top.select('stem', 'segment').iter_rows())}) {_ogg(comp, sr)}</div>",
+            f"({esc(', '.join(f'{s}@{g}' for s, g in top.select('stem', 'segment').iter_rows()))}) {_ogg(comp, sr)}</div>",
             inp.lyrics)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from musiclime.errors import InputError
-from musiclime.factorization import SILENCE_PEAK
+from musiclime.factorization import SILENCE_PEAK, truncate_words
 
 STEMS = ("vocals", "drums", "bass", "other")
 
@@ -71,15 +71,17 @@ def decode(row: dict, cfg, sample_rate: int) -> TrackInput | ErrorRecord:
     t0 = time.perf_counter()
     tid, idx = row["track_id"], row["catalogue_row"]
     try:
-        lyrics = read_lyrics(row)
-        flags: list[str] = []
+        lyrics, truncated = truncate_words(read_lyrics(row), cfg.max_words)
+        flags: list[str] = ["lyrics_truncated"] if truncated else []
         mix = None
         if cfg.separator == "provided":
-            stems_t, flags = read_provided_stems({s: row.get(f"{s}_path") for s in STEMS}, sample_rate,
-                                                 max_seconds=cfg.max_seconds)
+            stems_t, stem_flags = read_provided_stems({s: row.get(f"{s}_path") for s in STEMS}, sample_rate,
+                                                      max_seconds=cfg.max_seconds)
+            flags += stem_flags
             stems, names = stems_t.numpy(), STEMS
         else:
-            mix, flags = read_audio(row.get("audio_path") or "", sample_rate, max_seconds=cfg.max_seconds)
+            mix, audio_flags = read_audio(row.get("audio_path") or "", sample_rate, max_seconds=cfg.max_seconds)
+            flags += audio_flags
             if len(mix) and float(np.abs(mix).max()) <= SILENCE_PEAK:
                 raise InputError("silent_audio", "the audio is digital silence")
             if len(mix) < cfg.segments:

@@ -45,7 +45,7 @@ TRACKS = schema([
     field("model_id", pa.string(), "hash of the model checkpoint (or plugin source)"),
     field("timings", TIMINGS, "seconds per stage for this track"),
     field("status", pa.string(), "'ok'", nullable=False),
-    field("flags", pa.list_(pa.string()), "input notes: resampled, downmixed, cropped, no_lyrics"),
+    field("flags", pa.list_(pa.string()), "input notes: resampled, downmixed, cropped, no_lyrics, lyrics_truncated"),
     field("invocation_id", pa.string(), "which invocation of the run computed the track (resumes keep earlier ones)"),
 ], "One row per explained track.")
 

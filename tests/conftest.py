@@ -11,6 +11,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ["MUSICLIME_HOME"] = tempfile.mkdtemp(prefix="musiclime-test-home-")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+
+
+def pytest_configure(config):
+    # A mismatched torch/torchaudio pair would fail dozens of tests with undefined symbols:
+    # stop the session with the one line that says what is wrong instead.
+    from musiclime.install_check import BrokenInstallError, check_torch_pair
+    try:
+        check_torch_pair()
+    except BrokenInstallError as e:
+        pytest.exit(f"broken install: {e}", returncode=4)
+
+
 TEST_LIBRARY = dict(tracks=400, seed=0, sample_rate=16000, seconds=10.0)  # the demo default
 
 

@@ -2,8 +2,9 @@
 
 Key: sha256 of (decoded audio bytes, sample rate, separator's cache params, musiclime
 version). Entries are float16 safetensors written to a temporary name and renamed into
-place (atomic on POSIX), so concurrent writers of one key never leave a torn file; a
-corrupt or partial entry fails its checks on read and is recomputed.
+place (atomic on POSIX), so concurrent writers of one key never leave a torn file. Each
+entry carries the sha256 of its payload in its metadata: a corrupt or partial entry (bit
+rot, a half-copied file, zeroed pages) fails its checks on read and is recomputed.
 """
 from __future__ import annotations
 
@@ -23,6 +24,11 @@ def quantize(stems: torch.Tensor) -> torch.Tensor:
     """Stems as the cache stores them (float16), back as float32: fresh and cached stems
     are then bit-identical, so explanations do not depend on cache hits."""
     return stems.to(torch.float16).to(torch.float32)
+
+
+def payload_digest(stems: torch.Tensor) -> str:
+    """sha256 of the float16 payload as stored."""
+    return hashlib.sha256(stems.to(torch.float16).contiguous().numpy().tobytes()).hexdigest()
 
 
 class StemCache:
@@ -53,7 +59,8 @@ class StemCache:
                 meta = f.metadata() or {}
                 stems = f.get_tensor("stems")
             ok = (meta.get("key") == key and json.loads(meta.get("stem_names", "[]")) == list(stem_names)
-                  and tuple(stems.shape) == (len(stem_names), n_samples) and bool(torch.isfinite(stems).all()))
+                  and tuple(stems.shape) == (len(stem_names), n_samples)
+                  and meta.get("sha256") == payload_digest(stems))
         except Exception:
             ok = False
         if not ok:
@@ -67,8 +74,10 @@ class StemCache:
         p = self.path(key)
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex}.tmp")
-        save_file({"stems": stems.detach().to("cpu", torch.float16).contiguous()}, str(tmp),
-                  metadata={"key": key, "stem_names": json.dumps(list(stem_names)), "sample_rate": str(sample_rate)})
+        payload = stems.detach().to("cpu", torch.float16).contiguous()
+        save_file({"stems": payload}, str(tmp),
+                  metadata={"key": key, "stem_names": json.dumps(list(stem_names)), "sample_rate": str(sample_rate),
+                            "sha256": payload_digest(payload)})
         os.replace(tmp, p)
 
     def separate(self, separator: Separator, audio, sample_rate: int) -> tuple[torch.Tensor, bool]:

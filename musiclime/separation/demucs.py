@@ -22,14 +22,24 @@ class UnsafeWeightsError(ValueError):
     """Weights that would need unpickling, or metadata naming a non-demucs class."""
 
 
+# demucs.hf builds ``klass(*args, **kwargs)`` from a file's metadata, so the metadata picks
+# what runs. Only these model classes may be named: an allow-list, because a prefix such as
+# "demucs." would also admit loader functions (demucs.states.load_model, ...).
+ALLOWED_CLASSES = frozenset({
+    "demucs.htdemucs.HTDemucs",
+    "demucs.hdemucs.HDemucs",
+    "demucs.demucs.Demucs",
+})
+
+
 def _check_safetensors_metadata(path: Path) -> None:
     from safetensors import safe_open
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
     klass = meta.get("klass", "")
-    # demucs builds klass(*args, **kwargs) from this metadata: only demucs' own models
-    if not klass.startswith("demucs."):
-        raise UnsafeWeightsError(f"{path.name}: metadata names class {klass!r}; only demucs.* models are loaded")
+    if klass not in ALLOWED_CLASSES:
+        raise UnsafeWeightsError(f"{path.name}: metadata names {klass!r}, which is not a demucs model class "
+                                 f"({', '.join(sorted(ALLOWED_CLASSES))}); refused")
 
 
 def load_demucs(name: str = "htdemucs", repo: str | Path | None = None, allow_pickle: bool = False):

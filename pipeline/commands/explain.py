@@ -35,6 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--surrogate-workers", type=int, default=1, help="SurrogateActors fitting on CPUs")
     p.add_argument("--limit", type=int, default=None, help="explain only the first N catalogue rows")
     p.add_argument("--max-seconds", type=float, default=30.0, help="longer audio: its middle window is explained")
+    p.add_argument("--max-words", type=int, default=1000,
+                   help="distinct lyric words explained per track; longer lyrics are truncated and flagged lyrics_truncated")
     p.add_argument("--stem-cache", default=None, help="stem cache directory (default $MUSICLIME_HOME/stems)")
     p.add_argument("--demucs-model", default="htdemucs")
     p.add_argument("--demucs-repo", default=None, help="folder with demucs weights (see README)")
@@ -51,6 +53,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from musiclime.install_check import BrokenInstallError, check_torch_pair
+    try:
+        check_torch_pair()
+    except BrokenInstallError as e:
+        print(f"musiclime explain: broken install: {e}", file=sys.stderr)
+        return 1
     from pipeline.config import ExplainConfig
     from pipeline.driver import run_explain
     batch = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
@@ -60,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         label_column=args.label_column,
         modality=args.modality, seed=args.seed, run_id=args.run_id, address=args.address,
         predictors=args.predictors, gpus_per_predictor=args.gpus_per_predictor,
-        surrogate_workers=args.surrogate_workers, limit=args.limit, max_seconds=args.max_seconds,
+        surrogate_workers=args.surrogate_workers, limit=args.limit, max_seconds=args.max_seconds, max_words=args.max_words,
         stem_cache=args.stem_cache, demucs_model=args.demucs_model, demucs_repo=args.demucs_repo,
         trust_pickle=args.trust_pickle, batch_size=batch, feature_selection=args.feature_selection,
         num_features=args.num_features, commit_every=args.commit_every, retry_errors=args.retry_errors,
