@@ -2,10 +2,22 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import asdict, dataclass, field
 
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # the whole string: see check_run_id
+
+
+# The settings that change a run's numbers (see ExplainConfig.settings).
+RESULT_SETTINGS = ("seed", "num_samples", "design", "segments", "modality", "labels", "label_column", "separator",
+                   "max_seconds", "max_words", "feature_selection", "num_features", "demucs_model")
+
+
+def settings_diff(old: dict, new: dict) -> list[str]:
+    """Human lines for every setting that differs (keys only one side has are skipped:
+    a run's model hash is known only once the model loads)."""
+    return [f"{k}: {old[k]!r} before, {new[k]!r} now" for k in sorted(set(old) & set(new)) if old[k] != new[k]]
 
 
 @dataclass(frozen=True)
@@ -40,10 +52,26 @@ class ExplainConfig:
     retry_errors: bool = False
     max_attempts: int = 3
     tracks_in_flight: int | None = None   # default: 2 per predictor + 2
+    lease_timeout: float = 60.0           # seconds without a heartbeat before another driver may take over
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    def settings(self, model_id: str | None = None) -> dict:
+        """What decides the numbers a run writes (resolved values; the model by its hash).
+        A resume must match them; how the work is spread (actors, address, batch size,
+        limits, the output) may change between invocations."""
+        doc = {k: getattr(self, k) for k in RESULT_SETTINGS}
+        doc["num_samples"] = str(doc["num_samples"])
+        if model_id is not None:
+            doc["model_id"] = model_id
+        return doc
+
+    def config_hash(self, model_id: str) -> str:
+        """sha256 over :meth:`settings` with the model: equal hashes, comparable weights."""
+        blob = json.dumps(self.settings(model_id), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
 
     @property
     def in_flight(self) -> int:

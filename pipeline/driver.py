@@ -16,8 +16,9 @@ import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from pipeline.catalogue import CatalogueError, read_catalogue
-from pipeline.config import ExplainConfig, check_run_id
+from pipeline.catalogue import CatalogueError, CatalogueReader
+from pipeline.config import ExplainConfig, check_run_id, settings_diff
+from pipeline.lease import Lease, LeaseHeld, LeaseLost
 from pipeline.stages import ErrorRecord, TrackResult
 from pipeline.writer import RunWriter
 
@@ -69,24 +70,6 @@ def versions() -> dict:
         except PackageNotFoundError:
             pass
     return out
-
-
-def validate_rows(rows: list[dict], invocation_id: str) -> tuple[list[dict], list[ErrorRecord]]:
-    """First row of each track id is explained; later duplicates and rows without an id
-    become error records."""
-    seen, ok, bad = set(), [], []
-    for r in rows:
-        tid = r.get("track_id")
-        if tid is None or str(tid) == "":
-            bad.append(ErrorRecord("", r["catalogue_row"], "validate", "missing_track_id",
-                                   f"catalogue row {r['catalogue_row']} has no track_id"))
-        elif tid in seen:
-            bad.append(ErrorRecord(tid, r["catalogue_row"], "validate", "duplicate_track_id",
-                                   f"track {tid!r} (row {r['catalogue_row']}) repeats an earlier row; the first is explained"))
-        else:
-            seen.add(tid)
-            ok.append(r)
-    return ok, bad
 
 
 def _stage_of(err: Exception) -> str:
@@ -147,9 +130,13 @@ class _Job:
 
 
 def run_explain(cfg: ExplainConfig, log=None, show_progress: bool = True) -> RunSummary:
-    """Run (or resume) an explain job; returns its summary with the exit code."""
+    """Run (or resume) an explain job; returns its summary with the exit code.
+
+    Exit codes: 0 every row explained, 3 some rows in ``errors``, 2 usage (bad options or
+    catalogue, a resume with other settings, the output held by another driver), 1 fatal
+    or interrupted (the run resumes with the same ``--run-id``).
+    """
     from musiclime.models.registry import musiclime_home
-    from pipeline.progress import Progress
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     t0 = time.perf_counter()
     invocation_id = uuid.uuid4().hex[:12]
@@ -159,133 +146,216 @@ def run_explain(cfg: ExplainConfig, log=None, show_progress: bool = True) -> Run
             raise UsageError(f"--separator must be hpss, demucs, provided or none, got {cfg.separator!r}")
         if cfg.labels not in ("top1", "true", "all"):
             raise UsageError(f"--labels must be top1, true or all, got {cfg.labels!r}")
-        rows = read_catalogue(cfg.catalogue)
+        if cfg.max_words < 0:
+            raise UsageError(f"--max-words must be >= 0, got {cfg.max_words}")
+        reader = CatalogueReader(cfg.catalogue, limit=cfg.limit)
         label_column = cfg.label_column
         if cfg.labels == "true" and not label_column:
-            label_column = next((c for c in ("genre", "emotion", "label") if rows and c in rows[0]), None)
+            label_column = next((c for c in ("genre", "emotion", "label") if c in reader.columns), None)
             if label_column is None:
                 raise UsageError("--labels true needs --label-column (no genre/emotion/label column found)")
     except (CatalogueError, ValueError) as e:
         return RunSummary(cfg.run_id or "", EXIT_USAGE, message=str(e))
     cfg = replace(cfg, run_id=run_id, label_column=label_column,
                   stem_cache=cfg.stem_cache or str(musiclime_home() / "stems"))
-    if cfg.limit is not None:
-        rows = rows[:cfg.limit]
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    cat_hash = catalogue_hash(cfg.catalogue)
-    manifest = out / "runs" / f"{run_id}.json"
-    if manifest.is_file():
-        prev = json.loads(manifest.read_text())
-        if prev.get("catalogue_hash") != cat_hash:
-            return RunSummary(run_id, EXIT_USAGE, message=f"run {run_id} was started on another catalogue "
-                                                           f"(hash differs); use a new --run-id")
-    writer = RunWriter(out, run_id, invocation_id, cfg.commit_every)
-    rolled = writer.recover()
-    ok_rows, err_rows = writer.committed()
-    if cfg.retry_errors and err_rows:
-        writer.drop_error_rows(set(err_rows))
-        err_rows = {}
-    done = ok_rows | set(err_rows)
-    valid, invalid = validate_rows(rows, invocation_id)
-    for rec in invalid:
-        if rec.catalogue_row not in done:
-            writer.add_error(rec.row(invocation_id))
-    pending = [r for r in valid if r["catalogue_row"] not in done]
-    summary = RunSummary(run_id, EXIT_FATAL, total=len(rows), skipped=len(done))
-    if rolled:
-        log(f"recovered {rolled} committed batch(es) of an interrupted writer")
-    if done:
-        log(f"run {run_id}: {len(done)} of {len(rows)} rows already committed, {len(pending)} to do")
+    manifest = Manifest(out, run_id, cfg, invocation_id)
+    diff = settings_diff(manifest.previous.get("settings", {}), cfg.settings())
+    if diff:
+        return RunSummary(run_id, EXIT_USAGE, message=_resume_refused(run_id, diff))
+    lease = Lease(out, run_id, stale_after=cfg.lease_timeout)
+    try:
+        lease.acquire()
+    except LeaseHeld as e:
+        return RunSummary(run_id, EXIT_USAGE, message=str(e))
+    try:
+        return _run_locked(cfg, reader, manifest, lease, invocation_id, log, show_progress, t0)
+    finally:
+        lease.release()
 
-    def write_manifest(status: str, classes=None, model_id=None, sample_rate=None):
-        doc = {"run_id": run_id, "status": status, "config": cfg.to_json(), "seed": cfg.seed,
-               "classes": classes, "model_id": model_id, "sample_rate": sample_rate, "catalogue_hash": cat_hash, "versions": versions(),
-               "invocation_id": invocation_id, "rows": len(rows), "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        if manifest.is_file():
-            old = json.loads(manifest.read_text())
-            doc["classes"] = doc["classes"] or old.get("classes")
-            doc["model_id"] = doc["model_id"] or old.get("model_id")
-            doc["sample_rate"] = doc["sample_rate"] or old.get("sample_rate")
-            doc["invocations"] = old.get("invocations", []) + [invocation_id]
-        else:
-            doc["invocations"] = [invocation_id]
-        manifest.parent.mkdir(parents=True, exist_ok=True)
-        for path in (manifest, out / "run.json"):
-            tmp = path.with_name(f".{path.name}.tmp")
+
+def _resume_refused(run_id: str, diff: list[str]) -> str:
+    return (f"run {run_id} was started with other settings; resuming it would mix explanations that cannot "
+            f"be compared. Use a new --run-id, or the old settings:\n  " + "\n  ".join(diff))
+
+
+class Manifest:
+    """``runs/<run>.json`` and ``run.json``: the run's config, resolved settings, config
+    hash, classes and invocations, each write atomic."""
+
+    def __init__(self, out: Path, run_id: str, cfg: ExplainConfig, invocation_id: str):
+        self.out, self.run_id, self.cfg, self.invocation_id = out, run_id, cfg, invocation_id
+        self.path = out / "runs" / f"{run_id}.json"
+        self.previous = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self.model: dict = {k: self.previous.get(k) for k in ("classes", "model_id", "sample_rate")}
+        self._catalogue_hash: str | None = None
+
+    def catalogue_hash(self) -> str:
+        if self._catalogue_hash is None:  # read once: a catalogue may be large
+            self._catalogue_hash = catalogue_hash(self.cfg.catalogue)
+        return self._catalogue_hash
+
+    def write(self, status: str, rows: int | None = None) -> None:
+        old = self.previous
+        settings = self.cfg.settings(self.model.get("model_id"))
+        doc = {"run_id": self.run_id, "status": status, "config": self.cfg.to_json(), "seed": self.cfg.seed,
+               "settings": settings,
+               "config_hash": self.cfg.config_hash(self.model["model_id"]) if self.model.get("model_id") else None,
+               **self.model, "catalogue_hash": self.catalogue_hash(), "versions": versions(),
+               "invocation_id": self.invocation_id, "rows": rows,
+               "invocations": list(dict.fromkeys(old.get("invocations", []) + [self.invocation_id])),
+               "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for path in (self.path, self.out / "run.json"):
+            tmp = path.with_name(f".{path.name}.{self.invocation_id}.tmp")
             tmp.write_text(json.dumps(doc, indent=2, default=str))
             os.replace(tmp, path)
+        self.previous = doc
 
-    write_manifest("running")
+
+def _run_locked(cfg: ExplainConfig, reader: CatalogueReader, manifest: Manifest, lease: Lease, invocation_id: str,
+                log, show_progress: bool, t0: float) -> RunSummary:
+    from pipeline.plan import make_plan, outcome, rows_to_do
+    from pipeline.progress import Progress
+    run_id = cfg.run_id
+    writer = RunWriter(cfg.out, run_id, invocation_id, cfg.commit_every, lease=lease)
+    rolled = writer.recover()
+    if cfg.retry_errors:
+        writer.drop_errors()
     try:
-        if pending:
+        plan = make_plan(reader, writer)
+    except CatalogueError as e:
+        return RunSummary(run_id, EXIT_USAGE, message=str(e))
+    summary = RunSummary(run_id, EXIT_FATAL, total=plan.n_rows, skipped=plan.n_done)
+    if rolled:
+        log(f"recovered {rolled} committed batch(es) of an interrupted writer")
+    if plan.n_done:
+        log(f"run {run_id}: {plan.n_done} of {plan.n_rows} rows already committed, {plan.n_work} to do")
+    manifest.write("running", plan.n_rows)
+    try:
+        job = None
+        if plan.n_work:
             job = _Job(cfg, invocation_id, log)
-            write_manifest("running", job.info["classes"], job.info["model_id"], job.info["sample_rate"])
-            _drive(job, cfg, pending, writer, summary, Progress(len(pending), "tracks") if show_progress else None)
+            diff = settings_diff(manifest.previous.get("settings", {}), cfg.settings(job.info["model_id"]))
+            if diff:  # the model changed under the same run id: refuse before any commit
+                summary.exit_code, summary.message = EXIT_USAGE, _resume_refused(run_id, diff)
+                return summary
+            manifest.model = {k: job.info[k] for k in ("classes", "model_id", "sample_rate")}
+            manifest.write("running", plan.n_rows)
+        bar = Progress(plan.n_work, "tracks") if show_progress else None
+        _drive(job, cfg, rows_to_do(reader, plan), writer, summary, bar)
+        if job is not None:
             summary.actors = job.ray.get([p.info.remote() for p in job.predictors])
         writer.commit()
-    except KeyboardInterrupt:
-        writer.commit()
-        raise
-    except Exception as e:  # fatal: the run can be resumed with the same --run-id
-        writer.commit()
-        summary.message = f"fatal: {type(e).__name__}: {e}"
+    except KeyboardInterrupt:  # SIGINT, or SIGTERM from `ray job stop` / an eviction (see the CLI)
+        _commit_quietly(writer, log)
         summary.exit_code = EXIT_FATAL
-        write_manifest("failed")
+        summary.message = (f"interrupted: what was complete is committed; rerun the same command "
+                           f"(--run-id {run_id}) to finish")
+        manifest.write("interrupted", plan.n_rows)
         log(summary.message)
         return summary
-    ok_rows, err_rows = writer.committed()
-    summary.explained, summary.failed = len(ok_rows), len(err_rows)
-    accounted = ok_rows | set(err_rows)
-    all_rows = {r["catalogue_row"] for r in rows}
-    if not all_rows <= accounted:
-        summary.exit_code, summary.message = EXIT_FATAL, f"{len(all_rows - accounted)} rows unaccounted for"
+    except LeaseLost as e:  # another driver took the output over: commit nothing more
+        summary.exit_code, summary.message = EXIT_FATAL, f"fatal: {e}"
+        log(summary.message)
+        return summary
+    except Exception as e:  # fatal: the run can be resumed with the same --run-id
+        _commit_quietly(writer, log)
+        summary.message = f"fatal: {type(e).__name__}: {e}"
+        summary.exit_code = EXIT_FATAL
+        manifest.write("failed", plan.n_rows)
+        log(summary.message)
+        return summary
+    result = outcome(plan, writer)
+    summary.explained, summary.failed = result.explained, result.failed
+    if result.unaccounted:
+        summary.exit_code, summary.message = EXIT_FATAL, f"{result.unaccounted} rows unaccounted for"
     else:
-        summary.exit_code = EXIT_OK if all_rows <= ok_rows else EXIT_SOME_ERRORS
+        summary.exit_code = EXIT_OK if not result.failed else EXIT_SOME_ERRORS
     summary.seconds = time.perf_counter() - t0
     import resource
     summary.driver_peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    write_manifest("finished" if summary.exit_code in (EXIT_OK, EXIT_SOME_ERRORS) else "failed")
+    manifest.write("finished" if summary.exit_code in (EXIT_OK, EXIT_SOME_ERRORS) else "failed", plan.n_rows)
     return summary
 
 
-def _drive(job: _Job, cfg: ExplainConfig, pending: list[dict], writer: RunWriter, summary: RunSummary, bar) -> None:
-    ray = job.ray
-    queue = list(reversed(pending))
-    inflight: dict = {}     # ref -> (row, attempt, predictor index)
+def _commit_quietly(writer: RunWriter, log) -> None:
+    """Commit what is complete on the way out; a failure here is logged, not raised (the
+    buffer is then recomputed by the rerun, never half-written)."""
+    try:
+        writer.commit()
+    except Exception as e:
+        log(f"could not commit the last batch ({type(e).__name__}: {e}); the rerun recomputes it")
+
+
+def _drive(job, cfg: ExplainConfig, items, writer: RunWriter, summary: RunSummary, bar) -> None:
+    """Feed rows to the job with at most ``cfg.in_flight`` in flight; error records go
+    straight to the writer. ``items`` is a stream: the driver never holds the catalogue."""
     t0 = time.perf_counter()
-    ok = failed = 0
-    while queue or inflight:
-        while queue and len(inflight) < cfg.in_flight:
-            row = queue.pop()
-            ref, i = job.submit(row)
-            inflight[ref] = (row, 1, i)
-        ready, _ = ray.wait(list(inflight), num_returns=1)
-        ref = ready[0]
-        row, attempt, i = inflight.pop(ref)
-        job.load[i] -= 1
-        try:
-            res = ray.get(ref)
-        except Exception as e:  # actor died for good, a bug, a worker crash: retry, then record
-            if attempt < cfg.max_attempts:
-                new_ref, j = job.submit(row)
-                inflight[new_ref] = (row, attempt + 1, j)
-                continue
-            res = ErrorRecord(row["track_id"], row["catalogue_row"], _stage_of(e), type(e).__name__,
-                              f"track {row['track_id']!r} failed {attempt} times: {str(e).splitlines()[0][:500]}",
-                              attempt)
+    inflight: dict = {}     # ref -> (row, attempt, predictor index)
+    counts = {"ok": 0, "failed": 0}
+    items = iter(items)
+    exhausted = False
+
+    def record(res) -> None:
         if isinstance(res, TrackResult):
             writer.add_track(res.track, res.explanations)
             summary.model_rows += res.model_rows
             summary.computed += 1
-            ok += 1
+            counts["ok"] += 1
         else:
             writer.add_error(res.row(writer.invocation_id))
             summary.errors.append(res)
-            failed += 1
+            counts["failed"] += 1
         writer.maybe_commit()
+
+    try:
+        while True:
+            while not exhausted and len(inflight) < cfg.in_flight:
+                item = next(items, None)
+                if item is None:
+                    exhausted = True
+                elif isinstance(item, ErrorRecord):
+                    record(item)
+                else:
+                    ref, i = job.submit(item)
+                    inflight[ref] = (item, 1, i)
+            if not inflight:
+                break
+            # a timeout so SIGINT/SIGTERM reach the driver between waits
+            ready, _ = job.ray.wait(list(inflight), num_returns=1, timeout=1.0)
+            if not ready:
+                continue
+            ref = ready[0]
+            row, attempt, i = inflight.pop(ref)
+            job.load[i] -= 1
+            try:
+                res = job.ray.get(ref)
+            except Exception as e:  # actor died for good, a bug, a worker crash: retry, then record
+                if attempt < cfg.max_attempts:
+                    new_ref, j = job.submit(row)
+                    inflight[new_ref] = (row, attempt + 1, j)
+                    continue
+                res = ErrorRecord(row["track_id"], row["catalogue_row"], _stage_of(e), type(e).__name__,
+                                  f"track {row['track_id']!r} failed {attempt} times: {str(e).splitlines()[0][:500]}",
+                                  attempt)
+            record(res)
+            if bar:
+                rate = summary.model_rows / max(time.perf_counter() - t0, 1e-9)
+                bar.update(counts["ok"], counts["failed"], extra=f"{rate:.0f} masks/s")
+    except KeyboardInterrupt:
+        # keep what already finished: collect the completed refs without waiting for more
+        if inflight:
+            done, _ = job.ray.wait(list(inflight), num_returns=len(inflight), timeout=0)
+            for ref in done:
+                try:
+                    res = job.ray.get(ref, timeout=0)
+                except Exception:
+                    continue
+                if isinstance(res, (TrackResult, ErrorRecord)):
+                    record(res)
+        raise
+    finally:
         if bar:
-            rate = summary.model_rows / max(time.perf_counter() - t0, 1e-9)
-            bar.update(ok, failed, extra=f"{rate:.0f} masks/s")
-    if bar:
-        bar.close()
+            bar.close()

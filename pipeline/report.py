@@ -209,15 +209,17 @@ def build_report(out: str | Path, tracks_per_class: int = 3, max_tracks: int = 2
     parts.append("<h2>Tracks</h2><p class='muted'>The most confident tracks of each class.</p>")
     chosen = (tracks.with_columns(pl.col("probabilities").list.max().alias("conf")).sort("conf", descending=True)
               .group_by("predicted", maintain_order=True).head(tracks_per_class).head(max_tracks))
+    ids = chosen["track_id"].to_list()
     rows_by_tid = {}
     if audio and manifest.get("config"):
-        try:
-            from pipeline.catalogue import read_catalogue
-            cat = read_catalogue(manifest["config"]["catalogue"])
-            rows_by_tid = {r["catalogue_row"]: r for r in cat}
+        try:  # stream the catalogue, keeping only the chosen tracks' rows
+            from pipeline.catalogue import CatalogueReader
+            wanted = set(ids)
+            for r in CatalogueReader(manifest["config"]["catalogue"]).rows():
+                if r["track_id"] in wanted:
+                    rows_by_tid.setdefault(r["track_id"], r)  # the first row of an id is the explained one
         except Exception:
             rows_by_tid = {}
-    ids = chosen["track_id"].to_list()
     te = expl.filter(pl.col("track_id").is_in(pl.Series(list(ids), dtype=pl.String).implode())).collect()
     for t in chosen.iter_rows(named=True):
         label = t["explained_labels"][0]
@@ -231,7 +233,7 @@ def build_report(out: str | Path, tracks_per_class: int = 3, max_tracks: int = 2
         parts.append(f"<div class='card'><b>{esc(t['track_id'])}</b> · predicted <b>{esc(t['predicted'])}</b>"
                      f" ({probs_txt}) · surrogate R² {t['score']:.2f} · audio share {t['audio_share']:.0%}"
                      f"<div class='grid'><div>{_png(heatmap(m, stems, f'explaining {label}', 5))}</div>")
-        row = rows_by_tid.get(t["catalogue_row"])
+        row = rows_by_tid.get(t["track_id"])
         lyrics = None
         if row is not None:
             players, lyrics = _track_audio(manifest, row, e, stems, n_seg)

@@ -163,7 +163,7 @@ def fit(pred: dict, cfg, invocation_id: str) -> TrackResult | ErrorRecord:
                  n_features=fs.n_features,
                  n_audio_features=fs.n_audio, n_lyrics_features=fs.n_lyrics,
                  duration_s=pred["duration_s"], modality=exp.modality, separator=cfg.separator,
-                 model_id=pred["model_id"],
+                 model_id=pred["model_id"], config_hash=cfg.config_hash(pred["model_id"]),
                  timings={k: float(timings.get(k, 0.0)) for k in ("decode_s", "separate_s", "predict_s", "fit_s")},
                  status="ok", flags=sorted(set(inp.flags) | set(exp.flags)), invocation_id=invocation_id)
     local = exp.to_arrow()

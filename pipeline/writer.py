@@ -1,38 +1,59 @@
-"""The one writer of a run: buffers finished tracks and commits them atomically.
+"""The one writer of a run: buffers finished tracks and commits them exactly once.
 
 Commit protocol (one batch of tracks = at most one file per table):
-1. write ``tracks``, ``explanations`` and ``errors`` files into ``_staging/<run>/<batch>/``;
-2. write ``READY`` there;
-3. rename each file into ``<table>/run_id=<run>/`` (same filesystem: atomic);
+1. write the ``tracks``, ``explanations`` and ``errors`` files into
+   ``_staging/<run>/<batch>/`` and fsync each file and the folder;
+2. write ``READY`` (the batch's files and their target names) to a temporary name, fsync,
+   rename it into place and fsync the folder. Once READY is durable the batch is done for
+   the writer: its buffer is cleared and the sequence advanced, so no path commits it twice;
+3. rename each file READY names into ``<table>/run_id=<run>/`` (same filesystem: atomic),
+   fsync the table folders;
 4. remove the staging folder.
-On start, :meth:`recover` rolls a READY batch forward (finishes step 3) and deletes a
-batch without READY. So a crash at any point loses nothing that was committed and leaves
-no half batch: every catalogue row ends in ``tracks`` or ``errors`` exactly once.
+A failure before READY discards the staged files and keeps the buffer (the next commit
+retries it); a failure after READY is finished by the next commit or by :meth:`recover`,
+which rolls forward exactly the files READY names and deletes batches without READY.
+All of a track's rows travel in one batch, so each catalogue row ends in ``tracks`` or
+``errors`` exactly once, and explanations once per (track, label, feature).
+The :class:`~pipeline.lease.Lease` is checked before every commit.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
-import uuid
 from pathlib import Path
+from typing import Iterator
 
+from pipeline import failpoints
 from schemas.tables import ALL, ERRORS, EXPLANATIONS, TRACKS
 
-TABLES = ("explanations", "errors", "tracks")  # tracks last: what resume reads first
+TABLES = ("explanations", "errors", "tracks")  # tracks last: what a reader of progress looks at first
+READY = "READY"
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file, or a folder's entries (so a rename into it survives a power cut)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class RunWriter:
     def __init__(self, out: str | Path, run_id: str, invocation_id: str, commit_every: int = 64,
-                 commit_seconds: float = 120.0):
+                 commit_seconds: float = 120.0, lease=None):
         self.out = Path(out)
         self.run_id, self.invocation_id = run_id, invocation_id
         self.commit_every, self.commit_seconds = max(1, commit_every), commit_seconds
+        self.lease = lease
         self.staging = self.out / "_staging" / run_id
         self._tracks: list[dict] = []
         self._expl: list = []
         self._errors: list[dict] = []
         self._last_commit = time.monotonic()
+        self._seq = 0
         self.commits = 0
 
     def partition(self, table: str) -> Path:
@@ -41,59 +62,60 @@ class RunWriter:
     # ---------------------------------------------------------------- recovery and state
 
     def recover(self) -> int:
-        """Finish or discard batches a crashed writer left; returns batches rolled forward."""
+        """Finish READY batches a crashed writer left and delete the others; returns the
+        number rolled forward."""
         rolled = 0
         if not self.staging.is_dir():
             return 0
         for batch in sorted(self.staging.iterdir()):
-            if (batch / "READY").is_file():
-                for table in TABLES:
-                    src = batch / f"{table}.parquet"
-                    if src.is_file():
-                        self.partition(table).mkdir(parents=True, exist_ok=True)
-                        os.replace(src, self.partition(table) / f"part-{batch.name}.parquet")
+            if batch.is_dir() and self._roll_forward(batch):
                 rolled += 1
-            shutil.rmtree(batch, ignore_errors=True)
+            else:
+                shutil.rmtree(batch, ignore_errors=True)
         return rolled
 
-    def _read(self, table: str, columns: list[str]):
+    def _roll_forward(self, batch: Path) -> bool:
+        """Move the files READY names into place (idempotent); False without a READY."""
+        try:
+            ready = json.loads((batch / READY).read_text())
+        except (FileNotFoundError, ValueError):
+            return False
+        for table, target in ready["files"].items():
+            src = batch / f"{table}.parquet"
+            dst = self.out / target
+            if src.is_file():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(src, dst)
+                failpoints.hit(f"renamed:{table}")
+                fsync_path(dst.parent)
+        failpoints.hit("cleanup")
+        shutil.rmtree(batch, ignore_errors=True)
+        return True
+
+    def _finish_ready_batches(self) -> None:
+        if self.staging.is_dir():
+            for batch in sorted(self.staging.iterdir()):
+                if (batch / READY).is_file():
+                    self._roll_forward(batch)
+
+    def scan(self, table: str, columns: list[str], batch_rows: int = 65536) -> Iterator[dict[str, list]]:
+        """Committed rows of this run's ``table``, a few columns at a time (bounded memory)."""
         import pyarrow.dataset as ds
         part = self.partition(table)
         if not part.is_dir() or not any(part.glob("*.parquet")):
-            return None
-        return ds.dataset(str(part), format="parquet", schema=ALL[table]).to_table(columns=columns)
-
-    def committed(self) -> tuple[set[int], dict[int, str]]:
-        """Catalogue rows already in ``tracks``, and those in ``errors`` (row -> track id)."""
-        ok, err = set(), {}
-        t = self._read("tracks", ["catalogue_row"])
-        if t is not None:
-            ok = set(t.column("catalogue_row").to_pylist())
-        e = self._read("errors", ["catalogue_row", "track_id"])
-        if e is not None:
-            err = dict(zip(e.column("catalogue_row").to_pylist(), e.column("track_id").to_pylist()))
-        return ok, err
-
-    def drop_error_rows(self, rows: set[int]) -> None:
-        """Remove these catalogue rows from ``errors`` (``--retry-errors``), file by file,
-        each rewritten under a temporary name and renamed into place."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
-        part = self.partition("errors")
-        if not rows or not part.is_dir():
             return
-        for f in sorted(part.glob("*.parquet")):
-            t = pq.read_table(f, schema=ERRORS)
-            keep = t.filter(pc.invert(pc.is_in(t["catalogue_row"], value_set=pa.array(sorted(rows)))))
-            if keep.num_rows == t.num_rows:
-                continue
-            if keep.num_rows == 0:
+        for b in ds.dataset(str(part), format="parquet", schema=ALL[table]).to_batches(
+                columns=columns, batch_size=batch_rows):
+            yield {c: b.column(c).to_pylist() for c in columns}
+
+    def drop_errors(self) -> None:
+        """Remove this run's ``errors`` rows (``--retry-errors``): those rows are then
+        pending again; a crash half-way leaves them pending, never lost or doubled."""
+        part = self.partition("errors")
+        if part.is_dir():
+            for f in sorted(part.glob("*.parquet")):
                 f.unlink()
-            else:
-                tmp = f.with_name(f".{f.name}.tmp")
-                pq.write_table(keep, tmp, compression="zstd")
-                os.replace(tmp, f)
+            fsync_path(part)
 
     # ---------------------------------------------------------------- buffering and commits
 
@@ -114,29 +136,52 @@ class RunWriter:
         return self.commit() if due else False
 
     def commit(self) -> bool:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        """Commit the buffer as one batch; False when there was nothing to commit."""
+        self._finish_ready_batches()
         if not self.pending:
             return False
-        batch = f"{int(time.time() * 1000):013d}-{self.invocation_id}-{uuid.uuid4().hex[:8]}"
+        if self.lease is not None:
+            self.lease.check()
+        batch = f"{int(time.time() * 1000):013d}-{self.invocation_id}-{self._seq:06d}"
         stage = self.staging / batch
-        stage.mkdir(parents=True, exist_ok=True)
+        files = self._stage(stage, batch)
+        # READY is durable: the batch is committed as far as this writer is concerned
+        self._tracks, self._expl, self._errors = [], [], []
+        self._seq += 1
+        self.commits += 1
+        self._last_commit = time.monotonic()
+        failpoints.hit("ready")
+        self._roll_forward(stage)
+        return bool(files)
+
+    def _stage(self, stage: Path, batch: str) -> dict[str, str]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
         tables = {
-            "tracks": pa.Table.from_pylist(self._tracks, schema=TRACKS) if self._tracks else None,
             "explanations": pa.concat_tables([t.cast(EXPLANATIONS) for t in self._expl]) if self._expl else None,
             "errors": pa.Table.from_pylist(self._errors, schema=ERRORS) if self._errors else None,
+            "tracks": pa.Table.from_pylist(self._tracks, schema=TRACKS) if self._tracks else None,
         }
-        for name, table in tables.items():
-            if table is not None:
-                pq.write_table(table, stage / f"{name}.parquet", compression="zstd")
-        (stage / "READY").write_text(str(self.pending))
-        for name in TABLES:
-            src = stage / f"{name}.parquet"
-            if src.is_file():
-                self.partition(name).mkdir(parents=True, exist_ok=True)
-                os.replace(src, self.partition(name) / f"part-{batch}.parquet")
-        shutil.rmtree(stage, ignore_errors=True)
-        self._tracks, self._expl, self._errors = [], [], []
-        self._last_commit = time.monotonic()
-        self.commits += 1
-        return True
+        files: dict[str, str] = {}
+        try:
+            stage.mkdir(parents=True, exist_ok=True)
+            for name in TABLES:
+                if tables[name] is None:
+                    continue
+                path = stage / f"{name}.parquet"
+                pq.write_table(tables[name], path, compression="zstd")
+                fsync_path(path)
+                files[name] = str(self.partition(name).relative_to(self.out) / f"part-{batch}.parquet")
+                failpoints.hit(f"staged:{name}")
+            fsync_path(stage)
+            tmp = stage / f".{READY}.tmp"
+            with open(tmp, "w") as f:
+                json.dump({"batch": batch, "files": files, "rows": self.pending}, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, stage / READY)
+            fsync_path(stage)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)  # nothing of it was committed; the buffer stays
+            raise
+        return files

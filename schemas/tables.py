@@ -43,6 +43,8 @@ TRACKS = schema([
     field("modality", pa.string(), "perturbed modality: both | audio | lyrics"),
     field("separator", pa.string(), "hpss | demucs | provided | none"),
     field("model_id", pa.string(), "hash of the model checkpoint (or plugin source)"),
+    field("config_hash", pa.string(), "hash of the settings that decide the numbers (run.json 'settings'), "
+                                      "the model hash included: equal hashes, comparable weights"),
     field("timings", TIMINGS, "seconds per stage for this track"),
     field("status", pa.string(), "'ok'", nullable=False),
     field("flags", pa.list_(pa.string()), "input notes: resampled, downmixed, cropped, no_lyrics, lyrics_truncated"),
@@ -54,9 +56,10 @@ EXPLANATIONS = schema([TRACK_ID] + LOCAL_FIELDS,
 
 ERRORS = schema([
     TRACK_ID, CATALOGUE_ROW,
-    field("stage", pa.string(), "validate | decode | separate | predict | fit", nullable=False),
-    field("error_type", pa.string(), "e.g. missing_file, decode_error, empty_audio, silent_audio, too_short, "
-                                     "lyrics_decode_error, duplicate_track_id, stem_mismatch", nullable=False),
+    field("stage", pa.string(), "catalogue | validate | decode | separate | predict | fit", nullable=False),
+    field("error_type", pa.string(), "e.g. catalogue_decode_error, missing_track_id, duplicate_track_id, "
+                                     "missing_file, decode_error, empty_audio, silent_audio, too_short, "
+                                     "lyrics_decode_error, stem_mismatch", nullable=False),
     field("message", pa.string(), "what went wrong, naming the track's input"),
     field("attempt", pa.int32(), "attempts made before giving up (1 = bad input, not retried)"),
     field("invocation_id", pa.string(), "which invocation of the run recorded the error"),

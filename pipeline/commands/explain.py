@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 
 
 def num_samples(text: str) -> int | str:
@@ -49,7 +50,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retry-errors", action="store_true", help="on resume, retry rows recorded in errors")
     p.add_argument("--max-attempts", type=int, default=3, help="tries per track before it goes to errors")
     p.add_argument("--tracks-in-flight", type=int, default=None, help="backpressure bound (default 2 per predictor + 2)")
+    p.add_argument("--lease-timeout", type=float, default=60.0,
+                   help="seconds without a heartbeat after which another driver may take the output over")
     p.add_argument("--no-progress", action="store_true")
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,10 +81,17 @@ def run(args: argparse.Namespace) -> int:
         stem_cache=args.stem_cache, demucs_model=args.demucs_model, demucs_repo=args.demucs_repo,
         trust_pickle=args.trust_pickle, batch_size=batch, feature_selection=args.feature_selection,
         num_features=args.num_features, commit_every=args.commit_every, retry_errors=args.retry_errors,
-        max_attempts=args.max_attempts, tracks_in_flight=args.tracks_in_flight)
-    s = run_explain(cfg, show_progress=not args.no_progress)
+        max_attempts=args.max_attempts, tracks_in_flight=args.tracks_in_flight,
+        lease_timeout=args.lease_timeout)
+    # SIGTERM (ray job stop, a pod eviction) takes the same path as Ctrl-C: commit what is
+    # complete, release the lease, exit 1; the rerun finishes the run.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        s = run_explain(cfg, show_progress=not args.no_progress)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if s.exit_code == 2:
-        print(f"musiclime explain: {s.message}")
+        print(f"musiclime explain: {s.message}", file=sys.stderr)
         return 2
     print(f"run {s.run_id}: {s.explained} explained, {s.failed} in errors ({s.computed} computed now, "
           f"{s.skipped} already committed); {s.model_rows} model rows in {s.seconds:.0f}s")

@@ -1,0 +1,152 @@
+"""Which catalogue rows a run still has to do, matched by ``track_id``, in bounded memory.
+
+Two streaming passes over the catalogue. The first keeps one 16-byte digest of each row's
+``track_id`` (16 MB per million rows, not the rows): duplicates are found by sorting the
+digests, committed rows by looking them up in the digests of this run's ``tracks`` and
+``errors``. The second pass yields the rows still to do. Matching by id, not position,
+lets a resume see rows inserted or appended to the catalogue: new rows are explained,
+committed ones never recomputed.
+
+Rows without an identity of their own (no ``track_id``, a repeated ``track_id``, a row
+that could not be decoded and has no id) are counted per (track_id, error type): the
+k-th such row is written to ``errors`` once, whatever the number of resumes.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from pipeline.catalogue import DECODE_ERROR, CatalogueReader
+from pipeline.stages import ErrorRecord
+
+DIGEST = np.dtype("S16")
+ANONYMOUS = ("missing_track_id", "duplicate_track_id")
+
+
+def digest(track_id: str) -> bytes:
+    return hashlib.blake2b(track_id.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def _digests(ids) -> np.ndarray:
+    return np.array([digest(t) for t in ids], dtype=DIGEST)
+
+
+@dataclass
+class RowPlan:
+    """Per catalogue row (in order): its id digest, whether it is the first row of its id,
+    whether it could not be decoded, and whether it is already committed."""
+    digests: np.ndarray          # S16 [n_rows]; b"" for rows without an id
+    first: np.ndarray            # bool [n_rows]
+    bad: np.ndarray              # bool [n_rows]: catalogue_decode_error
+    done: np.ndarray             # bool [n_rows]: the id is in tracks or errors already
+    anonymous_done: Counter = field(default_factory=Counter)   # (track_id, error_type) -> committed
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.digests)
+
+    @property
+    def n_done(self) -> int:
+        return int(self.done.sum())
+
+    @property
+    def n_work(self) -> int:
+        """Rows that need the model."""
+        return int((self.first & ~self.done & ~self.bad).sum())
+
+
+def committed(writer) -> tuple[np.ndarray, np.ndarray, Counter]:
+    """Digests of the ids in this run's ``tracks``, in its ``errors`` (rows with an identity),
+    and the counts of committed anonymous error rows."""
+    ok = [_digests(b["track_id"]) for b in writer.scan("tracks", ["track_id"])]
+    err, anonymous = [], Counter()
+    for b in writer.scan("errors", ["track_id", "error_type"]):
+        keyed = []
+        for tid, et in zip(b["track_id"], b["error_type"]):
+            if not tid or et in ANONYMOUS:
+                anonymous[(tid or "", et)] += 1
+            else:
+                keyed.append(tid)
+        err.append(_digests(keyed))
+    cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0, DIGEST)  # noqa: E731
+    return cat(ok), cat(err), anonymous
+
+
+def make_plan(reader: CatalogueReader, writer) -> RowPlan:
+    chunks, bad_chunks = [], []
+    for batch in reader.batches():
+        chunks.append(np.array([digest(r["track_id"]) if r["track_id"] else b"" for r in batch], dtype=DIGEST))
+        bad_chunks.append(np.array([DECODE_ERROR in r for r in batch], dtype=bool))
+    digests = np.concatenate(chunks) if chunks else np.zeros(0, DIGEST)
+    bad = np.concatenate(bad_chunks) if bad_chunks else np.zeros(0, bool)
+    has_id = digests != b""
+    first = np.zeros(len(digests), bool)
+    idx = np.flatnonzero(has_id)
+    _, first_pos = np.unique(digests[idx], return_index=True)
+    first[idx[first_pos]] = True
+    ok, err, anonymous = committed(writer)
+    done = first & (np.isin(digests, ok) | np.isin(digests, err))
+    return RowPlan(digests, first, bad, done, anonymous)
+
+
+def rows_to_do(reader: CatalogueReader, plan: RowPlan) -> Iterator[dict | ErrorRecord]:
+    """The second pass: rows for the model, and error records for rows that cannot be
+    explained and are not committed yet."""
+    seen: Counter = Counter()
+    for batch in reader.batches():
+        for r in batch:
+            i, tid = r["catalogue_row"], r["track_id"]
+            if plan.first[i]:
+                if plan.done[i]:
+                    continue
+                if plan.bad[i]:
+                    yield ErrorRecord(tid, i, "catalogue", "catalogue_decode_error",
+                                      f"track {tid!r} (catalogue row {i}): {r[DECODE_ERROR]}")
+                else:
+                    yield r
+                continue
+            if tid is None:
+                kind = "catalogue_decode_error" if DECODE_ERROR in r else "missing_track_id"
+                message = (f"catalogue row {i}: {r[DECODE_ERROR]}" if DECODE_ERROR in r
+                           else f"catalogue row {i} has no track_id")
+            else:
+                kind = "duplicate_track_id"
+                message = f"track {tid!r} (row {i}) repeats an earlier row; the first is explained"
+            key = (tid or "", kind)
+            seen[key] += 1
+            if seen[key] > plan.anonymous_done[key]:
+                yield ErrorRecord(tid or "", i, "validate" if kind != "catalogue_decode_error" else "catalogue",
+                                  kind, message)
+
+
+@dataclass
+class Outcome:
+    explained: int
+    failed: int
+    unaccounted: int
+
+
+def outcome(plan: RowPlan, writer) -> Outcome:
+    """Where every catalogue row ended, from the committed tables alone (so a resumed run
+    reports what an uninterrupted one would)."""
+    ok, err, anonymous = committed(writer)
+    firsts = plan.digests[plan.first]
+    in_ok = np.isin(firsts, ok)
+    in_err = np.isin(firsts, err) & ~in_ok
+    expected: Counter = Counter()
+    # the anonymous rows of the catalogue, recounted as rows_to_do counts them
+    for i in np.flatnonzero(~plan.first):
+        kind = ("catalogue_decode_error" if plan.bad[i] else "missing_track_id") if plan.digests[i] == b"" \
+            else "duplicate_track_id"
+        expected[(bool(plan.digests[i]), kind)] += 1
+    have: Counter = Counter()
+    for (tid, kind), n in anonymous.items():
+        have[(bool(tid), kind)] += n
+    anon_failed = sum(min(n, have[k]) for k, n in expected.items())
+    anon_missing = sum(max(0, n - have[k]) for k, n in expected.items())
+    return Outcome(int(in_ok.sum()), int(in_err.sum()) + anon_failed,
+                   int((~in_ok & ~in_err).sum()) + anon_missing)
