@@ -19,7 +19,7 @@ from pathlib import Path
 from pipeline.catalogue import CatalogueError, CatalogueReader
 from pipeline.config import ExplainConfig, check_run_id, settings_diff
 from pipeline.lease import Lease, LeaseHeld, LeaseLost
-from pipeline.stages import ErrorRecord, TrackResult
+from pipeline.records import ErrorRecord, TrackResult
 from pipeline.writer import RunWriter
 
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_SOME_ERRORS = 0, 1, 2, 3

@@ -8,44 +8,14 @@ SeparatorActor afterwards. fit (CPU): a Prediction -> a TrackResult (table rows)
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from musiclime.errors import InputError
+from pipeline.records import ErrorRecord, TrackInput, TrackResult  # noqa: F401 (the stages' records)
 from musiclime.factorization import SILENCE_PEAK, truncate_words
 
 STEMS = ("vocals", "drums", "bass", "other")
-
-
-@dataclass
-class ErrorRecord:
-    track_id: str
-    catalogue_row: int
-    stage: str
-    error_type: str
-    message: str
-    attempt: int = 1
-
-    def row(self, invocation_id: str) -> dict:
-        return dict(track_id=self.track_id, catalogue_row=self.catalogue_row, stage=self.stage,
-                    error_type=self.error_type, message=self.message, attempt=self.attempt,
-                    invocation_id=invocation_id)
-
-
-@dataclass
-class TrackInput:
-    track_id: str
-    catalogue_row: int
-    seed: int
-    lyrics: str
-    sample_rate: int
-    stems: np.ndarray | None          # float32 [n_stems, T]; None until separated (demucs)
-    stem_names: tuple[str, ...]
-    mix: np.ndarray | None = None     # float32 [T], kept only when a separator actor needs it
-    true_label: str | None = None
-    flags: list[str] = field(default_factory=list)
-    timings: dict = field(default_factory=dict)
 
 
 def read_lyrics(row: dict) -> str:
@@ -106,13 +76,6 @@ def decode(row: dict, cfg, sample_rate: int) -> TrackInput | ErrorRecord:
                           sorted(set(flags)), {"decode_s": time.perf_counter() - t0})
     except InputError as e:
         return ErrorRecord(tid, idx, "decode", e.code, f"track {tid!r}: {e.message}")
-
-
-@dataclass
-class TrackResult:
-    track: dict
-    explanations: "object"  # pyarrow.Table
-    model_rows: int
 
 
 def label_indices(cfg, classes: list[str], probs0: np.ndarray, true_label: str | None) -> list[int]:

@@ -66,14 +66,17 @@ def test_cache_second_run_never_separates(tmp_path, track):
     assert other.calls == 1
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "zero4k"])
 def test_corrupt_cache_entry_is_recomputed(tmp_path, track, damage):
     sep, cache = CountingSeparator(), StemCache(tmp_path)
     mix = track.sum(0)
     good, _ = cache.separate(sep, mix, SR)
     path = cache.path(cache.key(torch.from_numpy(mix), SR, sep))
     data = path.read_bytes()
-    path.write_bytes({"truncate": data[:len(data) // 2], "garbage": b"\x00" * len(data), "empty": b""}[damage])
+    mid = len(data) // 2
+    path.write_bytes({"truncate": data[:mid], "garbage": b"\x00" * len(data), "empty": b"",
+                      # a zeroed page in the payload: the file still parses, the checksum catches it
+                      "zero4k": data[:mid - 2048] + b"\x00" * 4096 + data[mid + 2048:]}[damage])
     stems, hit = cache.separate(sep, mix, SR)
     assert not hit and sep.calls == 2 and cache.recomputed == 1
     torch.testing.assert_close(stems, good)
@@ -156,8 +159,13 @@ def test_demucs_refuses_pickles_and_foreign_classes(tmp_path):
         DemucsSeparator("tinypkl", tmp_path, device="cpu")
     assert DemucsSeparator("tinypkl", tmp_path, device="cpu", allow_pickle=True).sample_rate == 44100
     bad = save_tiny_demucs(tmp_path / "bad", name="evil", klass="os.system")
-    with pytest.raises(UnsafeWeightsError, match="only demucs"):
+    with pytest.raises(UnsafeWeightsError, match="not a demucs model class"):
         DemucsSeparator("evil", bad, device="cpu")
+    # a callable inside demucs is no model class either, and --trust-pickle does not widen the list
+    for i, klass in enumerate(("demucs.states.load_model", "demucs.pretrained.get_model", "demucs.htdemucs.HTDemucsX")):
+        loader = save_tiny_demucs(tmp_path / f"loader{i}", name="loader", klass=klass)
+        with pytest.raises(UnsafeWeightsError, match="not a demucs model class"):
+            DemucsSeparator("loader", loader, device="cpu", allow_pickle=True)
     with pytest.raises(FileNotFoundError, match="--demucs-repo"):
         DemucsSeparator("htdemucs", None, device="cpu")
 

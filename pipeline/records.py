@@ -1,0 +1,46 @@
+"""The records that flow between the explain job's stages: light (numpy only), so the
+writer, the planner and their tests import them without torch."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class ErrorRecord:
+    track_id: str
+    catalogue_row: int
+    stage: str
+    error_type: str
+    message: str
+    attempt: int = 1
+
+    def row(self, invocation_id: str) -> dict:
+        return dict(track_id=self.track_id, catalogue_row=self.catalogue_row, stage=self.stage,
+                    error_type=self.error_type, message=self.message, attempt=self.attempt,
+                    invocation_id=invocation_id)
+
+
+@dataclass
+class TrackInput:
+    track_id: str
+    catalogue_row: int
+    seed: int
+    lyrics: str
+    sample_rate: int
+    stems: np.ndarray | None          # float32 [n_stems, T]; None until separated (demucs)
+    stem_names: tuple[str, ...]
+    mix: np.ndarray | None = None     # float32 [T], kept only when a separator actor needs it
+    true_label: str | None = None
+    flags: list[str] = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+
+
+@dataclass
+class TrackResult:
+    track: dict
+    explanations: "object"  # pyarrow.Table
+    model_rows: int
+
+
