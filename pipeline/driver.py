@@ -19,6 +19,8 @@ from pathlib import Path
 from pipeline.catalogue import CatalogueError, CatalogueReader
 from pipeline.config import ExplainConfig, check_run_id, settings_diff
 from pipeline.lease import Lease, LeaseHeld, LeaseLost
+from pipeline import signals
+from pipeline.signals import interrupts_as_keyboard_interrupt
 from pipeline.records import ErrorRecord, TrackResult
 from pipeline.writer import RunWriter
 
@@ -93,6 +95,7 @@ class _Job:
         from pipeline.ray_runtime import init_ray
         self.ray, self.cfg, self.log = ray, cfg, log
         init_ray(cfg.address)
+        signals.reinstall()
         gpu = cfg.gpus_per_predictor > 0
         threads = max(1, (os.cpu_count() or 2) // max(1, cfg.predictors))
         # Restarts rerun __init__ (the model loads from its path again); in-flight calls are retried.
@@ -170,7 +173,8 @@ def run_explain(cfg: ExplainConfig, log=None, show_progress: bool = True) -> Run
     except LeaseHeld as e:
         return RunSummary(run_id, EXIT_USAGE, message=str(e))
     try:
-        return _run_locked(cfg, reader, manifest, lease, invocation_id, log, show_progress, t0)
+        with interrupts_as_keyboard_interrupt():
+            return _run_locked(cfg, reader, manifest, lease, invocation_id, log, show_progress, t0)
     finally:
         lease.release()
 
@@ -250,6 +254,8 @@ def _run_locked(cfg: ExplainConfig, reader: CatalogueReader, manifest: Manifest,
         writer.commit()
     except KeyboardInterrupt:  # SIGINT, or SIGTERM from `ray job stop` / an eviction (see the CLI)
         _commit_quietly(writer, log)
+        result = outcome(plan, writer)
+        summary.explained, summary.failed = result.explained, result.failed
         summary.exit_code = EXIT_FATAL
         summary.message = (f"interrupted: what was complete is committed; rerun the same command "
                            f"(--run-id {run_id}) to finish")

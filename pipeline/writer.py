@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from pipeline import failpoints
+from pipeline import failpoints, signals
 from schemas.tables import ALL, ERRORS, EXPLANATIONS, TRACKS
 
 TABLES = ("explanations", "errors", "tracks")  # tracks last: what a reader of progress looks at first
@@ -136,7 +136,12 @@ class RunWriter:
         return self.commit() if due else False
 
     def commit(self) -> bool:
-        """Commit the buffer as one batch; False when there was nothing to commit."""
+        """Commit the buffer as one batch; False when there was nothing to commit.
+        SIGINT/SIGTERM wait until it is over (see :mod:`pipeline.signals`)."""
+        with signals.deferred():
+            return self._commit()
+
+    def _commit(self) -> bool:
         self._finish_ready_batches()
         if not self.pending:
             return False

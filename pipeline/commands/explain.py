@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 
 
 def num_samples(text: str) -> int | str:
@@ -55,10 +54,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def run(args: argparse.Namespace) -> int:
     import sys
 
@@ -83,13 +78,9 @@ def run(args: argparse.Namespace) -> int:
         num_features=args.num_features, commit_every=args.commit_every, retry_errors=args.retry_errors,
         max_attempts=args.max_attempts, tracks_in_flight=args.tracks_in_flight,
         lease_timeout=args.lease_timeout)
-    # SIGTERM (ray job stop, a pod eviction) takes the same path as Ctrl-C: commit what is
-    # complete, release the lease, exit 1; the rerun finishes the run.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        s = run_explain(cfg, show_progress=not args.no_progress)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    # SIGTERM (ray job stop, a pod eviction) and Ctrl-C: run_explain commits what is
+    # complete, releases the lease and returns exit 1; the rerun finishes the run.
+    s = run_explain(cfg, show_progress=not args.no_progress)
     if s.exit_code == 2:
         print(f"musiclime explain: {s.message}", file=sys.stderr)
         return 2

@@ -1,0 +1,179 @@
+"""The README's guarantees, broken on purpose on a real local Ray: two drivers on one
+output, SIGTERM, a driver killed or failing in the middle of a commit, a catalogue that
+grows between resumes, a resume with other settings, hostile run ids and catalogue cells."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.config import ExplainConfig, check_run_id
+from pipeline.driver import EXIT_USAGE, run_explain
+from pipeline.lease import LEASE_FILE
+
+MUSICLIME = str(Path(sys.executable).parent / "musiclime")
+
+
+def scan(out, table):
+    return f"read_parquet('{out}/{table}/**/*.parquet', hive_partitioning=true)"
+
+
+def q(sql):
+    return duckdb.connect().execute(sql).fetchall()
+
+
+def exactly_once(out, n_tracks: int, run_id: str | None = None) -> dict:
+    where = f"where run_id = '{run_id}'" if run_id else ""
+    counts = q(f"select track_id, count(*) from {scan(out, 'tracks')} {where} group by 1")
+    assert len(counts) == n_tracks and {n for _, n in counts} == {1}, counts
+    dup = q(f"select track_id, label, feature, count(*) from {scan(out, 'explanations')} {where} "
+            f"group by 1, 2, 3 having count(*) > 1")
+    assert dup == []
+    return dict(q(f"select track_id, invocation_id from {scan(out, 'tracks')} {where}"))
+
+
+def cli(demo_library, out, run_id, *extra, limit=10):
+    return [MUSICLIME, "explain", str(demo_library / "catalogue.parquet"), "--model", "mlplugins:make",
+            "--separator", "provided", "--out", str(out), "--num-samples", "400", "--limit", str(limit),
+            "--run-id", run_id, "--commit-every", "1", "--no-progress", *extra]
+
+
+def wait_for_files(part: Path, n: int, proc, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline and len(list(part.glob("*.parquet"))) < n and proc.poll() is None:
+        time.sleep(0.05)
+
+
+def test_two_drivers_then_sigterm_then_rerun(plugin_path, demo_library, tmp_path):
+    out = tmp_path / "out"
+    args = cli(demo_library, out, "night")
+    a = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_for_files(out / "tracks" / "run_id=night", 2, a)
+        assert a.poll() is None, a.communicate()[1][-2000:]
+        holder = json.loads((out / LEASE_FILE).read_text())
+        assert holder["pid"] == a.pid
+        # a second driver on the same output, even for another run, is refused and told who holds it
+        b = subprocess.run(cli(demo_library, out, "other"), capture_output=True, text=True, timeout=120)
+        assert b.returncode == 2, b.stderr[-2000:]
+        assert f"pid {a.pid}" in b.stderr and holder["host"] in b.stderr
+        a.send_signal(signal.SIGTERM)  # as `ray job stop` or a pod eviction
+        _, err = a.communicate(timeout=120)
+        assert a.returncode == 1, err[-2000:]
+        assert "interrupted" in err
+    finally:
+        if a.poll() is None:
+            os.killpg(a.pid, signal.SIGKILL)
+        try:
+            os.killpg(a.pid, signal.SIGKILL)  # the local Ray it started, if any is left
+        except ProcessLookupError:
+            pass
+    assert not (out / LEASE_FILE).exists()  # released on the way out
+    before = exactly_once(out, len(q(f"select 1 from {scan(out, 'tracks')}")))
+    assert 2 <= len(before) < 10
+    r = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    after = exactly_once(out, 10)
+    assert all(after[t] == inv for t, inv in before.items())  # committed tracks were not recomputed
+
+
+@pytest.mark.parametrize("failpoint,first_exit", [("ready=kill@3", -signal.SIGKILL),
+                                                  ("renamed:tracks=raise@3", 1)])
+def test_driver_broken_inside_a_commit_resumes_exactly_once(plugin_path, demo_library, tmp_path, failpoint,
+                                                            first_exit):
+    out = tmp_path / "out"
+    args = cli(demo_library, out, "f", limit=6)
+    env = dict(os.environ, MUSICLIME_FAILPOINTS=failpoint)
+    p = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    _, err = p.communicate(timeout=600)
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    assert p.returncode == first_exit, err[-2000:]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    exactly_once(out, 6)
+    assert not list((out / "_staging").rglob("*.parquet"))
+
+
+def _rows(demo_library, ids):
+    from pipeline.catalogue import read_catalogue  # paths resolved against the library
+    rows = {r["track_id"]: {k: v for k, v in r.items() if k != "catalogue_row"}
+            for r in read_catalogue(demo_library / "catalogue.parquet")}
+    return [rows[t] for t in ids]
+
+
+def test_resume_matches_rows_by_track_id(ray_session, plugin_path, demo_library, tmp_path):
+    ids = [f"demo-{i:05d}" for i in range(9)]
+    cat, out = tmp_path / "cat.parquet", tmp_path / "out"
+    pq.write_table(pa.Table.from_pylist(_rows(demo_library, ids[2:8])), cat)
+    c = ExplainConfig(catalogue=str(cat), model="mlplugins:make", out=str(out), separator="provided",
+                      num_samples=120, run_id="grow", commit_every=4)
+    first = run_explain(c, show_progress=False)
+    assert first.exit_code == 0 and first.computed == 6
+    before = exactly_once(out, 6)
+    # two rows inserted before, one appended: every old row moves
+    pq.write_table(pa.Table.from_pylist(_rows(demo_library, ids[:2] + ids[2:8] + ids[8:])), cat)
+    again = run_explain(c, show_progress=False)
+    assert again.exit_code == 0 and again.computed == 3 and again.skipped == 6
+    after = exactly_once(out, 9)
+    assert all(after[t] == inv for t, inv in before.items())
+    hashes = q(f"select distinct config_hash from {scan(out, 'tracks')}")
+    assert len(hashes) == 1 and hashes[0][0] == json.loads((out / "run.json").read_text())["config_hash"]
+
+
+def test_resume_with_other_settings_is_refused(ray_session, plugin_path, demo_library, tmp_path):
+    cat, out = tmp_path / "cat.parquet", tmp_path / "out"
+    pq.write_table(pa.Table.from_pylist(_rows(demo_library, ["demo-00000", "demo-00001"])), cat)
+    c = ExplainConfig(catalogue=str(cat), model="mlplugins:make", out=str(out), separator="provided",
+                      num_samples=120, run_id="s")
+    assert run_explain(c, show_progress=False).exit_code == 0
+    changed = ExplainConfig(**{**c.to_json(), "num_samples": 200, "seed": 5, "predictors": 2})
+    s = run_explain(changed, show_progress=False)
+    assert s.exit_code == EXIT_USAGE
+    assert "num_samples: '120' before, '200' now" in s.message and "seed: 0 before, 5 now" in s.message
+    assert "predictors" not in s.message  # how the work is spread may change
+    # the CLI says the same on stderr with exit 2, and touches nothing
+    r = subprocess.run([MUSICLIME, "explain", str(cat), "--model", "mlplugins:make", "--separator", "provided",
+                        "--out", str(out), "--run-id", "s", "--num-samples", "120", "--segments", "8"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "segments: 10 before, 8 now" in r.stderr
+    exactly_once(out, 2)
+
+
+@pytest.mark.parametrize("run_id", ["night\n", "night\r", "a\tb", "../x", "x" * 129, ""])
+def test_run_ids_must_match_whole(run_id, tmp_path):
+    with pytest.raises(ValueError):
+        check_run_id(run_id)
+    if run_id:
+        r = subprocess.run([MUSICLIME, "explain", str(tmp_path / "nothing.csv"), "--out", str(tmp_path / "o"),
+                            "--run-id", run_id], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2
+        assert not (tmp_path / "o" / "runs").exists()
+
+
+def test_csv_cells_are_text_and_a_bad_cell_fails_only_its_row(ray_session, plugin_path, demo_library, tmp_path):
+    src = _rows(demo_library, ["demo-00000", "demo-00001", "demo-00002"])
+    cat = tmp_path / "cat.csv"
+    lines = [b"track_id,lyrics,vocals_path,drums_path,bass_path,other_path"]
+    for tid, r, lyr in zip(["007", "NA", "true"], src, [b"storm", b"caf\xe9 storm", b"night"]):
+        lines.append(b",".join([tid.encode(), lyr] + [r[f"{s}_path"].encode() for s in ("vocals", "drums", "bass", "other")]))
+    cat.write_bytes(b"\n".join(lines) + b"\n")
+    out = tmp_path / "out"
+    s = run_explain(ExplainConfig(catalogue=str(cat), model="mlplugins:make", out=str(out), separator="provided",
+                                  num_samples=120, run_id="csv"), show_progress=False)
+    assert s.exit_code == 3
+    assert sorted(t for (t,) in q(f"select track_id from {scan(out, 'tracks')}")) == ["007", "true"]
+    assert q(f"select track_id, error_type, stage from {scan(out, 'errors')}") == [
+        ("NA", "catalogue_decode_error", "catalogue")]
