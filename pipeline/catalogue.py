@@ -119,7 +119,8 @@ class CatalogueReader:
     # ------------------------------------------------------------------ sources
     def _parquet(self) -> Iterator[list[dict]]:
         import pyarrow.parquet as pq
-        with pq.ParquetFile(self.path) as f:
+        # pre_buffer would keep the file's column chunks alive (~the file's size) while iterating
+        with pq.ParquetFile(self.path, pre_buffer=False) as f:
             for b in f.iter_batches(batch_size=self.batch_rows):
                 yield b.to_pylist()
 

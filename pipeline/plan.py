@@ -76,20 +76,48 @@ def committed(writer) -> tuple[np.ndarray, np.ndarray, Counter]:
     return cat(ok), cat(err), anonymous
 
 
+class _Index:
+    """The catalogue's digests sorted once (stable: equal ids keep row order), for
+    first-occurrence and membership queries without full-size temporaries."""
+
+    def __init__(self, digests: np.ndarray):
+        self.order = np.argsort(digests, kind="stable")
+        self.sorted = digests[self.order]
+
+    def first_rows(self) -> np.ndarray:
+        """bool [n_rows]: the first row of each id (rows without an id excluded)."""
+        n = len(self.sorted)
+        first = np.zeros(n, bool)
+        if n:
+            new = np.ones(n, bool)
+            new[1:] = self.sorted[1:] != self.sorted[:-1]
+            new &= self.sorted != b""
+            first[self.order[new]] = True
+        return first
+
+    def first_rows_of(self, query: np.ndarray) -> np.ndarray:
+        """Row indices of the first row of each queried id present in the catalogue."""
+        if not len(query) or not len(self.sorted):
+            return np.zeros(0, np.int64)
+        pos = np.minimum(np.searchsorted(self.sorted, query), len(self.sorted) - 1)
+        hit = self.sorted[pos] == query
+        return self.order[pos[hit]]  # leftmost of an equal run = the first row (stable sort)
+
+
 def make_plan(reader: CatalogueReader, writer) -> RowPlan:
     chunks, bad_chunks = [], []
     for batch in reader.batches():
         chunks.append(np.array([digest(r["track_id"]) if r["track_id"] else b"" for r in batch], dtype=DIGEST))
         bad_chunks.append(np.array([DECODE_ERROR in r for r in batch], dtype=bool))
     digests = np.concatenate(chunks) if chunks else np.zeros(0, DIGEST)
+    del chunks
     bad = np.concatenate(bad_chunks) if bad_chunks else np.zeros(0, bool)
-    has_id = digests != b""
-    first = np.zeros(len(digests), bool)
-    idx = np.flatnonzero(has_id)
-    _, first_pos = np.unique(digests[idx], return_index=True)
-    first[idx[first_pos]] = True
+    index = _Index(digests)
+    first = index.first_rows()
     ok, err, anonymous = committed(writer)
-    done = first & (np.isin(digests, ok) | np.isin(digests, err))
+    done = np.zeros(len(digests), bool)
+    done[index.first_rows_of(ok)] = True
+    done[index.first_rows_of(err)] = True
     return RowPlan(digests, first, bad, done, anonymous)
 
 
@@ -134,9 +162,13 @@ def outcome(plan: RowPlan, writer) -> Outcome:
     """Where every catalogue row ended, from the committed tables alone (so a resumed run
     reports what an uninterrupted one would)."""
     ok, err, anonymous = committed(writer)
-    firsts = plan.digests[plan.first]
-    in_ok = np.isin(firsts, ok)
-    in_err = np.isin(firsts, err) & ~in_ok
+    index = _Index(plan.digests)
+    in_ok = np.zeros(plan.n_rows, bool)
+    in_ok[index.first_rows_of(ok)] = True
+    in_err = np.zeros(plan.n_rows, bool)
+    in_err[index.first_rows_of(err)] = True
+    in_err &= ~in_ok
+    del index
     expected: Counter = Counter()
     # the anonymous rows of the catalogue, recounted as rows_to_do counts them
     for i in np.flatnonzero(~plan.first):
@@ -148,5 +180,5 @@ def outcome(plan: RowPlan, writer) -> Outcome:
         have[(bool(tid), kind)] += n
     anon_failed = sum(min(n, have[k]) for k, n in expected.items())
     anon_missing = sum(max(0, n - have[k]) for k, n in expected.items())
-    return Outcome(int(in_ok.sum()), int(in_err.sum()) + anon_failed,
-                   int((~in_ok & ~in_err).sum()) + anon_missing)
+    missing = plan.first & ~in_ok & ~in_err
+    return Outcome(int(in_ok.sum()), int(in_err.sum()) + anon_failed, int(missing.sum()) + anon_missing)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Iterator
 
 from pipeline import failpoints, signals
-from schemas.tables import ALL, ERRORS, EXPLANATIONS, TRACKS
+from schemas.tables import ERRORS, EXPLANATIONS, TRACKS
 
 TABLES = ("explanations", "errors", "tracks")  # tracks last: what a reader of progress looks at first
 READY = "READY"
@@ -98,15 +98,17 @@ class RunWriter:
                 if (batch / READY).is_file():
                     self._roll_forward(batch)
 
-    def scan(self, table: str, columns: list[str], batch_rows: int = 65536) -> Iterator[dict[str, list]]:
-        """Committed rows of this run's ``table``, a few columns at a time (bounded memory)."""
-        import pyarrow.dataset as ds
+    def scan(self, table: str, columns: list[str], batch_rows: int = 16384) -> Iterator[dict[str, list]]:
+        """Committed rows of this run's ``table``, a few columns at a time, one file at a
+        time (bounded memory, whatever the run's size)."""
+        import pyarrow.parquet as pq
         part = self.partition(table)
-        if not part.is_dir() or not any(part.glob("*.parquet")):
+        if not part.is_dir():
             return
-        for b in ds.dataset(str(part), format="parquet", schema=ALL[table]).to_batches(
-                columns=columns, batch_size=batch_rows):
-            yield {c: b.column(c).to_pylist() for c in columns}
+        for path in sorted(part.glob("*.parquet")):
+            with pq.ParquetFile(path, pre_buffer=False) as f:
+                for b in f.iter_batches(batch_size=batch_rows, columns=columns):
+                    yield {c: b.column(c).to_pylist() for c in columns}
 
     def drop_errors(self) -> None:
         """Remove this run's ``errors`` rows (``--retry-errors``): those rows are then
