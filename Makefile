@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_lyrics_masks.py
 	$(PY) bench/bench_scale.py --sizes 10 50 200 --workers 1 2
 	$(PY) bench/bench_aggregate_memory.py --rows 10000 100000 1000000
+	$(PY) bench/bench_catalogue_memory.py --rows 10000 100000 1000000
 	$(PY) bench/bench_sampling.py --model genre --tracks 1 --seeds 2 --iid-max 1000 --grid-max 256
 	$(PY) bench/quality.py --model genre --tracks 3 --seeds 3 --stability-samples 250 1000 --stability-tracks 2
 	$(PY) bench/update_readme.py
@@ -58,6 +59,7 @@ bench-full: $(STAMP)
 	$(PY) bench/bench_lyrics_masks.py
 	$(PY) bench/bench_scale.py --sizes 10 200 2000 --workers 1 2
 	$(PY) bench/bench_aggregate_memory.py --rows 10000 100000 1000000
+	$(PY) bench/bench_catalogue_memory.py --rows 10000 100000 1000000
 	$(PY) bench/bench_models.py --tracks 400 --seeds 0 1
 	$(PY) bench/bench_sampling.py --tracks 3 --seeds 3
 	$(PY) bench/quality.py --tracks 10 --seeds 5

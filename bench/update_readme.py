@@ -74,6 +74,16 @@ def aggregate_memory(r) -> str:
     return "\n".join(out)
 
 
+def catalogue_memory(r) -> str:
+    out = table(["catalogue rows", "committed", "to do", "error rows", "peak RSS (MB)", "plan s", "total s"],
+                [[f"{x['rows']:,}", f"{x['committed']:,}", f"{x['to_do']:,}", f"{x['error_rows']:,}",
+                  f"{x['peak_rss_mb']:.0f}", f"{x['plan_s']:.1f}", f"{x['total_s']:.1f}"] for x in r["sizes"]])
+    out.append("")
+    out.append(f"Peak growth from {r['sizes'][0]['rows']:,} to {r['sizes'][-1]['rows']:,} rows: "
+               f"{r['peak_growth_mb']:.0f} MB (goal: within 100 MB); measured {r['when']} on {r['machine']['cpus']} CPUs.")
+    return "\n".join(out)
+
+
 def gpu(r) -> str:
     v = r["variants"]
     rows = [["reference loop (batch 10, numpy re-sum per mask)", r["num_samples"], 2 * r["num_samples"],
@@ -131,7 +141,8 @@ def quality(r) -> str:
 
 SECTIONS = {"core": ("core", core), "separation": ("separation", separation), "scale": ("scale", scale),
             "aggregate_memory": ("aggregate_memory", aggregate_memory), "gpu": ("gpu", gpu),
-            "sampling": ("sampling", sampling), "quality": ("quality", quality)}
+            "sampling": ("sampling", sampling), "quality": ("quality", quality),
+            "catalogue_memory": ("catalogue_memory", catalogue_memory)}
 
 
 def main() -> None:

@@ -72,3 +72,33 @@ def test_broken_pair_stops_the_test_session_and_the_cli_with_that_line(tmp_path)
     cli = subprocess.run([str(Path(sys.executable).parent / "musiclime"), "explain", "x.csv", "--out", str(tmp_path)],
                          env=env, capture_output=True, text=True, timeout=60)
     assert cli.returncode == 1 and "broken install: torchaudio" in cli.stderr
+
+
+def test_our_polars_calls_raise_no_deprecation(tmp_path):
+    """The is_in lookups of aggregate and report, with the collection types they pass."""
+    import warnings
+
+    import polars as pl
+
+    from musiclime.aggregate import _tracks_of
+    part = tmp_path / "tracks" / "run_id=r"
+    part.mkdir(parents=True)
+    pl.DataFrame({"track_id": ["a", "b"], "predicted": ["x", "y"], "true_label": ["x", "y"],
+                  "score": [1.0, 0.5]}).write_parquet(part / "all.parquet")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = _tracks_of(tmp_path, "r", None, pl.Series(["a"]), None)
+    assert got["track_id"].to_list() == ["a"]
+
+
+def test_a_deprecation_from_our_modules_fails_the_suite(tmp_path):
+    test = tmp_path / "test_dep.py"
+    test.write_text("import warnings\n\n"
+                    "def test_ours():\n"
+                    "    exec(\"import warnings; warnings.warn('old API', DeprecationWarning)\", {'__name__': 'pipeline.x'})\n\n"
+                    "def test_theirs():\n"
+                    "    exec(\"import warnings; warnings.warn('old API', DeprecationWarning)\", {'__name__': 'otherlib'})\n")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", str(ROOT / "pyproject.toml"),
+                        "--rootdir", str(tmp_path), str(test)], capture_output=True, text=True, timeout=120)
+    assert "1 failed, 1 passed" in r.stdout, r.stdout[-2000:]
+    assert "DeprecationWarning: old API" in r.stdout
