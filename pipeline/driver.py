@@ -175,6 +175,8 @@ def run_explain(cfg: ExplainConfig, log=None, show_progress: bool = True) -> Run
     try:
         with interrupts_as_keyboard_interrupt():
             return _run_locked(cfg, reader, manifest, lease, invocation_id, log, show_progress, t0)
+    except KeyboardInterrupt:  # before any work was under way (planning, starting Ray)
+        return RunSummary(run_id, EXIT_FATAL, message="interrupted before any commit; rerun the same command")
     finally:
         lease.release()
 

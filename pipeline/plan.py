@@ -20,7 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
-from pipeline.catalogue import DECODE_ERROR, CatalogueReader
+from pipeline.catalogue import DECODE_ERROR, CatalogueError, CatalogueReader
 from pipeline.records import ErrorRecord
 
 DIGEST = np.dtype("S16")
@@ -128,6 +128,11 @@ def rows_to_do(reader: CatalogueReader, plan: RowPlan) -> Iterator[dict | ErrorR
     for batch in reader.batches():
         for r in batch:
             i, tid = r["catalogue_row"], r["track_id"]
+            if i >= plan.n_rows or plan.digests[i] != (digest(tid) if tid else b""):
+                # rows appended are left for the next run; rows changed in place are not
+                if i >= plan.n_rows:
+                    return
+                raise CatalogueError(f"the catalogue changed while the run read it (row {i}); rerun to resume")
             if plan.first[i]:
                 if plan.done[i]:
                     continue

@@ -88,3 +88,14 @@ def test_planner_matches_ids_counts_anonymous_rows_and_skips_committed(tmp_path)
     plan = make_plan(CatalogueReader(p), w)
     todo = [i["track_id"] if isinstance(i, dict) else i.error_type for i in rows_to_do(CatalogueReader(p), plan)]
     assert todo == ["new", "a", "c"] and plan.n_done == 1
+
+
+def test_a_catalogue_rewritten_between_the_passes_is_refused_not_misread(tmp_path):
+    p = tmp_path / "c.jsonl"
+    p.write_text("\n".join(json.dumps({"track_id": t}) for t in "abc"))
+    plan = make_plan(CatalogueReader(p), RunWriter(tmp_path / "out", "r", "inv"))
+    p.write_text("\n".join(json.dumps({"track_id": t}) for t in "abcd"))  # appended: left for the next run
+    assert [r["track_id"] for r in rows_to_do(CatalogueReader(p), plan)] == ["a", "b", "c"]
+    p.write_text("\n".join(json.dumps({"track_id": t}) for t in "xbc"))   # changed in place
+    with pytest.raises(CatalogueError, match="changed"):
+        list(rows_to_do(CatalogueReader(p), plan))
