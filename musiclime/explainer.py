@@ -12,7 +12,7 @@ import torch
 from musiclime.errors import InputError
 from musiclime.explanation import Explanation, FeatureSpace
 from musiclime.factorization import AudioFactorization, LyricsFactorization
-from musiclime.masks import (Modality, perturbed_columns, sample_foldover_masks, sample_grid_masks,
+from musiclime.masks import (Design, Modality, perturbed_columns, sample_foldover_masks, sample_grid_masks,
                              sample_masks, unique_rows)
 from musiclime.protocol import (as_embedding, as_probs, check_model, has_mask_lyrics,
                                 is_late_fusion, model_device)
@@ -33,7 +33,7 @@ HEAD_BATCH_SIZE = 4096  # a late-fusion head is tiny next to the encoders
 # smaller grid are those of the larger one).
 AUTO_SCHEDULE = (250, 500, 1000, 2000, 4000, 8000)
 AUTO_GRID_SIDES = (32, 64, 128, 256, 512)
-DESIGNS = ("auto", "iid", "foldover", "grid")
+DESIGNS = tuple(d.value for d in Design)
 
 Progress = Callable[[int, int], None]
 """``progress(rows_done, rows_total)``, called after every model batch."""

@@ -20,6 +20,23 @@ class Modality(str, Enum):
             raise ValueError(f"modality must be one of {[m.value for m in cls]}, got {value!r}") from None
 
 
+class Design(str, Enum):
+    """Mask designs: ``iid`` (the reference's joint i.i.d. masks), ``foldover`` (each mask
+    followed by its complement), ``grid`` (audio x lyrics half-masks, late fusion), ``auto``
+    (grid for an adaptive sample count on a late-fusion model, else foldover)."""
+    AUTO = "auto"
+    IID = "iid"
+    FOLDOVER = "foldover"
+    GRID = "grid"
+
+    @classmethod
+    def parse(cls, value: "str | Design") -> "Design":
+        try:
+            return cls(value)
+        except ValueError:
+            raise ValueError(f"design must be one of {[m.value for m in cls]}, got {value!r}") from None
+
+
 def perturbed_columns(modality: Modality, n_audio: int, n_lyrics: int) -> slice:
     """The mask columns a modality perturbs (audio columns come first)."""
     return {Modality.BOTH: slice(0, n_audio + n_lyrics),

@@ -5,8 +5,29 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # the whole string: see check_run_id
+
+
+class Separator(str, Enum):
+    HPSS = "hpss"
+    DEMUCS = "demucs"
+    PROVIDED = "provided"
+    NONE = "none"
+
+
+class Labels(str, Enum):
+    TOP1 = "top1"
+    TRUE = "true"
+    ALL = "all"
+
+
+def _choice(enum, name: str, value):
+    try:
+        return enum(value).value
+    except ValueError:
+        raise ValueError(f"{name} must be one of {[m.value for m in enum]}, got {value!r}") from None
 
 
 # The settings that change a run's numbers (see ExplainConfig.settings).
@@ -54,6 +75,37 @@ class ExplainConfig:
     tracks_in_flight: int | None = None   # default: 2 per predictor + 2
     lease_timeout: float = 60.0           # seconds without a heartbeat before another driver may take over
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        """Every option is checked here, once: a bad value from the CLI or from Python is a
+        ValueError (exit 2) before any catalogue is read or Ray is started."""
+        from musiclime.masks import Design, Modality
+        from musiclime.surrogate import FeatureSelection
+        _choice(Separator, "separator", self.separator)
+        _choice(Labels, "labels", self.labels)
+        Modality.parse(self.modality)
+        Design.parse(self.design)
+        FeatureSelection.parse(self.feature_selection)
+        if self.num_samples != "auto" and not (isinstance(self.num_samples, int) and self.num_samples >= 2):
+            raise ValueError(f"num_samples must be an int >= 2 or 'auto', got {self.num_samples!r}")
+        if self.batch_size != "auto" and not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            raise ValueError(f"batch_size must be a positive int or 'auto', got {self.batch_size!r}")
+        for name, low in (("segments", 1), ("predictors", 1), ("surrogate_workers", 1), ("commit_every", 1),
+                          ("max_attempts", 1), ("max_words", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        for name in ("max_seconds", "lease_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.gpus_per_predictor < 0:
+            raise ValueError(f"gpus_per_predictor must be >= 0, got {self.gpus_per_predictor!r}")
+        if self.num_features is not None and self.num_features < 1:
+            raise ValueError(f"num_features must be >= 1 or None, got {self.num_features!r}")
+        if self.limit is not None and self.limit < 0:
+            raise ValueError(f"limit must be >= 0 or None, got {self.limit!r}")
+        if self.run_id is not None:
+            check_run_id(self.run_id)
 
     def to_json(self) -> dict:
         return asdict(self)

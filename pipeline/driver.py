@@ -145,12 +145,6 @@ def run_explain(cfg: ExplainConfig, log=None, show_progress: bool = True) -> Run
     invocation_id = uuid.uuid4().hex[:12]
     try:
         run_id = check_run_id(cfg.run_id or time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6])
-        if cfg.separator not in ("hpss", "demucs", "provided", "none"):
-            raise UsageError(f"--separator must be hpss, demucs, provided or none, got {cfg.separator!r}")
-        if cfg.labels not in ("top1", "true", "all"):
-            raise UsageError(f"--labels must be top1, true or all, got {cfg.labels!r}")
-        if cfg.max_words < 0:
-            raise UsageError(f"--max-words must be >= 0, got {cfg.max_words}")
         reader = CatalogueReader(cfg.catalogue, limit=cfg.limit)
         label_column = cfg.label_column
         if cfg.labels == "true" and not label_column:

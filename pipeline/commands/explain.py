@@ -63,10 +63,26 @@ def run(args: argparse.Namespace) -> int:
     except BrokenInstallError as e:
         print(f"musiclime explain: broken install: {e}", file=sys.stderr)
         return 1
-    from pipeline.config import ExplainConfig
     from pipeline.driver import run_explain
-    batch = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
-    cfg = ExplainConfig(
+    try:
+        batch = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
+    except ValueError:
+        print(f"musiclime explain: --batch-size must be an int or 'auto', got {args.batch_size!r}", file=sys.stderr)
+        return 2
+    try:
+        cfg = _config(args, batch)
+    except ValueError as e:  # checked before anything is read or started
+        print(f"musiclime explain: {e}", file=sys.stderr)
+        return 2
+    # SIGTERM (ray job stop, a pod eviction) and Ctrl-C: run_explain commits what is
+    # complete, releases the lease and returns exit 1; the rerun finishes the run.
+    s = run_explain(cfg, show_progress=not args.no_progress)
+    return _report(s, args)
+
+
+def _config(args: argparse.Namespace, batch):
+    from pipeline.config import ExplainConfig
+    return ExplainConfig(
         catalogue=args.catalogue, model=args.model, out=args.out, separator=args.separator,
         num_samples=args.num_samples, design=args.design, segments=args.segments, labels=args.labels,
         label_column=args.label_column,
@@ -78,9 +94,10 @@ def run(args: argparse.Namespace) -> int:
         num_features=args.num_features, commit_every=args.commit_every, retry_errors=args.retry_errors,
         max_attempts=args.max_attempts, tracks_in_flight=args.tracks_in_flight,
         lease_timeout=args.lease_timeout)
-    # SIGTERM (ray job stop, a pod eviction) and Ctrl-C: run_explain commits what is
-    # complete, releases the lease and returns exit 1; the rerun finishes the run.
-    s = run_explain(cfg, show_progress=not args.no_progress)
+
+
+def _report(s, args: argparse.Namespace) -> int:
+    import sys
     if s.exit_code == 2:
         print(f"musiclime explain: {s.message}", file=sys.stderr)
         return 2

@@ -1,0 +1,49 @@
+"""Options are checked once, when the config is built: from Python a ValueError, from the
+CLI exit 2 before any catalogue is read or Ray is started."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import ExplainConfig
+
+MUSICLIME = str(Path(sys.executable).parent / "musiclime")
+BASE = dict(catalogue="c.parquet", model="default", out="o")
+
+
+@pytest.mark.parametrize("option,value,says", [
+    ("separator", "spleeter", "separator must be one of"), ("labels", "top2", "labels must be one of"),
+    ("modality", "video", "modality must be one of"), ("design", "sobol", "design must be one of"),
+    ("feature_selection", "best", "feature_selection must be one of"), ("num_samples", 0, "num_samples"),
+    ("num_samples", "many", "num_samples"), ("segments", 0, "segments"), ("predictors", 0, "predictors"),
+    ("batch_size", -1, "batch_size"), ("max_words", -1, "max_words"), ("max_seconds", 0, "max_seconds"),
+    ("gpus_per_predictor", -0.5, "gpus_per_predictor"), ("run_id", "a\nb", "run id"),
+    ("lease_timeout", 0, "lease_timeout"), ("commit_every", 0, "commit_every"),
+])
+def test_bad_values_from_python_fail_when_the_config_is_built(option, value, says):
+    with pytest.raises(ValueError, match=says):
+        ExplainConfig(**BASE, **{option: value})
+
+
+def test_good_values_and_the_designs_registry():
+    from musiclime.explainer import DESIGNS
+    from musiclime.masks import Design
+    assert DESIGNS == tuple(d.value for d in Design)
+    for d in DESIGNS:
+        ExplainConfig(**BASE, design=d, num_samples="auto")
+
+
+@pytest.mark.parametrize("args", [["--num-samples", "1"], ["--max-words", "-3"], ["--segments", "0"],
+                                  ["--batch-size", "lots"]])
+def test_cli_exits_2_before_reading_or_starting_anything(tmp_path, args):
+    t0 = time.perf_counter()
+    r = subprocess.run([MUSICLIME, "explain", str(tmp_path / "missing.parquet"), "--out", str(tmp_path / "o"),
+                        *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "musiclime explain:" in r.stderr, r.stderr[-1000:]
+    assert "no catalogue" not in r.stderr  # the option was refused first
+    assert not (tmp_path / "o").exists()
+    assert time.perf_counter() - t0 < 30  # no Ray was started
