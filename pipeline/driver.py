@@ -19,6 +19,8 @@ from pathlib import Path
 from pipeline.catalogue import CatalogueError, CatalogueReader
 from pipeline.config import ExplainConfig, check_run_id, settings_diff
 from pipeline.lease import Lease, LeaseHeld, LeaseLost
+from pipeline.resources import (DECODE_CPUS, PREDICTOR_CPUS_CPU_ONLY, PREDICTOR_CPUS_WITH_GPU, SEPARATOR_CPUS,
+                                SURROGATE_CPUS)
 from pipeline import signals
 from pipeline.signals import interrupts_as_keyboard_interrupt
 from pipeline.records import ErrorRecord, TrackResult
@@ -99,7 +101,8 @@ class _Job:
         gpu = cfg.gpus_per_predictor > 0
         threads = max(1, (os.cpu_count() or 2) // max(1, cfg.predictors))
         # Restarts rerun __init__ (the model loads from its path again); in-flight calls are retried.
-        predictor_opts = dict(num_cpus=0.5 if not gpu else 1, num_gpus=cfg.gpus_per_predictor, max_restarts=2,
+        predictor_opts = dict(num_cpus=PREDICTOR_CPUS_WITH_GPU if gpu else PREDICTOR_CPUS_CPU_ONLY,
+                              num_gpus=cfg.gpus_per_predictor, max_restarts=2,
                               max_task_retries=2, runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads),
                                                                             "MKL_NUM_THREADS": str(threads)}})
         self.predictors = [ray.remote(PredictorActor).options(
@@ -107,15 +110,15 @@ class _Job:
             cfg.model, cfg.num_samples, cfg.modality, cfg.segments, cfg.batch_size, "cuda" if gpu else "cpu",
             cfg.design, cfg.labels, cfg.label_column)
             for i in range(cfg.predictors)]
-        self.surrogates = [ray.remote(SurrogateActor).options(num_cpus=0.25, max_restarts=2, max_task_retries=2)
+        self.surrogates = [ray.remote(SurrogateActor).options(num_cpus=SURROGATE_CPUS, max_restarts=2, max_task_retries=2)
                            .remote(cfg, invocation_id) for _ in range(max(1, cfg.surrogate_workers))]
         self.separator = None
         if cfg.separator == "demucs":
             options = {"model_name": cfg.demucs_model, "repo": cfg.demucs_repo, "allow_pickle": cfg.trust_pickle}
             self.separator = ray.remote(SeparatorActor).options(
-                num_cpus=0.5, num_gpus=min(cfg.gpus_per_predictor, 1.0), max_restarts=2, max_task_retries=2
+                num_cpus=SEPARATOR_CPUS, num_gpus=min(cfg.gpus_per_predictor, 1.0), max_restarts=2, max_task_retries=2
             ).remote("demucs", options, cfg.stem_cache)
-        self.decode_task = ray.remote(num_cpus=0.25, max_retries=2)(stages.decode)
+        self.decode_task = ray.remote(num_cpus=DECODE_CPUS, max_retries=2)(stages.decode)
         self.info = ray.get(self.predictors[0].info.remote())  # fails fast if the model does not load
         self.load = [0] * len(self.predictors)
         self.cfg_ref = ray.put(cfg)

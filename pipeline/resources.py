@@ -1,0 +1,102 @@
+"""What a run asks of a cluster, and whether a cluster can ever give it.
+
+:func:`demands` lists each stage's actors and tasks with the CPUs and GPUs each one takes
+(the numbers the driver passes to Ray: one place for both). :func:`placement_problems`
+packs them onto the largest cluster a node-type list allows (first fit, largest first):
+an actor that fits on no node type, or a pool that needs more GPUs than the node types'
+``max_workers`` can bring, is reported with the arithmetic, instead of a driver waiting
+forever in ``ray.wait`` for an actor Ray cannot place.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# the per-actor and per-task shares the driver requests
+PREDICTOR_CPUS_CPU_ONLY, PREDICTOR_CPUS_WITH_GPU = 0.5, 1.0
+SEPARATOR_CPUS, SURROGATE_CPUS, DECODE_CPUS = 0.5, 0.25, 0.25
+
+
+@dataclass(frozen=True)
+class Demand:
+    stage: str
+    count: int       # actors (or concurrent tasks)
+    cpus: float      # each
+    gpus: float      # each
+
+
+@dataclass(frozen=True)
+class NodeType:
+    name: str
+    cpus: float
+    gpus: float
+    max_nodes: int   # how many of them the cluster can have (max_workers; 1 for the head)
+
+
+def demands(cfg) -> list[Demand]:
+    """The actors and tasks ``cfg`` (an :class:`~pipeline.config.ExplainConfig`) asks for."""
+    gpu = cfg.gpus_per_predictor > 0
+    out = [Demand("predict", cfg.predictors, PREDICTOR_CPUS_WITH_GPU if gpu else PREDICTOR_CPUS_CPU_ONLY,
+                  cfg.gpus_per_predictor),
+           Demand("fit", cfg.surrogate_workers, SURROGATE_CPUS, 0.0),
+           Demand("decode", 1, DECODE_CPUS, 0.0)]  # at least one decode task must run
+    if cfg.separator == "demucs":
+        out.append(Demand("separate", 1, SEPARATOR_CPUS, min(cfg.gpus_per_predictor, 1.0)))
+    return out
+
+
+def placement_problems(wanted: list[Demand], node_types: list[NodeType]) -> list[str]:
+    """Human lines saying why ``wanted`` can never be placed on ``node_types`` (empty: it can)."""
+    problems = []
+    nodes = [[t.cpus, t.gpus, t.name] for t in node_types for _ in range(t.max_nodes)]
+    units = sorted(((d.gpus, d.cpus, d.stage) for d in wanted for _ in range(d.count)), reverse=True)
+    for gpus, cpus, stage in units:
+        if not any(t.cpus >= cpus and t.gpus >= gpus for t in node_types):
+            problems.append(f"a {stage} actor needs {cpus:g} CPU + {gpus:g} GPU, more than any node type has "
+                            f"({', '.join(f'{t.name}: {t.cpus:g} CPU + {t.gpus:g} GPU' for t in node_types)})")
+            continue
+        for n in nodes:
+            if n[0] >= cpus - 1e-9 and n[1] >= gpus - 1e-9:
+                n[0] -= cpus
+                n[1] -= gpus
+                break
+        else:
+            problems.append(f"no room for a {stage} actor ({cpus:g} CPU + {gpus:g} GPU)")
+    if problems:
+        need_gpu = sum(d.count * d.gpus for d in wanted)
+        need_cpu = sum(d.count * d.cpus for d in wanted)
+        have_gpu = sum(t.gpus * t.max_nodes for t in node_types)
+        have_cpu = sum(t.cpus * t.max_nodes for t in node_types)
+        problems.append("asked: " + " + ".join(f"{d.count} {d.stage} x ({d.cpus:g} CPU, {d.gpus:g} GPU)"
+                                               for d in wanted)
+                        + f" = {need_cpu:g} CPU, {need_gpu:g} GPU; the cluster can have at most "
+                          f"{have_cpu:g} CPU, {have_gpu:g} GPU")
+    return problems
+
+
+def node_types_of_cluster_yaml(cfg: dict) -> list[NodeType]:
+    """Node types of a Ray cluster-launcher config (``ray up``)."""
+    types = cfg["available_node_types"]
+    out = []
+    for name, t in types.items():
+        res = t.get("resources", {})
+        count = 1 if name == cfg.get("head_node_type") else int(t.get("max_workers", cfg.get("max_workers", 0)))
+        out.append(NodeType(name, float(res.get("CPU", 0)), float(res.get("GPU", 0)), count))
+    return out
+
+
+def node_types_of_rayjob(job: dict) -> list[NodeType]:
+    """Node types of a KubeRay RayJob: the head (its ``num-cpus``) and each worker group
+    (``maxReplicas``, else ``replicas``); resources from rayStartParams or container limits."""
+    spec = job["spec"]["rayClusterSpec"]
+
+    def group(name: str, g: dict, count: int) -> NodeType:
+        params = g.get("rayStartParams", {})
+        limits = g["template"]["spec"]["containers"][0].get("resources", {}).get("limits", {})
+        cpus = float(params.get("num-cpus", limits.get("cpu", 0)))
+        gpus = float(params.get("num-gpus", limits.get("nvidia.com/gpu", 0)))
+        return NodeType(name, cpus, gpus, count)
+
+    out = [group("head", spec["headGroupSpec"], 1)]
+    for g in spec.get("workerGroupSpecs", []):
+        out.append(group(g["groupName"], g, int(g.get("maxReplicas", g.get("replicas", 1)))))
+    return out

@@ -1,0 +1,69 @@
+"""The resource arithmetic of every command README shows, against the config shown with it:
+a command the shipped cluster can never place fails here, not at night in ray.wait."""
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+from pathlib import Path
+
+import yaml
+
+from pipeline.commands.explain import _config, add_arguments
+from pipeline.resources import (Demand, NodeType, demands, node_types_of_cluster_yaml, node_types_of_rayjob,
+                                placement_problems)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def explain_config(command: str):
+    words = shlex.split(command.replace("\\\n", " "))
+    args = words[words.index("explain") + 1:]
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    ns = p.parse_args(args)
+    return _config(ns, ns.batch_size if ns.batch_size == "auto" else int(ns.batch_size))
+
+
+def readme_cluster_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("### On a cluster"):]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    joined = block.replace("\\\n", " ")
+    cmds = [line.split("#")[0] for line in joined.splitlines() if "musiclime explain" in line]
+    assert cmds and "ray up cluster.yaml" in block
+    return cmds
+
+
+def test_readme_cluster_command_fits_cluster_yaml():
+    types = node_types_of_cluster_yaml(yaml.safe_load((ROOT / "cluster.yaml").read_text()))
+    for cmd in readme_cluster_commands():
+        assert placement_problems(demands(explain_config(cmd)), types) == [], cmd
+
+
+def test_rayjob_entrypoint_fits_its_cluster():
+    job = yaml.safe_load((ROOT / "deploy" / "rayjob.yaml").read_text())
+    types = node_types_of_rayjob(job)
+    assert types[0].name == "head" and types[0].cpus == 0 and types[0].gpus == 0  # the head only drives
+    assert placement_problems(demands(explain_config(job["spec"]["entrypoint"])), types) == []
+    # KubeRay's service and submitter reach the head's dashboard from inside the cluster
+    assert job["spec"]["rayClusterSpec"]["headGroupSpec"]["rayStartParams"]["dashboard-host"] == "0.0.0.0"
+
+
+def test_cluster_yaml_head_is_driver_only_and_dashboard_local():
+    cfg = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    assert cfg["available_node_types"][cfg["head_node_type"]]["resources"] == {"CPU": 0}
+    assert all("--dashboard-host=127.0.0.1" in c for c in cfg["head_start_ray_commands"] if "ray start" in c)
+
+
+def test_plans_that_cannot_be_placed_say_why():
+    gpu_nodes = [NodeType("head", 0, 0, 1), NodeType("gpu", 4, 1, 4), NodeType("cpu", 16, 0, 16)]
+    # the command README showed before: 4 predictors x 1 GPU + a demucs separator on a GPU
+    before = explain_config("musiclime explain c --out o --separator demucs --predictors 4 --gpus-per-predictor 1")
+    problems = placement_problems(demands(before), gpu_nodes)
+    assert problems and "5 GPU" in problems[-1] and "at most 272 CPU, 4 GPU" in problems[-1]
+    assert placement_problems([Demand("predict", 1, 1, 2)], gpu_nodes)[0].startswith("a predict actor needs")
+    # fractional GPUs pack: two 0.5-GPU predictors per GPU
+    half = explain_config("musiclime explain c --out o --predictors 8 --gpus-per-predictor 0.5")
+    assert placement_problems(demands(half), gpu_nodes) == []
+    assert placement_problems(demands(half), [NodeType("gpu", 4, 1, 3)]) != []  # 8 halves on 3 GPUs
