@@ -178,6 +178,47 @@ def run_explain(cfg: ExplainConfig, log=None, show_progress: bool = True) -> Run
         lease.release()
 
 
+def _is_local(cfg: ExplainConfig) -> bool:
+    return cfg.address in (None, "local") and not os.environ.get("RAY_ADDRESS")
+
+
+def _local_placement_problems(cfg: ExplainConfig) -> list[str]:
+    """A private local Ray has one node and no autoscaler: an actor it cannot place would
+    wait forever, so such a plan is refused up front. (A cluster's autoscaler capacity is
+    not read yet: plans for ``--address auto`` are not checked here.)"""
+    from pipeline.resources import demands, local_node_types, placement_problems
+    return placement_problems(demands(cfg), local_node_types()) if _is_local(cfg) else []
+
+
+def dry_run(cfg: ExplainConfig) -> tuple[int, str]:
+    """The plan without doing it: stages, actors, CPUs/GPUs each, the cluster it is checked
+    against, rows to do and already committed. Exit 0, or 2 when it can never be placed."""
+    from pipeline.plan import make_plan
+    from pipeline.resources import demands, local_node_types, placement_problems, plan_text
+    try:
+        run_id = check_run_id(cfg.run_id or "dry-run")
+        reader = CatalogueReader(cfg.catalogue, limit=cfg.limit)
+        plan = make_plan(reader, RunWriter(cfg.out, run_id, "dry-run"))  # reads only
+    except (CatalogueError, ValueError) as e:
+        return EXIT_USAGE, str(e)
+    wanted = demands(cfg)
+    if _is_local(cfg):
+        types = local_node_types()
+    else:
+        import ray
+
+        from pipeline.ray_runtime import init_ray
+        from pipeline.resources import NodeType
+        init_ray(cfg.address)
+        types = [NodeType(n["NodeManagerHostname"], n["Resources"].get("CPU", 0), n["Resources"].get("GPU", 0), 1)
+                 for n in ray.nodes() if n["Alive"]]
+    text = plan_text(wanted, types, plan.n_rows, plan.n_done, plan.n_work)
+    problems = placement_problems(wanted, types)
+    if problems:
+        return EXIT_USAGE, text + "\nthis plan can never be placed:\n  " + "\n  ".join(problems)
+    return EXIT_OK, text
+
+
 def _resume_refused(run_id: str, diff: list[str]) -> str:
     return (f"run {run_id} was started with other settings; resuming it would mix explanations that cannot "
             f"be compared. Use a new --run-id, or the old settings:\n  " + "\n  ".join(diff))
@@ -239,6 +280,11 @@ def _run_locked(cfg: ExplainConfig, reader: CatalogueReader, manifest: Manifest,
     try:
         job = None
         if plan.n_work:
+            problems = _local_placement_problems(cfg)
+            if problems:
+                summary.exit_code, summary.message = EXIT_USAGE, "this plan can never be placed:\n  " + \
+                    "\n  ".join(problems)
+                return summary
             job = _Job(cfg, invocation_id, log)
             diff = settings_diff(manifest.previous.get("settings", {}), cfg.settings(job.info["model_id"]))
             if diff:  # the model changed under the same run id: refuse before any commit

@@ -100,3 +100,27 @@ def node_types_of_rayjob(job: dict) -> list[NodeType]:
     for g in spec.get("workerGroupSpecs", []):
         out.append(group(g["groupName"], g, int(g.get("maxReplicas", g.get("replicas", 1)))))
     return out
+
+
+def local_node_types() -> list[NodeType]:
+    """The one node of a private local Ray (``--address local``): this machine's CPUs and
+    CUDA devices, or the resources of the Ray this process already runs."""
+    import os
+    try:
+        import ray
+        if ray.is_initialized():
+            res = ray.cluster_resources()
+            return [NodeType("local", float(res.get("CPU", 0)), float(res.get("GPU", 0)), 1)]
+    except ImportError:
+        pass
+    import torch
+    return [NodeType("local", float(os.cpu_count() or 1), float(torch.cuda.device_count()), 1)]
+
+
+def plan_text(wanted: list[Demand], node_types: list[NodeType], rows: int, done: int, work: int) -> str:
+    lines = ["stage      actors  CPU each  GPU each"]
+    lines += [f"{d.stage:<10} {d.count:>6}  {d.cpus:>8g}  {d.gpus:>8g}" for d in wanted]
+    lines.append("cluster: " + ", ".join(f"{t.max_nodes} x {t.name} ({t.cpus:g} CPU, {t.gpus:g} GPU)"
+                                         for t in node_types))
+    lines.append(f"rows: {rows} in the catalogue, {done} already committed, {work} to explain")
+    return "\n".join(lines)

@@ -67,3 +67,43 @@ def test_plans_that_cannot_be_placed_say_why():
     half = explain_config("musiclime explain c --out o --predictors 8 --gpus-per-predictor 0.5")
     assert placement_problems(demands(half), gpu_nodes) == []
     assert placement_problems(demands(half), [NodeType("gpu", 4, 1, 3)]) != []  # 8 halves on 3 GPUs
+
+
+def _catalogue(demo_library, tmp_path, n=4):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.catalogue import read_catalogue
+    rows = [{k: v for k, v in r.items() if k != "catalogue_row"} for r in read_catalogue(
+        demo_library / "catalogue.parquet", limit=n)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "cat.parquet")
+    return tmp_path / "cat.parquet"
+
+
+def test_dry_run_prints_the_plan_and_refuses_what_cannot_be_placed(demo_library, tmp_path):
+    import subprocess
+    import sys
+    musiclime = str(Path(sys.executable).parent / "musiclime")
+    cat = _catalogue(demo_library, tmp_path)
+    base = [musiclime, "explain", str(cat), "--out", str(tmp_path / "out"), "--separator", "provided", "--dry-run"]
+    ok = subprocess.run(base + ["--predictors", "2"], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr[-1500:]
+    assert "predict         2       0.5         0" in ok.stdout
+    assert "rows: 4 in the catalogue, 0 already committed, 4 to explain" in ok.stdout
+    assert not (tmp_path / "out" / "run.json").exists()  # nothing was run or written
+    gpu = subprocess.run(base + ["--gpus-per-predictor", "1"], capture_output=True, text=True, timeout=120)
+    assert gpu.returncode == 2 and "can never be placed" in gpu.stderr and "0 GPU" in gpu.stderr
+
+
+def test_a_local_run_that_can_never_be_placed_exits_2_instead_of_waiting(demo_library, plugin_path, tmp_path):
+    """Before, an actor asking for a GPU on a GPU-less machine left the driver in ray.wait forever."""
+    import time
+
+    from pipeline.config import ExplainConfig
+    from pipeline.driver import run_explain
+    cat = _catalogue(demo_library, tmp_path)
+    t0 = time.perf_counter()
+    s = run_explain(ExplainConfig(catalogue=str(cat), model="mlplugins:make", out=str(tmp_path / "out"),
+                                  separator="provided", gpus_per_predictor=1.0, run_id="gpu"), show_progress=False)
+    assert s.exit_code == 2 and "can never be placed" in s.message and "GPU" in s.message
+    assert time.perf_counter() - t0 < 60

@@ -51,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tracks-in-flight", type=int, default=None, help="backpressure bound (default 2 per predictor + 2)")
     p.add_argument("--lease-timeout", type=float, default=60.0,
                    help="seconds without a heartbeat after which another driver may take the output over")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan (stages, actors, CPUs/GPUs each, rows to do and already committed) "
+                        "and exit: 0, or 2 when it can never be placed")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -74,6 +77,11 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:  # checked before anything is read or started
         print(f"musiclime explain: {e}", file=sys.stderr)
         return 2
+    if args.dry_run:
+        from pipeline.driver import dry_run
+        code, text = dry_run(cfg)
+        print(text, file=sys.stdout if code == 0 else sys.stderr)
+        return code
     # SIGTERM (ray job stop, a pod eviction) and Ctrl-C: run_explain commits what is
     # complete, releases the lease and returns exit 1; the rerun finishes the run.
     s = run_explain(cfg, show_progress=not args.no_progress)
