@@ -1,26 +1,21 @@
 """Perturbation masks: which features each perturbed sample keeps."""
 from __future__ import annotations
 
-from enum import Enum
 
 import numpy as np
 
+from musiclime.choices import Choice
 
-class Modality(str, Enum):
+
+class Modality(Choice):
     """Which modality an explanation perturbs; the other is kept whole."""
     BOTH = "both"
     AUDIO = "audio"
     LYRICS = "lyrics"
 
-    @classmethod
-    def parse(cls, value: "str | Modality") -> "Modality":
-        try:
-            return cls(value)
-        except ValueError:
-            raise ValueError(f"modality must be one of {[m.value for m in cls]}, got {value!r}") from None
 
 
-class Design(str, Enum):
+class Design(Choice):
     """Mask designs: ``iid`` (the reference's joint i.i.d. masks), ``foldover`` (each mask
     followed by its complement), ``grid`` (audio x lyrics half-masks, late fusion), ``auto``
     (grid for an adaptive sample count on a late-fusion model, else foldover)."""
@@ -29,12 +24,6 @@ class Design(str, Enum):
     FOLDOVER = "foldover"
     GRID = "grid"
 
-    @classmethod
-    def parse(cls, value: "str | Design") -> "Design":
-        try:
-            return cls(value)
-        except ValueError:
-            raise ValueError(f"design must be one of {[m.value for m in cls]}, got {value!r}") from None
 
 
 def perturbed_columns(modality: Modality, n_audio: int, n_lyrics: int) -> slice:

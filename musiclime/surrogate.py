@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from enum import Enum
 
 import numpy as np
 import sklearn.metrics
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import Ridge, lars_path
 
+from musiclime.choices import Choice
 
-class FeatureSelection(str, Enum):
+
+class FeatureSelection(Choice):
     """lime's feature-selection modes."""
     AUTO = "auto"
     NONE = "none"
@@ -23,13 +24,6 @@ class FeatureSelection(str, Enum):
     HIGHEST_WEIGHTS = "highest_weights"
     LASSO_PATH = "lasso_path"
 
-    @classmethod
-    def parse(cls, value: "str | FeatureSelection") -> "FeatureSelection":
-        try:
-            return cls(value)
-        except ValueError:
-            raise ValueError(f"feature_selection must be one of {[m.value for m in cls]}, "
-                             f"got {value!r}") from None
 
 
 @dataclass(frozen=True)

@@ -5,29 +5,23 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+
+from musiclime.choices import Choice
 
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # the whole string: see check_run_id
 
 
-class Separator(str, Enum):
+class Separator(Choice):
     HPSS = "hpss"
     DEMUCS = "demucs"
     PROVIDED = "provided"
     NONE = "none"
 
 
-class Labels(str, Enum):
+class Labels(Choice):
     TOP1 = "top1"
     TRUE = "true"
     ALL = "all"
-
-
-def _choice(enum, name: str, value):
-    try:
-        return enum(value).value
-    except ValueError:
-        raise ValueError(f"{name} must be one of {[m.value for m in enum]}, got {value!r}") from None
 
 
 # The settings that change a run's numbers (see ExplainConfig.settings).
@@ -81,8 +75,8 @@ class ExplainConfig:
         ValueError (exit 2) before any catalogue is read or Ray is started."""
         from musiclime.masks import Design, Modality
         from musiclime.surrogate import FeatureSelection
-        _choice(Separator, "separator", self.separator)
-        _choice(Labels, "labels", self.labels)
+        Separator.parse(self.separator)
+        Labels.parse(self.labels)
         Modality.parse(self.modality)
         Design.parse(self.design)
         FeatureSelection.parse(self.feature_selection)

@@ -1,0 +1,18 @@
+"""String options as enums, validated once."""
+from __future__ import annotations
+
+import re
+from enum import Enum
+
+
+class Choice(str, Enum):
+    """Base of every string option: ``parse`` accepts a member or its value and raises a
+    ValueError naming the option and its values (never returns None on a typo)."""
+
+    @classmethod
+    def parse(cls, value):
+        try:
+            return cls(value)
+        except ValueError:
+            name = re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
+            raise ValueError(f"{name} must be one of {[m.value for m in cls]}, got {value!r}") from None
