@@ -15,7 +15,8 @@ import torch
 
 from musiclime.errors import InputError
 
-DEFAULT_STEMS: tuple[str, ...] = ("vocals", "drums", "bass", "other")
+# The stems every separator yields and the feature order uses: the one definition.
+STEM_NAMES: tuple[str, ...] = ("vocals", "drums", "bass", "other")
 # Below this peak amplitude a whole track counts as digital silence (about -120 dBFS).
 SILENCE_PEAK = 1e-6
 
@@ -51,7 +52,7 @@ class AudioFactorization:
     """
 
     def __init__(self, stems, sample_rate: int, n_segments: int = 10,
-                 stem_names: Sequence[str] = DEFAULT_STEMS, device: str | torch.device | None = None):
+                 stem_names: Sequence[str] = STEM_NAMES, device: str | torch.device | None = None):
         if not isinstance(stems, torch.Tensor):
             stems = torch.from_numpy(np.ascontiguousarray(np.asarray(stems, dtype=np.float32)))
             if device is not None:

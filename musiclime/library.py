@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-STEMS = ("vocals", "drums", "bass", "other")
+from musiclime.factorization import STEM_NAMES as STEMS
+
 GENRES = ("rock", "hiphop", "electronic", "jazz", "folk")
 EMOTIONS = ("happy", "sad", "angry", "calm")
 N_SEGMENTS = 10

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from musiclime.audio_io import read_audio
+from musiclime.factorization import STEM_NAMES
 from musiclime.masks import Modality
 from musiclime.models.fusion import LateFusionClassifier
 
@@ -54,7 +55,7 @@ def load_split(catalogue: str | Path, task: str, split: str, sample_rate: int = 
     classes = classes or sorted({r[task] for r in rows})
     stems, mixes = [], []
     for r in rows:
-        s = [read_audio(root / r[f"{name}_path"], sample_rate)[0] for name in ("vocals", "drums", "bass", "other")]
+        s = [read_audio(root / r[f"{name}_path"], sample_rate)[0] for name in STEM_NAMES]
         n = min(len(x) for x in s)
         stems.append(np.stack([x[:n] for x in s]))
         mixes.append(read_audio(root / r["audio_path"], sample_rate)[0][:n])

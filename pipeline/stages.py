@@ -12,10 +12,10 @@ import time
 import numpy as np
 
 from musiclime.errors import InputError
+from musiclime.factorization import SILENCE_PEAK
+from musiclime.factorization import STEM_NAMES as STEMS
+from musiclime.factorization import truncate_words
 from pipeline.records import ErrorRecord, TrackInput, TrackResult  # noqa: F401 (the stages' records)
-from musiclime.factorization import SILENCE_PEAK, truncate_words
-
-STEMS = ("vocals", "drums", "bass", "other")
 
 
 def read_lyrics(row: dict) -> str:

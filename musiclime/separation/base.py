@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 import torch
 
-STEM_NAMES = ("vocals", "drums", "bass", "other")
+from musiclime.factorization import STEM_NAMES  # noqa: F401 (re-exported: the separators' stems)
 
 
 def as_channels(audio) -> torch.Tensor:
