@@ -25,12 +25,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Explain multimodal (audio + lyrics) music classifiers with MusicLIME, "
                     "whole catalogues at a time.")
     from musiclime import __version__
+    from pipeline.logs import LogFormat, LogLevel
     parser.add_argument("--version", action="version", version=f"musiclime {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)
         _lazy_arguments(module, p)
+        p.add_argument("--log-level", default="INFO", choices=[m.value for m in LogLevel])
+        p.add_argument("--log-format", default="text", choices=[m.value for m in LogFormat],
+                       help="json: one JSON object per line (for job logs)")
     return parser
 
 
@@ -45,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from pipeline.logs import configure
+    configure(args.log_level, args.log_format)
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     except KeyboardInterrupt:

@@ -68,6 +68,7 @@ class ExplainConfig:
     max_attempts: int = 3
     tracks_in_flight: int | None = None   # default: 2 per predictor + 2
     lease_timeout: float = 60.0           # seconds without a heartbeat before another driver may take over
+    status_every: float = 30.0            # seconds between status lines when stderr is not a terminal
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):

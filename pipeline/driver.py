@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field, replace
@@ -143,7 +142,8 @@ def run_explain(cfg: ExplainConfig, log=None, show_progress: bool = True) -> Run
     or interrupted (the run resumes with the same ``--run-id``).
     """
     from musiclime.models.registry import musiclime_home
-    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    from pipeline import logs
+    log = log or logs.get("explain").info
     t0 = time.perf_counter()
     invocation_id = uuid.uuid4().hex[:12]
     try:
@@ -292,7 +292,7 @@ def _run_locked(cfg: ExplainConfig, reader: CatalogueReader, manifest: Manifest,
                 return summary
             manifest.model = {k: job.info[k] for k in ("classes", "model_id", "sample_rate")}
             manifest.write("running", plan.n_rows)
-        bar = Progress(plan.n_work, "tracks") if show_progress else None
+        bar = Progress(plan.n_work, "tracks", status_every=cfg.status_every) if show_progress else None
         _drive(job, cfg, rows_to_do(reader, plan), writer, summary, bar)
         if job is not None:
             summary.actors = job.ray.get([p.info.remote() for p in job.predictors])

@@ -51,6 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tracks-in-flight", type=int, default=None, help="backpressure bound (default 2 per predictor + 2)")
     p.add_argument("--lease-timeout", type=float, default=60.0,
                    help="seconds without a heartbeat after which another driver may take the output over")
+    p.add_argument("--status-every", type=float, default=30.0,
+                   help="seconds between status lines when stderr is not a terminal (job logs)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan (stages, actors, CPUs/GPUs each, rows to do and already committed) "
                         "and exit: 0, or 2 when it can never be placed")
@@ -101,7 +103,7 @@ def _config(args: argparse.Namespace, batch):
         trust_pickle=args.trust_pickle, batch_size=batch, feature_selection=args.feature_selection,
         num_features=args.num_features, commit_every=args.commit_every, retry_errors=args.retry_errors,
         max_attempts=args.max_attempts, tracks_in_flight=args.tracks_in_flight,
-        lease_timeout=args.lease_timeout)
+        lease_timeout=args.lease_timeout, status_every=args.status_every)
 
 
 def _report(s, args: argparse.Namespace) -> int:
