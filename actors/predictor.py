@@ -16,8 +16,7 @@ class PredictorActor:
             sampling stops once those labels' explanations are stable.
     """
 
-    def __init__(self, model_spec: str, num_samples: int | str, modality: str, n_segments: int,
-                 batch_size: int | str = "auto", device: str | None = None, design: str = "iid",
+    def __init__(self, model_spec: str, spec, modality: str, n_segments: int, device: str | None = None,
                  labels: str = "top1", label_column: str | None = None):
         import torch
 
@@ -26,7 +25,7 @@ class PredictorActor:
         self.model = load_model(model_spec, device=self.device)
         self.model_id = model_hash(self.model, model_spec)
         self.n_segments, self.modality = n_segments, modality
-        self.num_samples, self.batch_size, self.design = num_samples, batch_size, design
+        self.spec = spec  # ExplainerSpec: the fit stage builds the same explainer
         self.labels = types.SimpleNamespace(labels=labels, label_column=label_column)
         self.tracks_done = 0
 
@@ -41,7 +40,6 @@ class PredictorActor:
         import torch
 
         from musiclime.errors import InputError
-        from musiclime.explainer import MusicLIME
         from musiclime.factorization import AudioFactorization, LyricsFactorization
         from pipeline.stages import ErrorRecord
         if isinstance(inp, ErrorRecord):
@@ -51,8 +49,7 @@ class PredictorActor:
             stems = torch.tensor(inp.stems, device=self.device)  # pinned on the device (a copy: Ray gives read-only arrays)
             af = AudioFactorization(stems, inp.sample_rate, self.n_segments, inp.stem_names)
             lf = LyricsFactorization(inp.lyrics)
-            explainer = MusicLIME(num_samples=self.num_samples, batch_size=self.batch_size, seed=inp.seed,
-                                  design=self.design)
+            explainer = self.spec.build(inp.seed)
             stability = None
             if explainer.adaptive:
                 from pipeline.stages import label_indices

@@ -466,3 +466,22 @@ class MusicLIME:
 
 def _top_k(weights, k: int) -> set[int]:
     return {i for i, _ in sorted(weights, key=lambda t: -abs(t[1]))[:k]}
+
+
+@dataclass(frozen=True)
+class ExplainerSpec:
+    """A job's explainer settings as one value (it pickles to actors): the stage that
+    samples (and, with ``num_samples="auto"``, decides when to stop) and the stage that fits
+    the written surrogate build the same :class:`MusicLIME` from it, so the stopping rule
+    judges the very surrogate that is written."""
+    num_samples: int | str = 1000
+    kernel_width: float = 25.0
+    feature_selection: str = "auto"
+    num_features: int | None = None
+    design: str = "auto"
+    batch_size: int | str = "auto"
+
+    def build(self, seed: int) -> MusicLIME:
+        return MusicLIME(num_samples=self.num_samples, batch_size=self.batch_size, kernel_width=self.kernel_width,
+                         feature_selection=self.feature_selection, num_features=self.num_features, seed=seed,
+                         design=self.design)

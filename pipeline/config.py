@@ -26,7 +26,7 @@ class Labels(Choice):
 
 # The settings that change a run's numbers (see ExplainConfig.settings).
 RESULT_SETTINGS = ("seed", "num_samples", "design", "segments", "modality", "labels", "label_column", "separator",
-                   "max_seconds", "max_words", "feature_selection", "num_features", "demucs_model")
+                   "max_seconds", "max_words", "feature_selection", "num_features", "kernel_width", "demucs_model")
 
 
 def settings_diff(old: dict, new: dict) -> list[str]:
@@ -62,6 +62,7 @@ class ExplainConfig:
     trust_pickle: bool = False
     batch_size: int | str = "auto"
     feature_selection: str = "auto"
+    kernel_width: float = 25.0
     num_features: int | None = None
     commit_every: int = 64
     retry_errors: bool = False
@@ -90,7 +91,7 @@ class ExplainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-        for name in ("max_seconds", "lease_timeout"):
+        for name in ("max_seconds", "lease_timeout", "kernel_width"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if self.gpus_per_predictor < 0:
@@ -104,6 +105,13 @@ class ExplainConfig:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    def explainer_spec(self):
+        """The one explainer both the predict and the fit stage build (see ExplainerSpec)."""
+        from musiclime.explainer import ExplainerSpec
+        return ExplainerSpec(num_samples=self.num_samples, kernel_width=self.kernel_width,
+                             feature_selection=self.feature_selection, num_features=self.num_features,
+                             design=self.design, batch_size=self.batch_size)
 
     def settings(self, model_id: str | None = None) -> dict:
         """What decides the numbers a run writes (resolved values; the model by its hash).

@@ -106,8 +106,8 @@ class _Job:
                                                                             "MKL_NUM_THREADS": str(threads)}})
         self.predictors = [ray.remote(PredictorActor).options(
             name=f"musiclime-predictor-{invocation_id}-{i}", **predictor_opts).remote(
-            cfg.model, cfg.num_samples, cfg.modality, cfg.segments, cfg.batch_size, "cuda" if gpu else "cpu",
-            cfg.design, cfg.labels, cfg.label_column)
+            cfg.model, cfg.explainer_spec(), cfg.modality, cfg.segments, "cuda" if gpu else "cpu",
+            cfg.labels, cfg.label_column)
             for i in range(cfg.predictors)]
         self.surrogates = [ray.remote(SurrogateActor).options(num_cpus=SURROGATE_CPUS, max_restarts=2, max_task_retries=2)
                            .remote(cfg, invocation_id) for _ in range(max(1, cfg.surrogate_workers))]

@@ -94,14 +94,12 @@ def fit(pred: dict, cfg, invocation_id: str) -> TrackResult | ErrorRecord:
     """The fit stage: surrogates for the explained labels -> the track's table rows."""
     import pyarrow as pa
 
-    from musiclime.explainer import MusicLIME
     if isinstance(pred, ErrorRecord):
         return pred
     t0 = time.perf_counter()
     inp: TrackInput = pred["input"]
     try:
-        explainer = MusicLIME(num_samples=cfg.num_samples, kernel_width=25, feature_selection=cfg.feature_selection,
-                              num_features=cfg.num_features, seed=inp.seed, design=cfg.design)
+        explainer = cfg.explainer_spec().build(inp.seed)
         classes = pred["classes"]
         probs = pred["probs"]
         labels = label_indices(cfg, classes, probs[0], inp.true_label)

@@ -45,6 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--feature-selection", default="auto",
                    choices=["auto", "none", "forward_selection", "highest_weights", "lasso_path"])
     p.add_argument("--num-features", type=int, default=None, help="features kept per label (default: all)")
+    p.add_argument("--kernel-width", type=float, default=25.0, help="LIME kernel width on cosine distances")
     p.add_argument("--commit-every", type=int, default=64, help="tracks per committed Parquet file")
     p.add_argument("--retry-errors", action="store_true", help="on resume, retry rows recorded in errors")
     p.add_argument("--max-attempts", type=int, default=3, help="tries per track before it goes to errors")
@@ -100,7 +101,7 @@ def _config(args: argparse.Namespace, batch):
         predictors=args.predictors, gpus_per_predictor=args.gpus_per_predictor,
         surrogate_workers=args.surrogate_workers, limit=args.limit, max_seconds=args.max_seconds, max_words=args.max_words,
         stem_cache=args.stem_cache, demucs_model=args.demucs_model, demucs_repo=args.demucs_repo,
-        trust_pickle=args.trust_pickle, batch_size=batch, feature_selection=args.feature_selection,
+        trust_pickle=args.trust_pickle, batch_size=batch, feature_selection=args.feature_selection, kernel_width=args.kernel_width,
         num_features=args.num_features, commit_every=args.commit_every, retry_errors=args.retry_errors,
         max_attempts=args.max_attempts, tracks_in_flight=args.tracks_in_flight,
         lease_timeout=args.lease_timeout, status_every=args.status_every)
