@@ -75,6 +75,23 @@ def versions() -> dict:
     return out
 
 
+CRASHES_ALONE, MAX_DEATHS, INFRA_GRACE_S = 3, 10, 2.0
+
+
+def _is_infrastructure(err: Exception) -> bool:
+    """Actor, worker or node death, or lost objects: the cluster failed, not the track."""
+    from ray import exceptions as rx
+    infra = (rx.RayActorError, rx.WorkerCrashedError, rx.NodeDiedError, rx.ObjectLostError, rx.OwnerDiedError,
+             rx.LocalRayletDiedError, rx.ActorUnavailableError)
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, infra):
+            return True
+        err = getattr(err, "cause", None) or err.__cause__
+    return False
+
+
 def _stage_of(err: Exception) -> str:
     name = getattr(err, "function_name", "") or ""
     text = f"{name} {err}"
@@ -99,23 +116,25 @@ class _Job:
         signals.reinstall()
         gpu = cfg.gpus_per_predictor > 0
         threads = max(1, (os.cpu_count() or 2) // max(1, cfg.predictors))
-        # Restarts rerun __init__ (the model loads from its path again); in-flight calls are retried.
+        # Actors come back after any number of deaths (a restart reruns __init__: the model
+        # loads from its path again); Ray does not retry their calls: the driver does, since
+        # only it knows whether a track died alone (a poison track) or beside others (chaos).
         predictor_opts = dict(num_cpus=PREDICTOR_CPUS_WITH_GPU if gpu else PREDICTOR_CPUS_CPU_ONLY,
-                              num_gpus=cfg.gpus_per_predictor, max_restarts=2,
-                              max_task_retries=2, runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads),
+                              num_gpus=cfg.gpus_per_predictor, max_restarts=-1,
+                              max_task_retries=0, runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads),
                                                                             "MKL_NUM_THREADS": str(threads)}})
         self.predictors = [ray.remote(PredictorActor).options(
             name=f"musiclime-predictor-{invocation_id}-{i}", **predictor_opts).remote(
             cfg.model, cfg.explainer_spec(), cfg.modality, cfg.segments, "cuda" if gpu else "cpu",
             cfg.labels, cfg.label_column)
             for i in range(cfg.predictors)]
-        self.surrogates = [ray.remote(SurrogateActor).options(num_cpus=SURROGATE_CPUS, max_restarts=2, max_task_retries=2)
+        self.surrogates = [ray.remote(SurrogateActor).options(num_cpus=SURROGATE_CPUS, max_restarts=-1, max_task_retries=0)
                            .remote(cfg, invocation_id) for _ in range(max(1, cfg.surrogate_workers))]
         self.separator = None
         if cfg.separator == "demucs":
             options = {"model_name": cfg.demucs_model, "repo": cfg.demucs_repo, "allow_pickle": cfg.trust_pickle}
             self.separator = ray.remote(SeparatorActor).options(
-                num_cpus=SEPARATOR_CPUS, num_gpus=min(cfg.gpus_per_predictor, 1.0), max_restarts=2, max_task_retries=2
+                num_cpus=SEPARATOR_CPUS, num_gpus=min(cfg.gpus_per_predictor, 1.0), max_restarts=-1, max_task_retries=0
             ).remote("demucs", options, cfg.stem_cache)
         self.decode_task = ray.remote(num_cpus=DECODE_CPUS, max_retries=2)(stages.decode)
         self.info = ray.get(self.predictors[0].info.remote())  # fails fast if the model does not load
@@ -345,6 +364,9 @@ def _drive(job, cfg: ExplainConfig, items, writer: RunWriter, summary: RunSummar
     straight to the writer. ``items`` is a stream: the driver never holds the catalogue."""
     t0 = time.perf_counter()
     inflight: dict = {}     # ref -> (row, attempt, predictor index)
+    crashes: dict = {}      # track id -> infrastructure deaths while alone on its predictor
+    deaths: dict = {}       # track id -> infrastructure deaths in all
+    last_death: dict = {}   # predictor index -> when a track on it last died of infrastructure
     counts = {"ok": 0, "failed": 0}
     items = iter(items)
     exhausted = False
@@ -383,14 +405,33 @@ def _drive(job, cfg: ExplainConfig, items, writer: RunWriter, summary: RunSummar
             job.load[i] -= 1
             try:
                 res = job.ray.get(ref)
-            except Exception as e:  # actor died for good, a bug, a worker crash: retry, then record
-                if attempt < cfg.max_attempts:
+            except Exception as e:
+                tid = row["track_id"]
+                if _is_infrastructure(e):
+                    # A dead actor, worker or node is not the track's fault: retry it. Only a
+                    # track that was alone on its predictor when it died is suspected (a
+                    # poison input); three such deaths, or ten in all, make it worker_crash.
+                    now = time.monotonic()
+                    alone = (not any(j == i for _, _, j in inflight.values())
+                             and now - last_death.get(i, -1e9) > INFRA_GRACE_S)
+                    last_death[i] = now
+                    deaths[tid] = deaths.get(tid, 0) + 1
+                    crashes[tid] = crashes.get(tid, 0) + int(alone)
+                    if crashes[tid] < CRASHES_ALONE and deaths[tid] < MAX_DEATHS:
+                        new_ref, j = job.submit(row)
+                        inflight[new_ref] = (row, attempt, j)
+                        continue
+                    res = ErrorRecord(tid, row["catalogue_row"], _stage_of(e), "worker_crash",
+                                      f"track {tid!r} took its worker down {deaths[tid]} times "
+                                      f"({crashes[tid]} alone): {str(e).splitlines()[0][:300]}", attempt)
+                elif attempt < cfg.max_attempts:  # a bug or a flaky model: retry, then record
                     new_ref, j = job.submit(row)
                     inflight[new_ref] = (row, attempt + 1, j)
                     continue
-                res = ErrorRecord(row["track_id"], row["catalogue_row"], _stage_of(e), type(e).__name__,
-                                  f"track {row['track_id']!r} failed {attempt} times: {str(e).splitlines()[0][:500]}",
-                                  attempt)
+                else:
+                    res = ErrorRecord(tid, row["catalogue_row"], _stage_of(e), type(e).__name__,
+                                      f"track {tid!r} failed {attempt} times: {str(e).splitlines()[0][:500]}",
+                                      attempt)
             record(res)
             if bar:
                 rate = summary.model_rows / max(time.perf_counter() - t0, 1e-9)

@@ -182,3 +182,77 @@ def test_csv_cells_are_text_and_a_bad_cell_fails_only_its_row(ray_session, plugi
     assert sorted(t for (t,) in q(f"select track_id from {scan(out, 'tracks')}")) == ["007", "true"]
     assert q(f"select track_id, error_type, stage from {scan(out, 'errors')}") == [
         ("NA", "catalogue_decode_error", "catalogue")]
+
+
+def test_any_number_of_predictor_deaths_is_survived(ray_session, plugin_path, demo_library, tmp_path):
+    """Before: max_restarts=2 for an actor's life, so a third SIGKILL ended the run with every
+    remaining track recorded as ActorDiedError. Now the actor comes back every time and the
+    killed tracks are retried, never recorded as data errors."""
+    import threading
+    out = tmp_path / "out"
+    base = dict(catalogue=str(demo_library / "catalogue.parquet"), model="mlplugins:make", out=str(out),
+                separator="provided", num_samples=1000, limit=24, commit_every=2)
+    box = {}
+    th = threading.Thread(target=lambda: box.update(s=run_explain(ExplainConfig(**base, run_id="chaos"),
+                                                                   show_progress=False)))
+    th.start()
+    kills, pids = 0, set()
+    deadline = time.time() + 240
+    while th.is_alive() and kills < 4 and time.time() < deadline:
+        names = [a["name"] for a in ray_session.util.list_named_actors(all_namespaces=True)
+                 if a["name"].startswith("musiclime-predictor-")]
+        if not names:
+            time.sleep(0.2)
+            continue
+        try:
+            pid = ray_session.get(ray_session.get_actor(names[-1]).info.remote(), timeout=60)["pid"]
+        except Exception:
+            continue
+        time.sleep(1.0)  # let it take some tracks
+        if pid not in pids:
+            os.kill(pid, signal.SIGKILL)
+            pids.add(pid)
+            kills += 1
+    th.join(600)
+    s = box["s"]
+    assert kills >= 3, kills
+    assert s.exit_code == 0 and s.explained == 24 and s.failed == 0, (s.exit_code, s.message, s.errors[:3])
+    exactly_once(out, 24, "chaos")
+    clean = run_explain(ExplainConfig(**base, run_id="clean"), show_progress=False)
+    assert clean.exit_code == 0
+    qw = (f"select track_id, label, feature, weight from {scan(out, 'explanations')} where run_id='{{}}' "
+          f"order by track_id, label, feature")
+    assert q(qw.format("chaos")) == q(qw.format("clean"))  # identical weights whatever the faults
+
+
+POISON = '''
+import os
+import signal
+
+from mlplugins import Stormy
+
+
+class Poisoned(Stormy):
+    def predict_proba(self, audio, lyrics):
+        if any("poison" in s for s in lyrics):
+            os.kill(os.getpid(), signal.SIGKILL)  # this input takes the worker down, every time
+        return super().predict_proba(audio, lyrics)
+
+
+def make():
+    return Poisoned()
+'''
+
+
+def test_a_track_that_kills_its_worker_is_recorded_as_worker_crash(ray_session, plugin_path, demo_library, tmp_path):
+    (plugin_path / "poison_plugin.py").write_text(POISON)
+    rows = _rows(demo_library, ["demo-00000", "demo-00001", "demo-00002"])
+    rows.insert(1, {**rows[0], "track_id": "poison", "lyrics": "poison"})
+    cat = tmp_path / "cat.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), cat)
+    out = tmp_path / "out"
+    s = run_explain(ExplainConfig(catalogue=str(cat), model="poison_plugin:make", out=str(out), separator="provided",
+                                  num_samples=120, run_id="p"), show_progress=False)
+    assert s.exit_code == 3, s.message
+    assert q(f"select track_id, error_type from {scan(out, 'errors')}") == [("poison", "worker_crash")]
+    exactly_once(out, 3)
