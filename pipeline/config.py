@@ -70,6 +70,7 @@ class ExplainConfig:
     tracks_in_flight: int | None = None   # default: 2 per predictor + 2
     lease_timeout: float = 60.0           # seconds without a heartbeat before another driver may take over
     status_every: float = 30.0            # seconds between status lines when stderr is not a terminal
+    stall_timeout: float = 1800.0         # a predictor holding tracks that finishes none for this long is replaced
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -91,7 +92,7 @@ class ExplainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-        for name in ("max_seconds", "lease_timeout", "kernel_width"):
+        for name in ("max_seconds", "lease_timeout", "kernel_width", "stall_timeout", "status_every"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if self.gpus_per_predictor < 0:

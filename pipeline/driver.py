@@ -20,7 +20,7 @@ from pipeline.config import ExplainConfig, check_run_id, settings_diff
 from pipeline.lease import Lease, LeaseHeld, LeaseLost
 from pipeline.resources import (DECODE_CPUS, PREDICTOR_CPUS_CPU_ONLY, PREDICTOR_CPUS_WITH_GPU, SEPARATOR_CPUS,
                                 SURROGATE_CPUS)
-from pipeline import signals
+from pipeline import logs, signals
 from pipeline.signals import interrupts_as_keyboard_interrupt
 from pipeline.records import ErrorRecord, TrackResult
 from pipeline.writer import RunWriter
@@ -161,7 +161,6 @@ def run_explain(cfg: ExplainConfig, log=None, show_progress: bool = True) -> Run
     or interrupted (the run resumes with the same ``--run-id``).
     """
     from musiclime.models.registry import musiclime_home
-    from pipeline import logs
     log = log or logs.get("explain").info
     t0 = time.perf_counter()
     invocation_id = uuid.uuid4().hex[:12]
@@ -367,6 +366,11 @@ def _drive(job, cfg: ExplainConfig, items, writer: RunWriter, summary: RunSummar
     crashes: dict = {}      # track id -> infrastructure deaths while alone on its predictor
     deaths: dict = {}       # track id -> infrastructure deaths in all
     last_death: dict = {}   # predictor index -> when a track on it last died of infrastructure
+    submitted: dict = {}    # ref -> when it was submitted
+    progress_at: dict = {}  # predictor index -> when it last finished a track (or got work while idle)
+    stalls: dict = {}       # track id -> times it was the oldest track on a stalled predictor
+    stall_killed: set = set()   # refs failed by our own kill of a stalled predictor
+    timed_out: set = set()      # refs to record as timeout when they fail
     counts = {"ok": 0, "failed": 0}
     items = iter(items)
     exhausted = False
@@ -383,6 +387,30 @@ def _drive(job, cfg: ExplainConfig, items, writer: RunWriter, summary: RunSummar
             counts["failed"] += 1
         writer.maybe_commit()
 
+    def submit(row: dict, attempt: int) -> None:
+        ref, j = job.submit(row)
+        if not any(k == j for _, _, k in inflight.values()):
+            progress_at[j] = time.monotonic()  # the clock starts when an idle predictor gets work
+        inflight[ref] = (row, attempt, j)
+        submitted[ref] = time.monotonic()
+
+    def check_stalls() -> None:
+        now = time.monotonic()
+        for j in {k for _, _, k in inflight.values()}:
+            if now - progress_at.get(j, now) <= cfg.stall_timeout:
+                continue
+            mine = [r for r, (_, _, k) in inflight.items() if k == j]
+            oldest = min(mine, key=submitted.__getitem__)
+            tid = inflight[oldest][0]["track_id"]
+            stalls[tid] = stalls.get(tid, 0) + 1
+            if stalls[tid] >= 2:
+                timed_out.add(oldest)
+            stall_killed.update(mine)
+            logs.get("explain").warning(f"predictor {j} finished no track for {cfg.stall_timeout:g} s: "
+                                        f"replacing it and retrying its {len(mine)} track(s)")
+            job.ray.kill(job.predictors[j], no_restart=False)  # Ray restarts it
+            progress_at[j] = now
+
     try:
         while True:
             while not exhausted and len(inflight) < cfg.in_flight:
@@ -392,22 +420,32 @@ def _drive(job, cfg: ExplainConfig, items, writer: RunWriter, summary: RunSummar
                 elif isinstance(item, ErrorRecord):
                     record(item)
                 else:
-                    ref, i = job.submit(item)
-                    inflight[ref] = (item, 1, i)
+                    submit(item, 1)
             if not inflight:
                 break
+            check_stalls()
             # a timeout so SIGINT/SIGTERM reach the driver between waits
             ready, _ = job.ray.wait(list(inflight), num_returns=1, timeout=1.0)
             if not ready:
                 continue
             ref = ready[0]
             row, attempt, i = inflight.pop(ref)
+            submitted.pop(ref, None)
             job.load[i] -= 1
+            progress_at[i] = time.monotonic()
             try:
                 res = job.ray.get(ref)
             except Exception as e:
                 tid = row["track_id"]
-                if _is_infrastructure(e):
+                if ref in timed_out:
+                    res = ErrorRecord(tid, row["catalogue_row"], "predict", "timeout",
+                                      f"track {tid!r} stalled its predictor twice (no track finished for "
+                                      f"{cfg.stall_timeout:g} s)", attempt)
+                elif ref in stall_killed:  # our own kill: retry, the stall is counted already
+                    stall_killed.discard(ref)
+                    submit(row, attempt)
+                    continue
+                elif _is_infrastructure(e):
                     # A dead actor, worker or node is not the track's fault: retry it. Only a
                     # track that was alone on its predictor when it died is suspected (a
                     # poison input); three such deaths, or ten in all, make it worker_crash.
@@ -418,15 +456,13 @@ def _drive(job, cfg: ExplainConfig, items, writer: RunWriter, summary: RunSummar
                     deaths[tid] = deaths.get(tid, 0) + 1
                     crashes[tid] = crashes.get(tid, 0) + int(alone)
                     if crashes[tid] < CRASHES_ALONE and deaths[tid] < MAX_DEATHS:
-                        new_ref, j = job.submit(row)
-                        inflight[new_ref] = (row, attempt, j)
+                        submit(row, attempt)
                         continue
                     res = ErrorRecord(tid, row["catalogue_row"], _stage_of(e), "worker_crash",
                                       f"track {tid!r} took its worker down {deaths[tid]} times "
                                       f"({crashes[tid]} alone): {str(e).splitlines()[0][:300]}", attempt)
                 elif attempt < cfg.max_attempts:  # a bug or a flaky model: retry, then record
-                    new_ref, j = job.submit(row)
-                    inflight[new_ref] = (row, attempt + 1, j)
+                    submit(row, attempt + 1)
                     continue
                 else:
                     res = ErrorRecord(tid, row["catalogue_row"], _stage_of(e), type(e).__name__,

@@ -60,7 +60,7 @@ ERRORS = schema([
     field("error_type", pa.string(), "e.g. catalogue_decode_error, missing_track_id, duplicate_track_id, "
                                      "missing_file, decode_error, empty_audio, silent_audio, too_short, "
                                      "lyrics_decode_error, stem_mismatch, worker_crash (the track took its "
-                                     "worker down 3 times alone)", nullable=False),
+                                     "worker down 3 times alone), timeout (it stalled its predictor twice)", nullable=False),
     field("message", pa.string(), "what went wrong, naming the track's input"),
     field("attempt", pa.int32(), "attempts made before giving up (1 = bad input, not retried)"),
     field("invocation_id", pa.string(), "which invocation of the run recorded the error"),

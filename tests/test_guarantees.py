@@ -256,3 +256,38 @@ def test_a_track_that_kills_its_worker_is_recorded_as_worker_crash(ray_session, 
     assert s.exit_code == 3, s.message
     assert q(f"select track_id, error_type from {scan(out, 'errors')}") == [("poison", "worker_crash")]
     exactly_once(out, 3)
+
+
+HANG = '''
+import time
+
+from mlplugins import Stormy
+
+
+class Hanging(Stormy):
+    def predict_proba(self, audio, lyrics):
+        if any("hang" in s for s in lyrics):
+            time.sleep(3600)  # this input never finishes
+        return super().predict_proba(audio, lyrics)
+
+
+def make():
+    return Hanging()
+'''
+
+
+def test_a_stalled_predictor_is_replaced_and_a_track_stalling_twice_is_timeout(ray_session, plugin_path,
+                                                                                demo_library, tmp_path):
+    (plugin_path / "hang_plugin.py").write_text(HANG)
+    rows = _rows(demo_library, ["demo-00000", "demo-00001", "demo-00002"])
+    rows.insert(1, {**rows[0], "track_id": "hang", "lyrics": "hang"})
+    cat = tmp_path / "cat.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), cat)
+    out = tmp_path / "out"
+    t0 = time.perf_counter()
+    s = run_explain(ExplainConfig(catalogue=str(cat), model="hang_plugin:make", out=str(out), separator="provided",
+                                  num_samples=120, run_id="h", stall_timeout=4.0), show_progress=False)
+    assert s.exit_code == 3, s.message
+    assert q(f"select track_id, error_type from {scan(out, 'errors')}") == [("hang", "timeout")]
+    exactly_once(out, 3)
+    assert time.perf_counter() - t0 < 120

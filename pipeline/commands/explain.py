@@ -52,6 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tracks-in-flight", type=int, default=None, help="backpressure bound (default 2 per predictor + 2)")
     p.add_argument("--lease-timeout", type=float, default=60.0,
                    help="seconds without a heartbeat after which another driver may take the output over")
+    p.add_argument("--stall-timeout", type=float, default=1800.0,
+                   help="seconds a predictor may hold tracks without finishing one before it is replaced and its "
+                        "tracks retried; a track that stalls twice is recorded as timeout")
     p.add_argument("--status-every", type=float, default=30.0,
                    help="seconds between status lines when stderr is not a terminal (job logs)")
     p.add_argument("--dry-run", action="store_true",
@@ -104,7 +107,8 @@ def _config(args: argparse.Namespace, batch):
         trust_pickle=args.trust_pickle, batch_size=batch, feature_selection=args.feature_selection, kernel_width=args.kernel_width,
         num_features=args.num_features, commit_every=args.commit_every, retry_errors=args.retry_errors,
         max_attempts=args.max_attempts, tracks_in_flight=args.tracks_in_flight,
-        lease_timeout=args.lease_timeout, status_every=args.status_every)
+        lease_timeout=args.lease_timeout, status_every=args.status_every,
+        stall_timeout=args.stall_timeout)
 
 
 def _report(s, args: argparse.Namespace) -> int:
