@@ -75,7 +75,7 @@ def versions() -> dict:
     return out
 
 
-CRASHES_ALONE, MAX_DEATHS, INFRA_GRACE_S = 3, 10, 2.0
+CRASHES_ALONE = 3
 
 
 def _is_infrastructure(err: Exception) -> bool:
@@ -141,9 +141,11 @@ class _Job:
         self.load = [0] * len(self.predictors)
         self.cfg_ref = ray.put(cfg)
 
-    def submit(self, row: dict):
-        """Chain the stages for one row; returns (final ref, predictor index)."""
-        i = min(range(len(self.predictors)), key=self.load.__getitem__)  # least-loaded predictor
+    def submit(self, row: dict, predictor: int | None = None, avoid: set = frozenset()):
+        """Chain the stages for one row on ``predictor`` (default: the least-loaded one not in
+        ``avoid``); returns (final ref, predictor index)."""
+        free = [j for j in range(len(self.predictors)) if j not in avoid] or list(range(len(self.predictors)))
+        i = predictor if predictor is not None else min(free, key=self.load.__getitem__)
         self.load[i] += 1
         ref = self.decode_task.remote(row, self.cfg_ref, self.info["sample_rate"])
         if self.separator is not None:
@@ -364,8 +366,8 @@ def _drive(job, cfg: ExplainConfig, items, writer: RunWriter, summary: RunSummar
     t0 = time.perf_counter()
     inflight: dict = {}     # ref -> (row, attempt, predictor index)
     crashes: dict = {}      # track id -> infrastructure deaths while alone on its predictor
-    deaths: dict = {}       # track id -> infrastructure deaths in all
-    last_death: dict = {}   # predictor index -> when a track on it last died of infrastructure
+    solo: list = []         # (row, attempt) of suspects: tracks that died in a crash, retried alone
+    reserved: dict = {}     # predictor index -> the ref of the suspect running alone on it
     submitted: dict = {}    # ref -> when it was submitted
     progress_at: dict = {}  # predictor index -> when it last finished a track (or got work while idle)
     stalls: dict = {}       # track id -> times it was the oldest track on a stalled predictor
@@ -387,8 +389,10 @@ def _drive(job, cfg: ExplainConfig, items, writer: RunWriter, summary: RunSummar
             counts["failed"] += 1
         writer.maybe_commit()
 
-    def submit(row: dict, attempt: int) -> None:
-        ref, j = job.submit(row)
+    def submit(row: dict, attempt: int, predictor: int | None = None) -> None:
+        ref, j = job.submit(row, predictor, avoid=set(reserved))
+        if predictor is not None:
+            reserved[j] = ref
         if not any(k == j for _, _, k in inflight.values()):
             progress_at[j] = time.monotonic()  # the clock starts when an idle predictor gets work
         inflight[ref] = (row, attempt, j)
@@ -411,9 +415,18 @@ def _drive(job, cfg: ExplainConfig, items, writer: RunWriter, summary: RunSummar
             job.ray.kill(job.predictors[j], no_restart=False)  # Ray restarts it
             progress_at[j] = now
 
+    def submit_suspects() -> None:
+        busy = {k for _, _, k in inflight.values()}
+        for j in range(len(job.predictors)):
+            if solo and j not in busy and j not in reserved:
+                submit(*solo.pop(0), predictor=j)
+
     try:
         while True:
-            while not exhausted and len(inflight) < cfg.in_flight:
+            if solo:
+                submit_suspects()
+            while not exhausted and len(inflight) < cfg.in_flight and len(reserved) < len(job.predictors) \
+                    and not solo:
                 item = next(items, None)
                 if item is None:
                     exhausted = True
@@ -431,6 +444,9 @@ def _drive(job, cfg: ExplainConfig, items, writer: RunWriter, summary: RunSummar
             ref = ready[0]
             row, attempt, i = inflight.pop(ref)
             submitted.pop(ref, None)
+            was_alone = reserved.get(i) == ref
+            if was_alone:
+                del reserved[i]
             job.load[i] -= 1
             progress_at[i] = time.monotonic()
             try:
@@ -446,21 +462,16 @@ def _drive(job, cfg: ExplainConfig, items, writer: RunWriter, summary: RunSummar
                     submit(row, attempt)
                     continue
                 elif _is_infrastructure(e):
-                    # A dead actor, worker or node is not the track's fault: retry it. Only a
-                    # track that was alone on its predictor when it died is suspected (a
-                    # poison input); three such deaths, or ten in all, make it worker_crash.
-                    now = time.monotonic()
-                    alone = (not any(j == i for _, _, j in inflight.values())
-                             and now - last_death.get(i, -1e9) > INFRA_GRACE_S)
-                    last_death[i] = now
-                    deaths[tid] = deaths.get(tid, 0) + 1
-                    crashes[tid] = crashes.get(tid, 0) + int(alone)
-                    if crashes[tid] < CRASHES_ALONE and deaths[tid] < MAX_DEATHS:
-                        submit(row, attempt)
+                    # A dead actor, worker or node is not the track's fault: the track is
+                    # retried alone on a predictor, so that a death then is its own. Three
+                    # deaths alone make it worker_crash; deaths beside others never count.
+                    crashes[tid] = crashes.get(tid, 0) + int(was_alone)
+                    if crashes[tid] < CRASHES_ALONE:
+                        solo.append((row, attempt))
                         continue
                     res = ErrorRecord(tid, row["catalogue_row"], _stage_of(e), "worker_crash",
-                                      f"track {tid!r} took its worker down {deaths[tid]} times "
-                                      f"({crashes[tid]} alone): {str(e).splitlines()[0][:300]}", attempt)
+                                      f"track {tid!r} took its worker down {crashes[tid]} times while alone on it: "
+                                      f"{str(e).splitlines()[0][:300]}", attempt)
                 elif attempt < cfg.max_attempts:  # a bug or a flaky model: retry, then record
                     submit(row, attempt + 1)
                     continue
