@@ -8,9 +8,11 @@ and the composition of its top positive stem-segments.
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -250,18 +252,42 @@ def build_report(out: str | Path, tracks_per_class: int = 3, max_tracks: int = 2
     return path
 
 
+@functools.lru_cache(maxsize=2)
+def _demucs(model_name: str, repo: str | None, allow_pickle: bool):
+    from musiclime.separation import get_separator
+    return get_separator("demucs", model_name=model_name, repo=repo, allow_pickle=allow_pickle, device="cpu")
+
+
+def _cached_demucs_stems(cfg, mix: np.ndarray, sr: int) -> np.ndarray | None:
+    """The stems the job stored for this mix (float32 [4, T]), or None when not cached."""
+    import torch
+
+    from musiclime.separation import StemCache
+    sep = _demucs(cfg.demucs_model, cfg.demucs_repo, cfg.trust_pickle)
+    cache = StemCache(cfg.stem_cache)
+    stems = cache.load(cache.key(torch.from_numpy(mix), sr, sep), len(mix), sep.stem_names)
+    return None if stems is None else stems.numpy()
+
+
 def _track_audio(manifest: dict, row: dict, e, stems: list[str], n_seg: int) -> tuple[str, str | None]:
     """Players for the explained audio and its top positive stem-segments, and the lyrics."""
-    from musiclime.factorization import AudioFactorization
+    from musiclime.factorization import STEM_NAMES, AudioFactorization
     from pipeline.config import ExplainConfig
     from pipeline.stages import ErrorRecord, decode
     cfg = ExplainConfig(**{k: v for k, v in manifest["config"].items() if k in ExplainConfig.__dataclass_fields__})
     sr = int(manifest.get("sample_rate") or 16000)
-    if cfg.separator == "demucs":
-        cfg = ExplainConfig(**{**cfg.to_json(), "separator": "none"})  # report without re-running demucs
-    inp = decode(row, cfg, sr)
+    demucs = cfg.separator == "demucs"
+    # demucs stems are not separated again: the mix is decoded as the job decoded it, and
+    # the stems the job separated are read back from the stem cache
+    inp = decode(row, replace(cfg, separator="none") if demucs else cfg, sr)
     if isinstance(inp, ErrorRecord) or inp.stems is None:
         return "<p class='muted'>audio unavailable</p>", None
+    if demucs:
+        stems = _cached_demucs_stems(cfg, inp.stems[0], sr)
+        if stems is None:
+            return (f"<div>original {_ogg(inp.stems[0], sr)}</div><p class='muted'>the demucs stems of this track "
+                    f"are not in the stem cache ({esc(cfg.stem_cache)})</p>", inp.lyrics)
+        inp.stems, inp.stem_names = stems, STEM_NAMES
     try:
         af = AudioFactorization(inp.stems, sr, n_seg, inp.stem_names)
     except ValueError:

@@ -74,3 +74,26 @@ def test_report_escapes_every_value(ray_session, plugin_path, demo_library, tmp_
     assert "data-pwned" not in html_tag, html_tag
     assert "&lt;img src=x onerror=" in dom.stdout
     assert 'data-error="' not in dom.stdout  # and the page's own scripts raised nothing
+
+
+def test_report_plays_the_cached_demucs_stems(ray_session, plugin_path, demo_library, tmp_path):
+    """Before, a demucs run's report decoded the tracks without separation: the stems were
+    named 'mix', the top stem-segments mask stayed empty and the player was silent."""
+    from pipeline.catalogue import read_catalogue
+    from pipeline.report import build_report
+    from tests.demucs_tiny import save_tiny_demucs
+    repo = save_tiny_demucs(tmp_path / "demucs")
+    rows = [{k: v for k, v in r.items() if k != "catalogue_row"}
+            for r in read_catalogue(demo_library / "catalogue.parquet", limit=2)]
+    cat = tmp_path / "cat.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), cat)
+    out = tmp_path / "out"
+    s = run_explain(ExplainConfig(catalogue=str(cat), model="mlplugins:make", out=str(out), separator="demucs",
+                                  demucs_model="tiny", demucs_repo=str(repo), stem_cache=str(tmp_path / "stems"),
+                                  num_samples=120, run_id="d"), show_progress=False)
+    assert s.exit_code == 0, s.message
+    page = build_report(out).read_text()
+    players = re.findall(r"top positive stem-segments \(([^)]*)\)", page)
+    assert len(players) == 2 and all(players), players
+    assert all(p.split("@")[0] in ("vocals", "drums", "bass", "other") for p in players[0].split(", "))
+    assert "not in the stem cache" not in page

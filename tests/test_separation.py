@@ -173,3 +173,17 @@ def test_demucs_refuses_pickles_and_foreign_classes(tmp_path):
 def test_unknown_separator():
     with pytest.raises(ValueError, match="separator must be one of"):
         get_separator("spleeter")
+
+
+def test_demucs_cache_key_does_not_depend_on_the_thread_count(demucs_repo):
+    """Ray workers run with one thread, the report and the CLI with more: one key for all."""
+    import json
+    before = torch.get_num_threads()
+    keys = set()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            keys.add(json.dumps(DemucsSeparator("tiny", demucs_repo, device="cpu").cache_params(), sort_keys=True))
+    finally:
+        torch.set_num_threads(before)
+    assert len(keys) == 1

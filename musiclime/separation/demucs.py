@@ -125,10 +125,12 @@ class DemucsSeparator(Separator):
     def _weights_id(self) -> str:
         import hashlib
         h = hashlib.sha256()
+        # the bytes, not a float sum: a parallel sum's low bits change with the thread count,
+        # which would give a Ray worker (one thread) and the report different cache keys
         for k, v in sorted(self.model.state_dict().items()):
             h.update(k.encode())
-            h.update(json.dumps(list(v.shape)).encode())
-            h.update(v.detach().float().sum().cpu().numpy().tobytes())
+            h.update(json.dumps([list(v.shape), str(v.dtype)]).encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()[:16]
 
     def separate(self, audio, sample_rate: int) -> torch.Tensor:
