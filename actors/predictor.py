@@ -41,7 +41,7 @@ class PredictorActor:
 
         from musiclime.errors import InputError
         from musiclime.factorization import AudioFactorization, LyricsFactorization
-        from pipeline.stages import ErrorRecord
+        from musiclime.stages import ErrorRecord
         if isinstance(inp, ErrorRecord):
             return inp
         t0 = time.perf_counter()
@@ -52,7 +52,7 @@ class PredictorActor:
             explainer = self.spec.build(inp.seed)
             stability = None
             if explainer.adaptive:
-                from pipeline.stages import label_indices
+                from musiclime.stages import label_indices
                 classes = list(self.model.classes)
                 res = explainer.sample_until_stable(
                     self.model, af, lf, lambda p0: label_indices(self.labels, classes, p0, inp.true_label),

@@ -13,7 +13,7 @@ class SeparatorActor:
 
     def separate(self, inp):
         from musiclime.errors import InputError
-        from pipeline.stages import ErrorRecord
+        from musiclime.stages import ErrorRecord
         if isinstance(inp, ErrorRecord) or inp.stems is not None:
             return inp
         t0 = time.perf_counter()

@@ -7,5 +7,5 @@ class SurrogateActor:
         self.cfg, self.invocation_id = cfg, invocation_id
 
     def fit(self, pred):
-        from pipeline.stages import fit
+        from musiclime.stages import fit
         return fit(pred, self.cfg, self.invocation_id)

@@ -134,11 +134,6 @@ class ExplainConfig:
         return self.tracks_in_flight or 2 * self.predictors + 2
 
 
-def track_seed(seed: int, track_id: str) -> int:
-    """The track's mask seed: independent of order, actor count and catalogue size."""
-    return int.from_bytes(hashlib.blake2b(f"{seed}:{track_id}".encode(), digest_size=8).digest(), "little")
-
-
 def check_run_id(run_id: str) -> str:
     # fullmatch: with match() and "$", "run\n" would pass and name a folder with a newline
     if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):

@@ -22,7 +22,7 @@ from pipeline.resources import (DECODE_CPUS, PREDICTOR_CPUS_CPU_ONLY, PREDICTOR_
                                 SURROGATE_CPUS)
 from pipeline import logs, signals
 from pipeline.signals import interrupts_as_keyboard_interrupt
-from pipeline.records import ErrorRecord, TrackResult
+from musiclime.records import ErrorRecord, TrackResult
 from pipeline.writer import RunWriter
 
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_SOME_ERRORS = 0, 1, 2, 3
@@ -109,7 +109,7 @@ class _Job:
         import ray
 
         from actors import PredictorActor, SeparatorActor, SurrogateActor
-        from pipeline import stages
+        from musiclime import stages
         from pipeline.ray_runtime import init_ray
         self.ray, self.cfg, self.log = ray, cfg, log
         init_ray(cfg.address)

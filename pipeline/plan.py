@@ -21,7 +21,7 @@ from typing import Iterator
 import numpy as np
 
 from pipeline.catalogue import DECODE_ERROR, CatalogueError, CatalogueReader
-from pipeline.records import ErrorRecord
+from musiclime.records import ErrorRecord
 
 DIGEST = np.dtype("S16")
 ANONYMOUS = ("missing_track_id", "duplicate_track_id")

@@ -273,7 +273,7 @@ def _track_audio(manifest: dict, row: dict, e, stems: list[str], n_seg: int) -> 
     """Players for the explained audio and its top positive stem-segments, and the lyrics."""
     from musiclime.factorization import STEM_NAMES, AudioFactorization
     from pipeline.config import ExplainConfig
-    from pipeline.stages import ErrorRecord, decode
+    from musiclime.stages import ErrorRecord, decode
     cfg = ExplainConfig(**{k: v for k, v in manifest["config"].items() if k in ExplainConfig.__dataclass_fields__})
     sr = int(manifest.get("sample_rate") or 16000)
     demucs = cfg.separator == "demucs"

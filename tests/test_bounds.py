@@ -9,7 +9,7 @@ import soundfile as sf
 from musiclime.audio_io import read_audio
 from musiclime.factorization import LyricsFactorization, truncate_words
 from pipeline.config import ExplainConfig
-from pipeline.stages import decode
+from musiclime.stages import decode
 
 
 def test_truncate_words_keeps_a_prefix_with_the_cap_of_distinct_words():

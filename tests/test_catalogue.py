@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.catalogue import DECODE_ERROR, CatalogueError, CatalogueReader, read_catalogue
 from pipeline.plan import make_plan, rows_to_do
-from pipeline.records import ErrorRecord
+from musiclime.records import ErrorRecord
 from pipeline.writer import RunWriter
 
 

@@ -7,7 +7,7 @@ import numpy as np
 from actors.predictor import PredictorActor
 from pipeline.catalogue import read_catalogue
 from pipeline.config import ExplainConfig
-from pipeline.stages import decode, fit
+from musiclime.stages import decode, fit
 
 
 def test_predict_and_fit_build_the_same_explainer(plugin_path, demo_library):

@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from musiclime.models import BagOfWordsEncoder, LateFusionClassifier, LogMelCNN, save_checkpoint
-from pipeline.config import ExplainConfig, track_seed
+from musiclime.stages import track_seed
+from pipeline.config import ExplainConfig
 from pipeline.driver import run_explain
 from tests.catalogues import bad_input_catalogue
 

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from pipeline.catalogue import CatalogueReader
 from pipeline.plan import make_plan, outcome, rows_to_do
-from pipeline.records import ErrorRecord
+from musiclime.records import ErrorRecord
 from pipeline.writer import RunWriter
 from schemas.explanations import LOCAL_SCHEMA
 

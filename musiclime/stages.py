@@ -7,6 +7,7 @@ SeparatorActor afterwards. fit (CPU): a Prediction -> a TrackResult (table rows)
 """
 from __future__ import annotations
 
+import hashlib
 import time
 
 import numpy as np
@@ -15,7 +16,12 @@ from musiclime.errors import InputError
 from musiclime.factorization import SILENCE_PEAK
 from musiclime.factorization import STEM_NAMES as STEMS
 from musiclime.factorization import truncate_words
-from pipeline.records import ErrorRecord, TrackInput, TrackResult  # noqa: F401 (the stages' records)
+from musiclime.records import ErrorRecord, TrackInput, TrackResult  # noqa: F401 (the stages' records)
+
+
+def track_seed(seed: int, track_id: str) -> int:
+    """The track's mask seed: independent of order, actor count and catalogue size."""
+    return int.from_bytes(hashlib.blake2b(f"{seed}:{track_id}".encode(), digest_size=8).digest(), "little")
 
 
 def read_lyrics(row: dict) -> str:
@@ -37,7 +43,6 @@ def decode(row: dict, cfg, sample_rate: int) -> TrackInput | ErrorRecord:
     """The decode stage. ``cfg`` is an :class:`ExplainConfig`; never raises for bad input."""
     from musiclime.audio_io import read_audio
     from musiclime.separation import StemCache, get_separator, read_provided_stems
-    from pipeline.config import track_seed
     t0 = time.perf_counter()
     tid, idx = row["track_id"], row["catalogue_row"]
     try:
