@@ -30,7 +30,7 @@ demo: $(STAMP)
 	$(VENV)/bin/musiclime demo
 
 test: $(STAMP)
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --durations=15
 	@if [ -d ../shared/acceptance ]; then \
 		PYTHONDONTWRITEBYTECODE=1 $(PY) -m pytest --rootdir . -c pyproject.toml -p no:cacheprovider ../shared/acceptance; \
 	else \
