@@ -425,8 +425,9 @@ def _drive(job, cfg: ExplainConfig, items, writer: RunWriter, summary: RunSummar
         while True:
             if solo:
                 submit_suspects()
-            while not exhausted and len(inflight) < cfg.in_flight and len(reserved) < len(job.predictors) \
-                    and not solo:
+            # new rows wait while suspects are queued or every predictor runs one alone
+            while not exhausted and len(inflight) < cfg.in_flight and not solo \
+                    and (job is None or len(reserved) < len(job.predictors)):
                 item = next(items, None)
                 if item is None:
                     exhausted = True
