@@ -315,7 +315,7 @@ def _run_locked(cfg: ExplainConfig, reader: CatalogueReader, manifest: Manifest,
         bar = Progress(plan.n_work, "tracks", status_every=cfg.status_every) if show_progress else None
         _drive(job, cfg, rows_to_do(reader, plan), writer, summary, bar)
         if job is not None:
-            summary.actors = job.ray.get([p.info.remote() for p in job.predictors])
+            summary.actors = _actor_infos(job)
         writer.commit()
     except KeyboardInterrupt:  # SIGINT, or SIGTERM from `ray job stop` / an eviction (see the CLI)
         _commit_quietly(writer, log)
@@ -349,6 +349,18 @@ def _run_locked(cfg: ExplainConfig, reader: CatalogueReader, manifest: Manifest,
     summary.driver_peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     manifest.write("finished" if summary.exit_code in (EXIT_OK, EXIT_SOME_ERRORS) else "failed", plan.n_rows)
     return summary
+
+
+def _actor_infos(job) -> list:
+    """The predictors' own statistics, for the summary: diagnostics only, so an actor that
+    is restarting just then (after a kill) is skipped, never a reason to fail the run."""
+    out = []
+    for p in job.predictors:
+        try:
+            out.append(job.ray.get(p.info.remote(), timeout=30))
+        except Exception:
+            continue
+    return out
 
 
 def _commit_quietly(writer: RunWriter, log) -> None:
