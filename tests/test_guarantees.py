@@ -225,6 +225,15 @@ def test_any_number_of_predictor_deaths_is_survived(ray_session, plugin_path, de
     assert q(qw.format("chaos")) == q(qw.format("clean"))  # identical weights whatever the faults
 
 
+def _catalogue_with_bad_track(demo_library, tmp_path, word: str):
+    """Three demo tracks with a fourth, second in line, whose lyrics are ``word``."""
+    rows = _rows(demo_library, ["demo-00000", "demo-00001", "demo-00002"])
+    rows.insert(1, {**rows[0], "track_id": word, "lyrics": word})
+    cat = tmp_path / "cat.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), cat)
+    return cat
+
+
 POISON = '''
 import os
 import signal
@@ -246,10 +255,7 @@ def make():
 
 def test_a_track_that_kills_its_worker_is_recorded_as_worker_crash(ray_session, plugin_path, demo_library, tmp_path):
     (plugin_path / "poison_plugin.py").write_text(POISON)
-    rows = _rows(demo_library, ["demo-00000", "demo-00001", "demo-00002"])
-    rows.insert(1, {**rows[0], "track_id": "poison", "lyrics": "poison"})
-    cat = tmp_path / "cat.parquet"
-    pq.write_table(pa.Table.from_pylist(rows), cat)
+    cat = _catalogue_with_bad_track(demo_library, tmp_path, "poison")
     out = tmp_path / "out"
     s = run_explain(ExplainConfig(catalogue=str(cat), model="poison_plugin:make", out=str(out), separator="provided",
                                   num_samples=120, run_id="p"), show_progress=False)
@@ -279,10 +285,7 @@ def make():
 def test_a_stalled_predictor_is_replaced_and_a_track_stalling_twice_is_timeout(ray_session, plugin_path,
                                                                                 demo_library, tmp_path):
     (plugin_path / "hang_plugin.py").write_text(HANG)
-    rows = _rows(demo_library, ["demo-00000", "demo-00001", "demo-00002"])
-    rows.insert(1, {**rows[0], "track_id": "hang", "lyrics": "hang"})
-    cat = tmp_path / "cat.parquet"
-    pq.write_table(pa.Table.from_pylist(rows), cat)
+    cat = _catalogue_with_bad_track(demo_library, tmp_path, "hang")
     out = tmp_path / "out"
     t0 = time.perf_counter()
     s = run_explain(ExplainConfig(catalogue=str(cat), model="hang_plugin:make", out=str(out), separator="provided",
