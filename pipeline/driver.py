@@ -92,6 +92,18 @@ def _is_infrastructure(err: Exception) -> bool:
     return False
 
 
+def _dead_actor_id(err: Exception) -> str | None:
+    """The id (hex) of the actor whose death ``err`` reports, innermost first, or None."""
+    from ray import exceptions as rx
+    found, seen = None, set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, rx.RayActorError) and getattr(err, "actor_id", None):
+            found = err.actor_id
+        err = getattr(err, "cause", None) or err.__cause__
+    return found
+
+
 def _stage_of(err: Exception) -> str:
     name = getattr(err, "function_name", "") or ""
     text = f"{name} {err}"
@@ -128,8 +140,9 @@ class _Job:
             cfg.model, cfg.explainer_spec(), cfg.modality, cfg.segments, "cuda" if gpu else "cpu",
             cfg.labels, cfg.label_column)
             for i in range(cfg.predictors)]
-        self.surrogates = [ray.remote(SurrogateActor).options(num_cpus=SURROGATE_CPUS, max_restarts=-1, max_task_retries=0)
-                           .remote(cfg, invocation_id) for _ in range(max(1, cfg.surrogate_workers))]
+        self.surrogates = [ray.remote(SurrogateActor).options(
+            name=f"musiclime-fit-{invocation_id}-{i}", num_cpus=SURROGATE_CPUS, max_restarts=-1, max_task_retries=0
+        ).remote(cfg, invocation_id) for i in range(max(1, cfg.surrogate_workers))]
         self.separator = None
         if cfg.separator == "demucs":
             options = {"model_name": cfg.demucs_model, "repo": cfg.demucs_repo, "allow_pickle": cfg.trust_pickle}
@@ -137,6 +150,11 @@ class _Job:
                 num_cpus=SEPARATOR_CPUS, num_gpus=min(cfg.gpus_per_predictor, 1.0), max_restarts=-1, max_task_retries=0
             ).remote("demucs", options, cfg.stem_cache)
         self.decode_task = ray.remote(num_cpus=DECODE_CPUS, max_retries=2)(stages.decode)
+        # an actor keeps its id across restarts: a death names the stage and the predictor
+        self.actor_stage = {a._actor_id.hex(): ("predict", i) for i, a in enumerate(self.predictors)}
+        self.actor_stage.update({a._actor_id.hex(): ("fit", None) for a in self.surrogates})
+        if self.separator is not None:
+            self.actor_stage[self.separator._actor_id.hex()] = ("separate", None)
         self.info = ray.get(self.predictors[0].info.remote())  # fails fast if the model does not load
         self.load = [0] * len(self.predictors)
         self.cfg_ref = ray.put(cfg)
@@ -378,6 +396,7 @@ def _drive(job, cfg: ExplainConfig, items, writer: RunWriter, summary: RunSummar
     t0 = time.perf_counter()
     inflight: dict = {}     # ref -> (row, attempt, predictor index)
     crashes: dict = {}      # track id -> infrastructure deaths while alone on its predictor
+    died_on: dict = {}      # track id -> the predictor it was on when it last died
     solo: list = []         # (row, attempt) of suspects: tracks that died in a crash, retried alone
     reserved: dict = {}     # predictor index -> the ref of the suspect running alone on it
     submitted: dict = {}    # ref -> when it was submitted
@@ -428,10 +447,19 @@ def _drive(job, cfg: ExplainConfig, items, writer: RunWriter, summary: RunSummar
             progress_at[j] = now
 
     def submit_suspects() -> None:
+        """Each suspect runs alone, on another predictor than the one it died on while one is
+        free or may become free: a killer of one actor is then not mistaken for a poison track
+        (a poison track kills whichever predictor it lands on)."""
         busy = {k for _, _, k in inflight.values()}
-        for j in range(len(job.predictors)):
-            if solo and j not in busy and j not in reserved:
-                submit(*solo.pop(0), predictor=j)
+        for row, attempt in list(solo):
+            free = [j for j in range(len(job.predictors)) if j not in busy and j not in reserved]
+            other = [j for j in free if j != died_on.get(row["track_id"])]
+            j = other[0] if other else (free[0] if free and not busy and len(reserved) == 0 else None)
+            if j is None:
+                continue
+            solo.remove((row, attempt))
+            submit(row, attempt, predictor=j)
+            busy.add(j)
 
     try:
         while True:
@@ -478,11 +506,16 @@ def _drive(job, cfg: ExplainConfig, items, writer: RunWriter, summary: RunSummar
                     # A dead actor, worker or node is not the track's fault: the track is
                     # retried alone on a predictor, so that a death then is its own. Three
                     # deaths alone make it worker_crash; deaths beside others never count.
-                    crashes[tid] = crashes.get(tid, 0) + int(was_alone)
+                    # Only the death of its own predictor (or of a worker that ran its task)
+                    # counts against a track; a fit actor killed beside it does not.
+                    dead = job.actor_stage.get(_dead_actor_id(e))
+                    own = dead is None or dead == ("predict", i)
+                    crashes[tid] = crashes.get(tid, 0) + int(was_alone and own)
+                    died_on[tid] = i
                     if crashes[tid] < CRASHES_ALONE:
                         solo.append((row, attempt))
                         continue
-                    res = ErrorRecord(tid, row["catalogue_row"], _stage_of(e), "worker_crash",
+                    res = ErrorRecord(tid, row["catalogue_row"], dead[0] if dead else _stage_of(e), "worker_crash",
                                       f"track {tid!r} took its worker down {crashes[tid]} times while alone on it: "
                                       f"{str(e).splitlines()[0][:300]}", attempt)
                 elif attempt < cfg.max_attempts:  # a bug or a flaky model: retry, then record
