@@ -1,7 +1,6 @@
 """Ray actors of the explain job. The classes are plain Python; the driver wraps them with
 ``ray.remote`` and sets restarts, retries and resources on purpose (see pipeline.driver)."""
 from actors.predictor import PredictorActor
-from actors.separator import SeparatorActor
 from actors.surrogate import SurrogateActor
 
-__all__ = ["PredictorActor", "SeparatorActor", "SurrogateActor"]
+__all__ = ["PredictorActor", "SurrogateActor"]

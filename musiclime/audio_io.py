@@ -61,6 +61,14 @@ def resample(audio: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
     return AF.resample(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), orig_sr, new_sr).numpy()
 
 
+def resample_tensor(audio, orig_sr: int, new_sr: int):
+    """:func:`resample` for a torch tensor, on its own device (the same sinc resampler)."""
+    if orig_sr == new_sr:
+        return audio
+    import torchaudio.functional as AF
+    return AF.resample(audio.contiguous(), orig_sr, new_sr)
+
+
 def read_lyrics_file(path: str | Path) -> str:
     """A UTF-8 lyrics file; anything else is an ``InputError`` (``lyrics_decode_error``)."""
     p = Path(path)

@@ -2,8 +2,8 @@
 
 decode (CPU): catalogue row -> TrackInput (stems at the model's rate, lyrics, flags), or an
 ErrorRecord for bad input. Stems come from the catalogue (provided), the stem cache, the
-hpss separator, or are the mix itself (none); demucs stems are filled in by a
-SeparatorActor afterwards. fit (CPU): a Prediction -> a TrackResult (table rows).
+hpss separator, or are the mix itself (none); demucs stems are made by the GPU stage
+(:mod:`musiclime.gpu_stage`) on its device. fit (CPU): a Prediction -> a TrackResult (table rows).
 """
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def decode(row: dict, cfg, sample_rate: int) -> TrackInput | ErrorRecord:
                 cache = StemCache(cfg.stem_cache)
                 stems_t, _ = cache.separate(get_separator("hpss"), mix, sample_rate)
                 stems, names, mix = stems_t.numpy(), STEMS, None
-            else:  # demucs: a SeparatorActor fills the stems in
+            else:  # demucs: the GPU stage separates the mix on its device
                 stems, names = None, STEMS
         if stems is not None:
             stems = np.ascontiguousarray(stems, dtype=np.float32)

@@ -1,7 +1,8 @@
 """The explain job's driver: catalogue in, explanations out, exactly once.
 
-Decode runs as CPU tasks, separation (demucs) in a SeparatorActor, prediction in
-PredictorActors, surrogate fits in SurrogateActors; ObjectRefs flow stage to stage so the
+Decode runs as CPU tasks; the GPU stage (PredictorActors, one per device or fraction of
+one) separates (demucs) and explains each track on its device; surrogate fits run in
+SurrogateActors; ObjectRefs flow stage to stage so the
 driver never holds audio. At most ``in_flight`` tracks are in the pipeline at once
 (backpressure); the single writer commits finished tracks atomically.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 from pipeline.catalogue import CatalogueError, CatalogueReader
 from pipeline.config import ExplainConfig, check_run_id, settings_diff
 from pipeline.lease import Lease, LeaseHeld, LeaseLost
-from pipeline.resources import (DECODE_CPUS, PREDICTOR_CPUS_CPU_ONLY, PREDICTOR_CPUS_WITH_GPU, SEPARATOR_CPUS,
+from pipeline.resources import (DECODE_CPUS, PREDICTOR_CPUS_CPU_ONLY, PREDICTOR_CPUS_WITH_GPU,
                                 SURROGATE_CPUS)
 from pipeline import logs, signals
 from pipeline.signals import interrupts_as_keyboard_interrupt
@@ -107,7 +108,7 @@ def _dead_actor_id(err: Exception) -> str | None:
 def _stage_of(err: Exception) -> str:
     name = getattr(err, "function_name", "") or ""
     text = f"{name} {err}"
-    for stage, key in (("decode", "decode"), ("separate", "SeparatorActor"), ("predict", "PredictorActor"),
+    for stage, key in (("decode", "decode"), ("predict", "PredictorActor"),
                        ("fit", "SurrogateActor")):
         if key in text:
             return stage
@@ -120,7 +121,7 @@ class _Job:
     def __init__(self, cfg: ExplainConfig, invocation_id: str, log):
         import ray
 
-        from actors import PredictorActor, SeparatorActor, SurrogateActor
+        from actors import PredictorActor, SurrogateActor
         from musiclime import stages
         from pipeline.ray_runtime import init_ray
         self.ray, self.cfg, self.log = ray, cfg, log
@@ -135,26 +136,22 @@ class _Job:
                               num_gpus=cfg.gpus_per_predictor, max_restarts=-1,
                               max_task_retries=0, runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads),
                                                                             "MKL_NUM_THREADS": str(threads)}})
+        separator = None
+        if cfg.separator == "demucs":  # separated in the GPU stage, on its device
+            separator = ("demucs", {"model_name": cfg.demucs_model, "repo": cfg.demucs_repo,
+                                    "allow_pickle": cfg.trust_pickle}, cfg.stem_cache)
         self.predictors = [ray.remote(PredictorActor).options(
             name=f"musiclime-predictor-{invocation_id}-{i}", **predictor_opts).remote(
             cfg.model, cfg.explainer_spec(), cfg.modality, cfg.segments, "cuda" if gpu else "cpu",
-            cfg.labels, cfg.label_column)
+            cfg.labels, cfg.label_column, separator)
             for i in range(cfg.predictors)]
         self.surrogates = [ray.remote(SurrogateActor).options(
             name=f"musiclime-fit-{invocation_id}-{i}", num_cpus=SURROGATE_CPUS, max_restarts=-1, max_task_retries=0
         ).remote(cfg, invocation_id) for i in range(max(1, cfg.surrogate_workers))]
-        self.separator = None
-        if cfg.separator == "demucs":
-            options = {"model_name": cfg.demucs_model, "repo": cfg.demucs_repo, "allow_pickle": cfg.trust_pickle}
-            self.separator = ray.remote(SeparatorActor).options(
-                num_cpus=SEPARATOR_CPUS, num_gpus=min(cfg.gpus_per_predictor, 1.0), max_restarts=-1, max_task_retries=0
-            ).remote("demucs", options, cfg.stem_cache)
         self.decode_task = ray.remote(num_cpus=DECODE_CPUS, max_retries=2)(stages.decode)
         # an actor keeps its id across restarts: a death names the stage and the predictor
         self.actor_stage = {a._actor_id.hex(): ("predict", i) for i, a in enumerate(self.predictors)}
         self.actor_stage.update({a._actor_id.hex(): ("fit", None) for a in self.surrogates})
-        if self.separator is not None:
-            self.actor_stage[self.separator._actor_id.hex()] = ("separate", None)
         self.info = ray.get(self.predictors[0].info.remote())  # fails fast if the model does not load
         self.load = [0] * len(self.predictors)
         self.cfg_ref = ray.put(cfg)
@@ -166,8 +163,6 @@ class _Job:
         i = predictor if predictor is not None else min(free, key=self.load.__getitem__)
         self.load[i] += 1
         ref = self.decode_task.remote(row, self.cfg_ref, self.info["sample_rate"])
-        if self.separator is not None:
-            ref = self.separator.separate.remote(ref)
         ref = self.predictors[i].predict.remote(ref)
         ref = self.surrogates[row["catalogue_row"] % len(self.surrogates)].fit.remote(ref)
         return ref, i

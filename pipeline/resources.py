@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 # the per-actor and per-task shares the driver requests
 PREDICTOR_CPUS_CPU_ONLY, PREDICTOR_CPUS_WITH_GPU = 0.5, 1.0
-SEPARATOR_CPUS, SURROGATE_CPUS, DECODE_CPUS = 0.5, 0.25, 0.25
+SURROGATE_CPUS, DECODE_CPUS = 0.25, 0.25
 
 
 @dataclass(frozen=True)
@@ -39,9 +39,7 @@ def demands(cfg) -> list[Demand]:
                   cfg.gpus_per_predictor),
            Demand("fit", cfg.surrogate_workers, SURROGATE_CPUS, 0.0),
            Demand("decode", 1, DECODE_CPUS, 0.0)]  # at least one decode task must run
-    if cfg.separator == "demucs":
-        out.append(Demand("separate", 1, SEPARATOR_CPUS, min(cfg.gpus_per_predictor, 1.0)))
-    return out
+    return out  # demucs runs inside the GPU stage: no actor of its own
 
 
 def placement_problems(wanted: list[Demand], node_types: list[NodeType]) -> list[str]:

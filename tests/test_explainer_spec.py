@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from actors.predictor import PredictorActor
+from musiclime.gpu_stage import ExplainStage
 from pipeline.catalogue import read_catalogue
 from pipeline.config import ExplainConfig
 from musiclime.stages import decode, fit
@@ -14,9 +14,9 @@ def test_predict_and_fit_build_the_same_explainer(plugin_path, demo_library):
     cfg = ExplainConfig(catalogue=str(demo_library / "catalogue.parquet"), model="mlplugins:make", out="o",
                         separator="provided", num_samples="auto", design="foldover",
                         feature_selection="highest_weights", num_features=6, kernel_width=0.5)
-    actor = PredictorActor(cfg.model, cfg.explainer_spec(), cfg.modality, cfg.segments, "cpu")
+    actor = ExplainStage(cfg.model, cfg.explainer_spec(), cfg.modality, cfg.segments, "cpu")
     inp = decode(read_catalogue(demo_library / "catalogue.parquet", limit=1)[0], cfg, 16000)
-    pred = actor.predict(inp)
+    pred = actor(inp)
     built = actor.spec.build(inp.seed)
     assert actor.spec == cfg.explainer_spec()
     assert (built.kernel_width, built.num_features, built.feature_selection.value) == (0.5, 6, "highest_weights")

@@ -31,7 +31,7 @@ def test_no_import_goes_back_up():
 
 
 def test_the_stages_run_without_ray_or_polars():
-    code = ("import sys, musiclime.stages, musiclime.records, actors.predictor; "
+    code = ("import sys, musiclime.stages, musiclime.records, musiclime.gpu_stage, actors.predictor; "
             "print(sorted(m for m in ('ray', 'polars', 'pipeline') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.stdout.strip() == "[]", r.stderr[-1000:]

@@ -58,9 +58,11 @@ def test_cluster_yaml_head_is_driver_only_and_dashboard_local():
 
 def test_plans_that_cannot_be_placed_say_why():
     gpu_nodes = [NodeType("head", 0, 0, 1), NodeType("gpu", 4, 1, 4), NodeType("cpu", 16, 0, 16)]
-    # the command README showed before: 4 predictors x 1 GPU + a demucs separator on a GPU
-    before = explain_config("musiclime explain c --out o --separator demucs --predictors 4 --gpus-per-predictor 1")
-    problems = placement_problems(demands(before), gpu_nodes)
+    # demucs runs inside the GPU stage: 4 predictors x 1 GPU fit 4 GPU workers, 5 do not
+    four = explain_config("musiclime explain c --out o --separator demucs --predictors 4 --gpus-per-predictor 1")
+    assert placement_problems(demands(four), gpu_nodes) == []
+    five = explain_config("musiclime explain c --out o --separator demucs --predictors 5 --gpus-per-predictor 1")
+    problems = placement_problems(demands(five), gpu_nodes)
     assert problems and "5 GPU" in problems[-1] and "at most 272 CPU, 4 GPU" in problems[-1]
     assert placement_problems([Demand("predict", 1, 1, 2)], gpu_nodes)[0].startswith("a predict actor needs")
     # fractional GPUs pack: two 0.5-GPU predictors per GPU

@@ -187,3 +187,25 @@ def test_demucs_cache_key_does_not_depend_on_the_thread_count(demucs_repo):
     finally:
         torch.set_num_threads(before)
     assert len(keys) == 1
+
+
+def test_the_gpu_stage_separates_and_explains_on_its_device_without_ray(demucs_repo, plugin_path, track, tmp_path):
+    """The GPU stage takes a mix, separates it with demucs on its own device and explains it
+    there; the result is the one of the same track given the (cached) stems. (That it
+    imports no Ray: tests/test_layout.py.)"""
+    from musiclime.explainer import ExplainerSpec
+    from musiclime.gpu_stage import ExplainStage
+    from musiclime.records import TrackInput
+    mix = track.sum(0)[: SR * 2].astype(np.float32)
+    spec = ExplainerSpec(num_samples=64)
+    sep = ("demucs", {"model_name": "tiny", "repo": str(demucs_repo)}, str(tmp_path / "stems"))
+    stage = ExplainStage("mlplugins:make", spec, "both", 4, "cpu", separator=sep)
+    assert stage.separator.device == "cpu" and stage.separator.model.parameters().__next__().device.type == "cpu"
+    fresh = stage(TrackInput("t", 0, 7, "la la land", SR, None, ("vocals", "drums", "bass", "other"), mix))
+    assert fresh["input"].timings["separate_s"] > 0 and stage.info()["cache"] == {"hits": 0, "misses": 1}
+    stems, hit = StemCache(tmp_path / "stems").separate(stage.separator, mix, SR)
+    assert hit
+    plain = ExplainStage("mlplugins:make", spec, "both", 4, "cpu")
+    given = plain(TrackInput("t", 0, 7, "la la land", SR, stems.numpy(), ("vocals", "drums", "bass", "other")))
+    np.testing.assert_array_equal(fresh["probs"], given["probs"])
+    assert fresh["input"].stems is None and fresh["input"].mix is None  # nothing heavy goes on to the fit

@@ -80,15 +80,19 @@ class StemCache:
                             "sha256": payload_digest(payload)})
         os.replace(tmp, p)
 
-    def separate(self, separator: Separator, audio, sample_rate: int) -> tuple[torch.Tensor, bool]:
-        """``(stems float32 [n_stems, T], cache_hit)``; separates and stores on a miss."""
+    def separate(self, separator: Separator, audio, sample_rate: int,
+                 device: str | None = None) -> tuple[torch.Tensor, bool]:
+        """``(stems float32 [n_stems, T], cache_hit)``; separates and stores on a miss. With
+        ``device``, the stems come back on it (a separator that runs there keeps them there:
+        only the store copies them to the host)."""
         audio = as_channels(audio)
         key = self.key(audio, sample_rate, separator)
         cached = self.load(key, audio.shape[1], separator.stem_names)
         if cached is not None:
             self.hits += 1
-            return cached, True
+            return (cached if device is None else cached.to(device)), True
         self.misses += 1
         stems = separator.separate(audio, sample_rate)
         self.store(key, stems, separator.stem_names, sample_rate)
-        return quantize(stems), False
+        stems = quantize(stems)
+        return (stems if device is None else stems.to(device)), False

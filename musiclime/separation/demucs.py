@@ -134,22 +134,23 @@ class DemucsSeparator(Separator):
         return h.hexdigest()[:16]
 
     def separate(self, audio, sample_rate: int) -> torch.Tensor:
+        """Stems on ``self.device``: resampling runs there too, so a GPU stage composes masks
+        from them without a host round trip."""
         from demucs.apply import apply_model
 
-        from musiclime.audio_io import resample
-        x = as_channels(audio)
+        from musiclime.audio_io import resample_tensor
+        x = as_channels(audio).to(self.device)
         T = x.shape[1]
         channels = self.model.audio_channels
         x = x.mean(0, keepdim=True).expand(channels, -1) if x.shape[0] != channels else x
-        x = torch.from_numpy(resample(x.numpy(), sample_rate, self.sample_rate))
+        x = resample_tensor(x, sample_rate, self.sample_rate)
         ref = x.mean(0)
         mean, std = ref.mean(), ref.std().clamp(min=1e-8)  # demucs' own normalisation
         with torch.inference_mode():
             out = apply_model(self.model, ((x - mean) / std)[None], shifts=self.shifts, split=True,
                               overlap=self.overlap, segment=self.segment_s, device=self.device)[0]
-        out = (out * std + mean).mean(1).cpu()                     # [sources, T'] mono
-        out = out[self._order]
-        out = torch.from_numpy(resample(out.numpy(), self.sample_rate, sample_rate))
+        out = (out.to(x.device) * std + mean).mean(1)              # [sources, T'] mono
+        out = resample_tensor(out[self._order].contiguous(), self.sample_rate, sample_rate)
         if out.shape[1] < T:
             out = torch.nn.functional.pad(out, (0, T - out.shape[1]))
         return out[:, :T].contiguous().to(torch.float32)

@@ -1,0 +1,141 @@
+"""The GPU stage: one per device. It takes a decoded track, separates it (demucs, through the
+stem cache) when its stems are not there yet, and explains it on the same device: demucs'
+stems go to mask composition without leaving the device (only the cache write copies them
+to the host). Without a GPU the same stage runs on CPU.
+
+Plain Python, no Ray: ``actors.PredictorActor`` wraps it for the job, and a benchmark can
+run it on a machine without Ray.
+"""
+from __future__ import annotations
+
+import os
+import time
+import types
+
+from musiclime.records import ErrorRecord, TrackInput
+
+
+class ExplainStage:
+    """Args:
+        model_spec: ``default``, a checkpoint directory or ``module:factory``; loaded here
+            (never shipped), so a restarted actor reloads it.
+        spec: the :class:`~musiclime.explainer.ExplainerSpec` the fit stage uses too.
+        modality, n_segments: what is explained and into how many segments audio is cut.
+        device: ``cuda`` / ``cpu`` (None: cuda when there is one).
+        labels, label_column: which labels; with ``num_samples="auto"`` sampling stops once
+            those labels' explanations are stable.
+        separator: None, or ``(name, options, cache_dir)`` to separate on this device the
+            tracks that arrive with a mix and no stems (demucs).
+    """
+
+    def __init__(self, model_spec: str, spec, modality: str, n_segments: int, device: str | None = None,
+                 labels: str = "top1", label_column: str | None = None,
+                 separator: tuple[str, dict, str] | None = None):
+        import torch
+
+        from musiclime.models.registry import load_model
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = load_model(model_spec, device=self.device)
+        self.model_id = model_hash(self.model, model_spec)
+        self.n_segments, self.modality = n_segments, modality
+        self.spec = spec
+        self.labels = types.SimpleNamespace(labels=labels, label_column=label_column)
+        self.separator = self.cache = None
+        if separator is not None:
+            from musiclime.separation import StemCache, get_separator
+            name, options, cache_dir = separator
+            self.separator = get_separator(name, **{**options, "device": self.device})
+            self.cache = StemCache(cache_dir)
+        self.tracks_done = 0
+        self.busy_s = 0.0
+        self.started = time.monotonic()
+
+    def info(self) -> dict:
+        import resource
+        return {"pid": os.getpid(), "device": self.device, "classes": list(self.model.classes),
+                "sample_rate": int(self.model.sample_rate), "model_id": self.model_id, "tracks_done": self.tracks_done,
+                "busy_share": self.busy_s / max(time.monotonic() - self.started, 1e-9),
+                "cache": None if self.cache is None else {"hits": self.cache.hits, "misses": self.cache.misses},
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **rss_split_mb()}
+
+    def _stems(self, inp: TrackInput):
+        """The track's stems as a float32 tensor [n_stems, T] on this device."""
+        import torch
+        if inp.stems is not None:
+            return torch.tensor(inp.stems, device=self.device)  # a copy: Ray gives read-only arrays
+        if self.separator is None:
+            raise RuntimeError(f"track {inp.track_id!r} has no stems and this stage has no separator")
+        t0 = time.perf_counter()
+        stems, _ = self.cache.separate(self.separator, inp.mix, inp.sample_rate, device=self.device)
+        inp.timings["separate_s"] = time.perf_counter() - t0
+        return stems
+
+    def __call__(self, inp: TrackInput | ErrorRecord) -> dict | ErrorRecord:
+        """A decoded track -> ``dict(input, plan, probs, model_rows, ...)`` for the fit stage,
+        or an :class:`ErrorRecord` (the one passed in, or this track's input error)."""
+        from musiclime.errors import InputError
+        from musiclime.factorization import AudioFactorization, LyricsFactorization
+        if isinstance(inp, ErrorRecord):
+            return inp
+        t0 = time.perf_counter()
+        stage = "separate"
+        try:
+            stems = self._stems(inp)
+            stage = "predict"
+            t1 = time.perf_counter()
+            af = AudioFactorization(stems, inp.sample_rate, self.n_segments, inp.stem_names)
+            lf = LyricsFactorization(inp.lyrics)
+            explainer = self.spec.build(inp.seed)
+            stability = None
+            if explainer.adaptive:
+                from musiclime.stages import label_indices
+                classes = list(self.model.classes)
+                res = explainer.sample_until_stable(
+                    self.model, af, lf, lambda p0: label_indices(self.labels, classes, p0, inp.true_label),
+                    top_labels=None, modality=self.modality)
+                plan, probs = res.plan, res.probs
+                rows, stability = res.explanation.model_rows, res.explanation.stability
+            else:
+                plan = explainer.plan(af, lf, self.modality)                  # masks: numpy, CPU, from the seed
+                probs, rows = explainer.predict(self.model, af, lf, plan.masks)
+        except InputError as e:
+            return ErrorRecord(inp.track_id, inp.catalogue_row, stage, e.code, f"track {inp.track_id!r}: {e.message}")
+        finally:
+            self.busy_s += time.perf_counter() - t0
+        self.tracks_done += 1
+        inp.stems = None  # the fit stage needs no audio: keep the object store light
+        inp.mix = None
+        return {"input": inp, "plan": plan, "probs": probs, "model_rows": rows, "stability": stability,
+                "classes": list(self.model.classes),
+                "model_id": self.model_id, "duration_s": af.explained_length / af.sample_rate,
+                "timings": {"predict_s": time.perf_counter() - t1}}
+
+
+def rss_split_mb() -> dict:
+    """Resident memory now, split (Linux): private (``rss_anon_mb``) and shared
+    (``rss_shmem_mb``: mostly Ray object-store pages the actor wrote results into, which
+    count in its RSS but belong to the store)."""
+    out = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("RssAnon", "RssShmem"):
+                    out["rss_anon_mb" if key == "RssAnon" else "rss_shmem_mb"] = int(value.split()[0]) / 1024
+    except OSError:
+        pass
+    return out
+
+
+def model_hash(model, spec: str) -> str:
+    """The checkpoint hash, or for a plugin the hash of its module's source."""
+    import hashlib
+    import inspect
+    mid = getattr(model, "model_id", None)
+    if mid:
+        return str(mid)
+    try:
+        src = inspect.getsource(inspect.getmodule(type(model)))
+    except (TypeError, OSError):
+        src = spec
+    return hashlib.sha256(src.encode()).hexdigest()
