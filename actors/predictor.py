@@ -13,7 +13,8 @@ class PredictorActor:
         self.stage = ExplainStage(*args, **kwargs)
 
     def info(self) -> dict:
-        return self.stage.info()
+        import ray
+        return {**self.stage.info(), "node_id": ray.get_runtime_context().get_node_id()}
 
     def predict(self, inp):
         """TrackInput (stems on the host, or a mix to separate here) -> dict(plan, probs, ...),

@@ -50,7 +50,7 @@ class ExplainConfig:
     seed: int = 0
     run_id: str | None = None
     address: str | None = "local"
-    predictors: int = 1
+    predictors: int | str = 1            # N, "MIN:MAX" (an elastic pool) or "auto" (follows the cluster)
     gpus_per_predictor: float = 0.0
     surrogate_workers: int = 1
     limit: int | None = None
@@ -87,7 +87,8 @@ class ExplainConfig:
             raise ValueError(f"num_samples must be an int >= 2 or 'auto', got {self.num_samples!r}")
         if self.batch_size != "auto" and not (isinstance(self.batch_size, int) and self.batch_size >= 1):
             raise ValueError(f"batch_size must be a positive int or 'auto', got {self.batch_size!r}")
-        for name, low in (("segments", 1), ("predictors", 1), ("surrogate_workers", 1), ("commit_every", 1),
+        self.pool  # noqa: B018 (parses --predictors)
+        for name, low in (("segments", 1), ("surrogate_workers", 1), ("commit_every", 1),
                           ("max_attempts", 1), ("max_words", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -130,8 +131,41 @@ class ExplainConfig:
         return hashlib.sha256(blob).hexdigest()[:16]
 
     @property
-    def in_flight(self) -> int:
-        return self.tracks_in_flight or 2 * self.predictors + 2
+    def pool(self) -> "PoolSize":
+        """``--predictors`` as bounds of the GPU-stage pool."""
+        return PoolSize.parse(self.predictors)
+
+    def in_flight(self, actors: int) -> int:
+        """Tracks in the pipeline at most, with ``actors`` GPU-stage actors serving."""
+        return self.tracks_in_flight or 2 * max(1, actors) + 2
+
+
+@dataclass(frozen=True)
+class PoolSize:
+    """How many GPU-stage actors: between ``low`` and ``high``; ``high`` None (``auto``)
+    follows the cluster: floor(cluster GPUs / GPUs per actor), or a count from the CPUs."""
+    low: int
+    high: int | None
+
+    @classmethod
+    def parse(cls, value) -> "PoolSize":
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value < 1:
+                raise ValueError(f"predictors must be >= 1, got {value!r}")
+            return cls(value, value)
+        text = str(value).strip()
+        if text == "auto":
+            return cls(1, None)
+        if text.isdigit():
+            return cls.parse(int(text))
+        lo, sep, hi = text.partition(":")
+        if sep and lo.isdigit() and hi.isdigit() and 1 <= int(lo) <= int(hi):
+            return cls(int(lo), int(hi))
+        raise ValueError(f"predictors must be N, MIN:MAX (1 <= MIN <= MAX) or auto, got {value!r}")
+
+    @property
+    def fixed(self) -> bool:
+        return self.low == self.high
 
 
 def check_run_id(run_id: str) -> str:

@@ -19,8 +19,8 @@ from pathlib import Path
 from pipeline.catalogue import CatalogueError, CatalogueReader
 from pipeline.config import ExplainConfig, check_run_id, settings_diff
 from pipeline.lease import Lease, LeaseHeld, LeaseLost
-from pipeline.resources import (DECODE_CPUS, PREDICTOR_CPUS_CPU_ONLY, PREDICTOR_CPUS_WITH_GPU,
-                                SURROGATE_CPUS)
+from pipeline.resources import (CPU_PREDICTOR_THREADS, DECODE_CPUS, PREDICTOR_CPUS_CPU_ONLY,
+                                PREDICTOR_CPUS_WITH_GPU, SURROGATE_CPUS)
 from pipeline import logs, signals
 from pipeline.signals import interrupts_as_keyboard_interrupt
 from musiclime.records import ErrorRecord, TrackResult
@@ -77,6 +77,7 @@ def versions() -> dict:
 
 
 CRASHES_ALONE = 3
+POOL_CHECK_S = 2.0  # how often the driver looks for room for more GPU-stage actors
 
 
 def _is_infrastructure(err: Exception) -> bool:
@@ -116,7 +117,13 @@ def _stage_of(err: Exception) -> str:
 
 
 class _Job:
-    """The Ray side of one invocation."""
+    """The Ray side of one invocation: CPU decode tasks, the GPU-stage pool, the fit actors.
+
+    The pool follows ``--predictors``: a fixed count, ``MIN:MAX`` (all MAX asked for at once:
+    those the cluster cannot place yet are the autoscaler's demand and join when placed) or
+    ``auto`` (more are started as the cluster's GPUs grow). Work goes only to *ready*
+    predictors: one whose probe (an ``info`` call) answered since it started or last died, so
+    a predictor restarting after a kill or waiting for a node is never routed to."""
 
     def __init__(self, cfg: ExplainConfig, invocation_id: str, log):
         import ray
@@ -124,42 +131,86 @@ class _Job:
         from actors import PredictorActor, SurrogateActor
         from musiclime import stages
         from pipeline.ray_runtime import init_ray
-        self.ray, self.cfg, self.log = ray, cfg, log
+        self.ray, self.cfg, self.log, self.invocation_id = ray, cfg, log, invocation_id
         init_ray(cfg.address)
         signals.reinstall()
         gpu = cfg.gpus_per_predictor > 0
-        threads = max(1, (os.cpu_count() or 2) // max(1, cfg.predictors))
+        self.pool = cfg.pool
+        threads = max(1, (os.cpu_count() or 2) // self.pool.low) if self.pool.fixed else CPU_PREDICTOR_THREADS
         # Actors come back after any number of deaths (a restart reruns __init__: the model
         # loads from its path again); Ray does not retry their calls: the driver does, since
         # only it knows whether a track died alone (a poison track) or beside others (chaos).
-        predictor_opts = dict(num_cpus=PREDICTOR_CPUS_WITH_GPU if gpu else PREDICTOR_CPUS_CPU_ONLY,
-                              num_gpus=cfg.gpus_per_predictor, max_restarts=-1,
-                              max_task_retries=0, runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads),
-                                                                            "MKL_NUM_THREADS": str(threads)}})
+        self._predictor_cls = ray.remote(PredictorActor)
+        self._predictor_opts = dict(
+            num_cpus=PREDICTOR_CPUS_WITH_GPU if gpu else PREDICTOR_CPUS_CPU_ONLY, num_gpus=cfg.gpus_per_predictor,
+            max_restarts=-1, max_task_retries=0,
+            runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}})
+        # with GPUs the actor picks cuda when its GPU is real (Ray's logical GPUs on a CPU
+        # machine, as in the tests, run CPU torch)
         separator = None
         if cfg.separator == "demucs":  # separated in the GPU stage, on its device
             separator = ("demucs", {"model_name": cfg.demucs_model, "repo": cfg.demucs_repo,
                                     "allow_pickle": cfg.trust_pickle}, cfg.stem_cache)
-        self.predictors = [ray.remote(PredictorActor).options(
-            name=f"musiclime-predictor-{invocation_id}-{i}", **predictor_opts).remote(
-            cfg.model, cfg.explainer_spec(), cfg.modality, cfg.segments, "cuda" if gpu else "cpu",
-            cfg.labels, cfg.label_column, separator)
-            for i in range(cfg.predictors)]
+        self._predictor_args = (cfg.model, cfg.explainer_spec(), cfg.modality, cfg.segments,
+                                None if gpu else "cpu", cfg.labels, cfg.label_column, separator)
+        self.predictors: list = []
+        self.load: list[int] = []
+        self.ready: set[int] = set()
+        self.probes: dict = {}      # probe ref -> predictor index
+        self.grown_at = 0.0
         self.surrogates = [ray.remote(SurrogateActor).options(
             name=f"musiclime-fit-{invocation_id}-{i}", num_cpus=SURROGATE_CPUS, max_restarts=-1, max_task_retries=0
         ).remote(cfg, invocation_id) for i in range(max(1, cfg.surrogate_workers))]
         self.decode_task = ray.remote(num_cpus=DECODE_CPUS, max_retries=2)(stages.decode)
         # an actor keeps its id across restarts: a death names the stage and the predictor
-        self.actor_stage = {a._actor_id.hex(): ("predict", i) for i, a in enumerate(self.predictors)}
-        self.actor_stage.update({a._actor_id.hex(): ("fit", None) for a in self.surrogates})
+        self.actor_stage = {a._actor_id.hex(): ("fit", None) for a in self.surrogates}
+        self._add_predictor()
         self.info = ray.get(self.predictors[0].info.remote())  # fails fast if the model does not load
-        self.load = [0] * len(self.predictors)
+        self.poll()
         self.cfg_ref = ray.put(cfg)
 
+    def _add_predictor(self) -> None:
+        i = len(self.predictors)
+        actor = self._predictor_cls.options(name=f"musiclime-predictor-{self.invocation_id}-{i}",
+                                            **self._predictor_opts).remote(*self._predictor_args)
+        self.predictors.append(actor)
+        self.load.append(0)
+        self.actor_stage[actor._actor_id.hex()] = ("predict", i)
+        self.probe(i)
+
+    def probe(self, i: int) -> None:
+        """Stop routing to predictor ``i`` until it answers again (after a death or a kill)."""
+        self.ready.discard(i)
+        self.probes[self.predictors[i].info.remote()] = i
+
+    def poll(self, timeout: float = 0.0) -> None:
+        """Mark predictors whose probe answered ready; probe again one that died meanwhile;
+        every few seconds, start the predictors a grown cluster has room for."""
+        from pipeline.resources import pool_target
+        if self.probes:
+            done, _ = self.ray.wait(list(self.probes), num_returns=len(self.probes), timeout=timeout)
+            for ref in done:
+                i = self.probes.pop(ref)
+                try:
+                    self.ray.get(ref)
+                    self.ready.add(i)
+                except Exception as e:
+                    if getattr(e, "actor_init_failed", False):  # the model does not load there
+                        self.log(f"predictor {i} cannot start ({str(e).splitlines()[0][:300]}); not used")
+                        continue
+                    self.probe(i)  # died again while restarting: a call waits for the restart
+        now = time.monotonic()
+        if now - self.grown_at >= POOL_CHECK_S:
+            self.grown_at = now
+            target = pool_target(self.pool, self.cfg.gpus_per_predictor, self.ray.cluster_resources())
+            while len(self.predictors) < target:
+                self._add_predictor()
+                self.log(f"GPU-stage pool: {len(self.predictors)} actor(s) (target {target})")
+
     def submit(self, row: dict, predictor: int | None = None, avoid: set = frozenset()):
-        """Chain the stages for one row on ``predictor`` (default: the least-loaded one not in
-        ``avoid``); returns (final ref, predictor index)."""
-        free = [j for j in range(len(self.predictors)) if j not in avoid] or list(range(len(self.predictors)))
+        """Chain the stages for one row on ``predictor`` (default: the least-loaded ready one
+        not in ``avoid``); returns (final ref, predictor index)."""
+        free = [j for j in sorted(self.ready) if j not in avoid] or sorted(self.ready)
         i = predictor if predictor is not None else min(free, key=self.load.__getitem__)
         self.load[i] += 1
         ref = self.decode_task.remote(row, self.cfg_ref, self.info["sample_rate"])
@@ -329,6 +380,11 @@ def _run_locked(cfg: ExplainConfig, reader: CatalogueReader, manifest: Manifest,
         _drive(job, cfg, rows_to_do(reader, plan), writer, summary, bar)
         if job is not None:
             summary.actors = _actor_infos(job)
+            names = {n["NodeID"]: n.get("NodeName", "") for n in job.ray.nodes()}
+            for a in summary.actors:
+                a["node_name"] = names.get(a.get("node_id"), "")
+                log(f"GPU-stage actor pid {a['pid']} on node {a['node_name'] or a.get('node_id', '')[:12]}: "
+                    f"{a['tracks_done']} tracks, busy {a.get('busy_share', 0.0):.0%}")
         writer.commit()
     except KeyboardInterrupt:  # SIGINT, or SIGTERM from `ray job stop` / an eviction (see the CLI)
         _commit_quietly(writer, log)
@@ -368,9 +424,9 @@ def _actor_infos(job) -> list:
     """The predictors' own statistics, for the summary: diagnostics only, so an actor that
     is restarting just then (after a kill) is skipped, never a reason to fail the run."""
     out = []
-    for p in job.predictors:
+    for i in sorted(job.ready):
         try:
-            out.append(job.ray.get(p.info.remote(), timeout=30))
+            out.append(job.ray.get(job.predictors[i].info.remote(), timeout=10))
         except Exception:
             continue
     return out
@@ -439,6 +495,7 @@ def _drive(job, cfg: ExplainConfig, items, writer: RunWriter, summary: RunSummar
             logs.get("explain").warning(f"predictor {j} finished no track for {cfg.stall_timeout:g} s: "
                                         f"replacing it and retrying its {len(mine)} track(s)")
             job.ray.kill(job.predictors[j], no_restart=False)  # Ray restarts it
+            job.probe(j)
             progress_at[j] = now
 
     def submit_suspects() -> None:
@@ -447,7 +504,7 @@ def _drive(job, cfg: ExplainConfig, items, writer: RunWriter, summary: RunSummar
         (a poison track kills whichever predictor it lands on)."""
         busy = {k for _, _, k in inflight.values()}
         for row, attempt in list(solo):
-            free = [j for j in range(len(job.predictors)) if j not in busy and j not in reserved]
+            free = [j for j in sorted(job.ready) if j not in busy and j not in reserved]
             other = [j for j in free if j != died_on.get(row["track_id"])]
             j = other[0] if other else (free[0] if free and not busy and len(reserved) == 0 else None)
             if j is None:
@@ -457,12 +514,17 @@ def _drive(job, cfg: ExplainConfig, items, writer: RunWriter, summary: RunSummar
             busy.add(j)
 
     try:
+        if job is None:  # nothing for the model: only rows whose catalogue cells failed to decode
+            for item in items:
+                record(item)
+            return
         while True:
+            job.poll()
             if solo:
                 submit_suspects()
-            # new rows wait while suspects are queued or every predictor runs one alone
-            while not exhausted and len(inflight) < cfg.in_flight and not solo \
-                    and (job is None or len(reserved) < len(job.predictors)):
+            # new rows wait while suspects are queued or every ready predictor runs one alone
+            while not exhausted and len(inflight) < cfg.in_flight(len(job.ready)) and not solo \
+                    and len(job.ready - set(reserved)) > 0:
                 item = next(items, None)
                 if item is None:
                     exhausted = True
@@ -471,7 +533,10 @@ def _drive(job, cfg: ExplainConfig, items, writer: RunWriter, summary: RunSummar
                 else:
                     submit(item, 1)
             if not inflight:
-                break
+                if exhausted and not solo:
+                    break
+                job.poll(timeout=1.0)  # no predictor ready (all restarting or not placed yet): wait
+                continue
             check_stalls()
             # a timeout so SIGINT/SIGTERM reach the driver between waits
             ready, _ = job.ray.wait(list(inflight), num_returns=1, timeout=1.0)
@@ -504,6 +569,8 @@ def _drive(job, cfg: ExplainConfig, items, writer: RunWriter, summary: RunSummar
                     # Only the death of its own predictor (or of a worker that ran its task)
                     # counts against a track; a fit actor killed beside it does not.
                     dead = job.actor_stage.get(_dead_actor_id(e))
+                    if dead is not None and dead[0] == "predict" and dead[1] in job.ready:
+                        job.probe(dead[1])  # routed to again once it is back
                     own = dead is None or dead == ("predict", i)
                     crashes[tid] = crashes.get(tid, 0) + int(was_alone and own)
                     died_on[tid] = i

@@ -14,6 +14,20 @@ from dataclasses import dataclass
 # the per-actor and per-task shares the driver requests
 PREDICTOR_CPUS_CPU_ONLY, PREDICTOR_CPUS_WITH_GPU = 0.5, 1.0
 SURROGATE_CPUS, DECODE_CPUS = 0.25, 0.25
+CPU_PREDICTOR_THREADS = 4  # --predictors auto without GPUs: one GPU-stage actor per this many CPUs
+
+
+def pool_target(pool, gpus_per_actor: float, cluster: dict) -> int:
+    """How many GPU-stage actors the pool wants on a cluster with ``cluster`` resources
+    (``ray.cluster_resources()``): ``auto`` follows the cluster (floor(GPUs / GPUs per
+    actor), or CPUs / CPU_PREDICTOR_THREADS without GPUs), within the pool's bounds."""
+    if pool.high is not None:
+        return pool.high
+    if gpus_per_actor > 0:
+        can = int(cluster.get("GPU", 0.0) / gpus_per_actor + 1e-9)
+    else:
+        can = int(cluster.get("CPU", 0.0) // CPU_PREDICTOR_THREADS)
+    return max(pool.low, can)
 
 
 @dataclass(frozen=True)
@@ -33,9 +47,10 @@ class NodeType:
 
 
 def demands(cfg) -> list[Demand]:
-    """The actors and tasks ``cfg`` (an :class:`~pipeline.config.ExplainConfig`) asks for."""
+    """The actors and tasks ``cfg`` (an :class:`~pipeline.config.ExplainConfig`) needs placed
+    (an elastic GPU-stage pool: its minimum; more start as the cluster has room)."""
     gpu = cfg.gpus_per_predictor > 0
-    out = [Demand("predict", cfg.predictors, PREDICTOR_CPUS_WITH_GPU if gpu else PREDICTOR_CPUS_CPU_ONLY,
+    out = [Demand("predict", cfg.pool.low, PREDICTOR_CPUS_WITH_GPU if gpu else PREDICTOR_CPUS_CPU_ONLY,
                   cfg.gpus_per_predictor),
            Demand("fit", cfg.surrogate_workers, SURROGATE_CPUS, 0.0),
            Demand("decode", 1, DECODE_CPUS, 0.0)]  # at least one decode task must run

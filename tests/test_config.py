@@ -23,6 +23,7 @@ BASE = dict(catalogue="c.parquet", model="default", out="o")
     ("batch_size", -1, "batch_size"), ("max_words", -1, "max_words"), ("max_seconds", 0, "max_seconds"),
     ("gpus_per_predictor", -0.5, "gpus_per_predictor"), ("run_id", "a\nb", "run id"),
     ("lease_timeout", 0, "lease_timeout"), ("commit_every", 0, "commit_every"),
+    ("predictors", "3:2", "MIN:MAX"), ("predictors", "0:2", "MIN:MAX"), ("predictors", "some", "MIN:MAX"),
 ])
 def test_bad_values_from_python_fail_when_the_config_is_built(option, value, says):
     with pytest.raises(ValueError, match=says):
@@ -35,9 +36,18 @@ def test_good_values_and_the_designs_registry():
     assert DESIGNS == tuple(d.value for d in Design)
     for d in DESIGNS:
         ExplainConfig(**BASE, design=d, num_samples="auto")
+    from pipeline.config import PoolSize
+    from pipeline.resources import pool_target
+    pools = {v: ExplainConfig(**BASE, predictors=v).pool for v in (3, "3", "2:5", "auto")}
+    assert pools == {3: PoolSize(3, 3), "3": PoolSize(3, 3), "2:5": PoolSize(2, 5), "auto": PoolSize(1, None)}
+    # auto follows the cluster: floor(GPUs / GPUs per actor); without GPUs one per 4 CPUs
+    assert pool_target(pools["auto"], 0.5, {"GPU": 3.0, "CPU": 64}) == 6
+    assert pool_target(pools["auto"], 0.0, {"CPU": 2.0}) == 1 and pool_target(pools["auto"], 0.0, {"CPU": 17}) == 4
+    assert pool_target(pools["2:5"], 1.0, {"GPU": 1.0}) == 5  # MAX is asked for: the autoscaler's demand
 
 
 @pytest.mark.parametrize("args", [["--num-samples", "1"], ["--max-words", "-3"], ["--segments", "0"],
+                                  ["--predictors", "4:1"],
                                   ["--batch-size", "lots"]])
 def test_cli_exits_2_before_reading_or_starting_anything(tmp_path, args):
     t0 = time.perf_counter()

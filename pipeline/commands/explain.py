@@ -30,7 +30,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--run-id", default=None, help="name of the run; rerun with the same id to resume")
     p.add_argument("--address", default="local", help="local (a private Ray), auto, or ray://host:port")
-    p.add_argument("--predictors", type=int, default=1, help="PredictorActors")
+    p.add_argument("--predictors", default="1",
+                   help="GPU-stage actors: N, MIN:MAX (an elastic pool: MIN must fit, more start as the "
+                        "cluster grows), or auto (floor(cluster GPUs / --gpus-per-predictor), growing with "
+                        "the cluster; without GPUs one per 4 CPUs)")
     p.add_argument("--gpus-per-predictor", type=float, default=0.0)
     p.add_argument("--surrogate-workers", type=int, default=1, help="SurrogateActors fitting on CPUs")
     p.add_argument("--limit", type=int, default=None, help="explain only the first N catalogue rows")
@@ -101,7 +104,7 @@ def _config(args: argparse.Namespace, batch):
         num_samples=args.num_samples, design=args.design, segments=args.segments, labels=args.labels,
         label_column=args.label_column,
         modality=args.modality, seed=args.seed, run_id=args.run_id, address=args.address,
-        predictors=args.predictors, gpus_per_predictor=args.gpus_per_predictor,
+        predictors=int(args.predictors) if args.predictors.strip().isdigit() else args.predictors, gpus_per_predictor=args.gpus_per_predictor,
         surrogate_workers=args.surrogate_workers, limit=args.limit, max_seconds=args.max_seconds, max_words=args.max_words,
         stem_cache=args.stem_cache, demucs_model=args.demucs_model, demucs_repo=args.demucs_repo,
         trust_pickle=args.trust_pickle, batch_size=batch, feature_selection=args.feature_selection, kernel_width=args.kernel_width,
