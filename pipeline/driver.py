@@ -78,6 +78,7 @@ def versions() -> dict:
 
 CRASHES_ALONE = 3
 POOL_CHECK_S = 2.0  # how often the driver looks for room for more GPU-stage actors
+ORPHAN_AFTER_S = 10.0  # tracks queued on a predictor that has not come back for this long move on
 
 
 def _is_infrastructure(err: Exception) -> bool:
@@ -157,6 +158,7 @@ class _Job:
         self.load: list[int] = []
         self.ready: set[int] = set()
         self.probes: dict = {}      # probe ref -> predictor index
+        self.unready_since: dict[int, float] = {}
         self.grown_at = 0.0
         self.surrogates = [ray.remote(SurrogateActor).options(
             name=f"musiclime-fit-{invocation_id}-{i}", num_cpus=SURROGATE_CPUS, max_restarts=-1, max_task_retries=0
@@ -181,6 +183,7 @@ class _Job:
     def probe(self, i: int) -> None:
         """Stop routing to predictor ``i`` until it answers again (after a death or a kill)."""
         self.ready.discard(i)
+        self.unready_since.setdefault(i, time.monotonic())
         self.probes[self.predictors[i].info.remote()] = i
 
     def poll(self, timeout: float = 0.0) -> None:
@@ -194,6 +197,7 @@ class _Job:
                 try:
                     self.ray.get(ref)
                     self.ready.add(i)
+                    self.unready_since.pop(i, None)
                 except Exception as e:
                     if getattr(e, "actor_init_failed", False):  # the model does not load there
                         self.log(f"predictor {i} cannot start ({str(e).splitlines()[0][:300]}); not used")
@@ -266,19 +270,18 @@ def _is_local(cfg: ExplainConfig) -> bool:
     return cfg.address in (None, "local") and not os.environ.get("RAY_ADDRESS")
 
 
-def _local_placement_problems(cfg: ExplainConfig) -> list[str]:
-    """A private local Ray has one node and no autoscaler: an actor it cannot place would
-    wait forever, so such a plan is refused up front. (A cluster's autoscaler capacity is
-    not read yet: plans for ``--address auto`` are not checked here.)"""
-    from pipeline.resources import demands, local_node_types, placement_problems
-    return placement_problems(demands(cfg), local_node_types()) if _is_local(cfg) else []
+def _placement_problems(cfg: ExplainConfig) -> list[str]:
+    """An actor that can never be placed would wait forever: such a plan is refused up front,
+    against the cluster as it can ever be (see :func:`pipeline.resources.cluster_node_types`)."""
+    from pipeline.resources import cluster_node_types, demands, placement_problems
+    return placement_problems(demands(cfg), cluster_node_types(_is_local(cfg))[0])
 
 
 def dry_run(cfg: ExplainConfig) -> tuple[int, str]:
     """The plan without doing it: stages, actors, CPUs/GPUs each, the cluster it is checked
     against, rows to do and already committed. Exit 0, or 2 when it can never be placed."""
     from pipeline.plan import make_plan
-    from pipeline.resources import demands, local_node_types, placement_problems, plan_text
+    from pipeline.resources import cluster_node_types, demands, placement_problems, plan_text
     try:
         run_id = check_run_id(cfg.run_id or "dry-run")
         reader = CatalogueReader(cfg.catalogue, limit=cfg.limit)
@@ -286,17 +289,11 @@ def dry_run(cfg: ExplainConfig) -> tuple[int, str]:
     except (CatalogueError, ValueError) as e:
         return EXIT_USAGE, str(e)
     wanted = demands(cfg)
-    if _is_local(cfg):
-        types = local_node_types()
-    else:
-        import ray
-
+    if not _is_local(cfg):
         from pipeline.ray_runtime import init_ray
-        from pipeline.resources import NodeType
         init_ray(cfg.address)
-        types = [NodeType(n["NodeManagerHostname"], n["Resources"].get("CPU", 0), n["Resources"].get("GPU", 0), 1)
-                 for n in ray.nodes() if n["Alive"]]
-    text = plan_text(wanted, types, plan.n_rows, plan.n_done, plan.n_work)
+    types, source = cluster_node_types(_is_local(cfg))
+    text = plan_text(wanted, types, plan.n_rows, plan.n_done, plan.n_work) + f"\n(cluster as read from: {source})"
     problems = placement_problems(wanted, types)
     if problems:
         return EXIT_USAGE, text + "\nthis plan can never be placed:\n  " + "\n  ".join(problems)
@@ -364,7 +361,10 @@ def _run_locked(cfg: ExplainConfig, reader: CatalogueReader, manifest: Manifest,
     try:
         job = None
         if plan.n_work:
-            problems = _local_placement_problems(cfg)
+            if not _is_local(cfg):
+                from pipeline.ray_runtime import init_ray
+                init_ray(cfg.address)
+            problems = _placement_problems(cfg)
             if problems:
                 summary.exit_code, summary.message = EXIT_USAGE, "this plan can never be placed:\n  " + \
                     "\n  ".join(problems)
@@ -383,7 +383,7 @@ def _run_locked(cfg: ExplainConfig, reader: CatalogueReader, manifest: Manifest,
             names = {n["NodeID"]: n.get("NodeName", "") for n in job.ray.nodes()}
             for a in summary.actors:
                 a["node_name"] = names.get(a.get("node_id"), "")
-                log(f"GPU-stage actor pid {a['pid']} on node {a['node_name'] or a.get('node_id', '')[:12]}: "
+                log(f"GPU-stage actor pid {a['pid']} on node {a['node_name']} ({a.get('node_id', '')}): "
                     f"{a['tracks_done']} tracks, busy {a.get('busy_share', 0.0):.0%}")
         writer.commit()
     except KeyboardInterrupt:  # SIGINT, or SIGTERM from `ray job stop` / an eviction (see the CLI)
@@ -498,6 +498,29 @@ def _drive(job, cfg: ExplainConfig, items, writer: RunWriter, summary: RunSummar
             job.probe(j)
             progress_at[j] = now
 
+    def rescue_orphans() -> None:
+        """Tracks sent to a predictor just as it died wait for its restart, which may never
+        come (its node is gone and nothing else has room): after ORPHAN_AFTER_S they move to
+        a ready predictor. Their old calls are cancelled and, should one still finish, never
+        read (they are no longer in flight): nothing is recorded twice."""
+        now = time.monotonic()
+        for ref, (row, attempt, j) in list(inflight.items()):
+            since = job.unready_since.get(j)
+            if since is None or now - since < ORPHAN_AFTER_S or not job.ready:
+                continue
+            del inflight[ref]
+            submitted.pop(ref, None)
+            job.load[j] -= 1
+            try:
+                job.ray.cancel(ref)
+            except Exception:
+                pass
+            if reserved.get(j) == ref:
+                del reserved[j]
+                solo.append((row, attempt))
+            else:
+                submit(row, attempt)
+
     def submit_suspects() -> None:
         """Each suspect runs alone, on another predictor than the one it died on while one is
         free or may become free: a killer of one actor is then not mistaken for a poison track
@@ -520,6 +543,7 @@ def _drive(job, cfg: ExplainConfig, items, writer: RunWriter, summary: RunSummar
             return
         while True:
             job.poll()
+            rescue_orphans()
             if solo:
                 submit_suspects()
             # new rows wait while suspects are queued or every ready predictor runs one alone

@@ -115,6 +115,51 @@ def node_types_of_rayjob(job: dict) -> list[NodeType]:
     return out
 
 
+def autoscaler_config_path() -> str | None:
+    """The cluster config the autoscaler on this node runs with (``ray up`` and ``ray start
+    --autoscaling-config`` pass it to the head's monitor process), or None: no autoscaler
+    here, or the driver is not on the head."""
+    from pathlib import Path
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            args = (d / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if not any(a.endswith("monitor.py") for a in args):
+            continue
+        for i, a in enumerate(args):
+            if a.startswith("--autoscaling-config="):
+                return a.split("=", 1)[1] or None
+            if a == "--autoscaling-config" and i + 1 < len(args):
+                return args[i + 1] or None
+    return None
+
+
+def cluster_node_types(local: bool) -> tuple[list[NodeType], str]:
+    """The cluster as it can ever be, and where that was read from: a private local Ray's one
+    node; else the node types and ``max_workers`` of the autoscaler's config when it can be
+    found, else the nodes alive now (a cluster without an autoscaler does not grow). For a
+    running cluster Ray must be initialised."""
+    if local:
+        return local_node_types(), "this machine (a private local Ray)"
+    path = autoscaler_config_path()
+    if path:
+        import os
+
+        import yaml
+        try:
+            with open(os.path.expanduser(path)) as f:
+                return node_types_of_cluster_yaml(yaml.safe_load(f)), f"the autoscaler's config {path}"
+        except (OSError, KeyError, ValueError, TypeError, AttributeError):
+            pass
+    import ray
+    return ([NodeType(n.get("NodeName") or n["NodeManagerHostname"], n["Resources"].get("CPU", 0),
+                      n["Resources"].get("GPU", 0), 1) for n in ray.nodes() if n["Alive"]],
+            "the nodes alive now (no autoscaler config found on this node)")
+
+
 def local_node_types() -> list[NodeType]:
     """The one node of a private local Ray (``--address local``): this machine's CPUs and
     CUDA devices, or the resources of the Ray this process already runs."""
