@@ -108,9 +108,12 @@ class Cluster:
                 pass
         for p in self.procs.values():
             try:
-                p.wait(30)
+                p.wait(5)
             except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         subprocess.run(["pkill", "-9", "-f", self.temp], capture_output=True)
 
 
