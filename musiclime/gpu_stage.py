@@ -54,6 +54,7 @@ class ExplainStage:
         import resource
         return {"pid": os.getpid(), "device": self.device, "classes": list(self.model.classes),
                 "sample_rate": int(self.model.sample_rate), "model_id": self.model_id, "tracks_done": self.tracks_done,
+                "busy_s": self.busy_s, "up_s": time.monotonic() - self.started,
                 "busy_share": self.busy_s / max(time.monotonic() - self.started, 1e-9),
                 "cache": None if self.cache is None else {"hits": self.cache.hits, "misses": self.cache.misses},
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **rss_split_mb()}

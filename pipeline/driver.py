@@ -159,6 +159,8 @@ class _Job:
         self.ready: set[int] = set()
         self.probes: dict = {}      # probe ref -> predictor index
         self.unready_since: dict[int, float] = {}
+        self.stats_refs: dict = {}  # info ref -> predictor index (for the busy share)
+        self.busy: dict[int, tuple[float, float]] = {}  # predictor -> (busy s, up s) as last reported
         self.grown_at = 0.0
         self.surrogates = [ray.remote(SurrogateActor).options(
             name=f"musiclime-fit-{invocation_id}-{i}", num_cpus=SURROGATE_CPUS, max_restarts=-1, max_task_retries=0
@@ -206,10 +208,32 @@ class _Job:
         now = time.monotonic()
         if now - self.grown_at >= POOL_CHECK_S:
             self.grown_at = now
+            self._collect_stats()
             target = pool_target(self.pool, self.cfg.gpus_per_predictor, self.ray.cluster_resources())
             while len(self.predictors) < target:
                 self._add_predictor()
                 self.log(f"GPU-stage pool: {len(self.predictors)} actor(s) (target {target})")
+
+    def _collect_stats(self) -> None:
+        """Read the answers to the last stats calls (never waiting) and ask the ready
+        predictors again."""
+        if self.stats_refs:
+            done, _ = self.ray.wait(list(self.stats_refs), num_returns=len(self.stats_refs), timeout=0)
+            for ref in done:
+                i = self.stats_refs.pop(ref)
+                try:
+                    info = self.ray.get(ref)
+                    self.busy[i] = (info["busy_s"], info["up_s"])
+                except Exception:
+                    self.busy.pop(i, None)  # it died: its uptime starts again
+        asked = set(self.stats_refs.values())
+        for i in sorted(self.ready - asked):
+            self.stats_refs[self.predictors[i].info.remote()] = i
+
+    def busy_share(self) -> float | None:
+        """The share of their lives the GPU-stage actors spent separating and predicting."""
+        up = sum(u for _, u in self.busy.values())
+        return sum(b for b, _ in self.busy.values()) / up if up > 0 else None
 
     def submit(self, row: dict, predictor: int | None = None, avoid: set = frozenset()):
         """Chain the stages for one row on ``predictor`` (default: the least-loaded ready one
@@ -614,7 +638,9 @@ def _drive(job, cfg: ExplainConfig, items, writer: RunWriter, summary: RunSummar
             record(res)
             if bar:
                 rate = summary.model_rows / max(time.perf_counter() - t0, 1e-9)
-                bar.update(counts["ok"], counts["failed"], extra=f"{rate:.0f} masks/s")
+                busy = job.busy_share()
+                bar.update(counts["ok"], counts["failed"], extra=f"{rate:.0f} masks/s, {len(job.ready)} GPU-stage "
+                           f"actor(s)" + ("" if busy is None else f" {busy:.0%} busy"))
     except KeyboardInterrupt:
         # keep what already finished: collect the completed refs without waiting for more
         if inflight:
