@@ -318,6 +318,11 @@ def dry_run(cfg: ExplainConfig) -> tuple[int, str]:
         init_ray(cfg.address)
     types, source = cluster_node_types(_is_local(cfg))
     text = plan_text(wanted, types, plan.n_rows, plan.n_done, plan.n_work) + f"\n(cluster as read from: {source})"
+    if not cfg.pool.fixed:
+        from pipeline.resources import pool_target
+        resources = {"CPU": sum(t.cpus * t.max_nodes for t in types), "GPU": sum(t.gpus * t.max_nodes for t in types)}
+        text += (f"\nGPU-stage pool --predictors {cfg.predictors}: {cfg.pool.low} placed first, up to "
+                 f"{pool_target(cfg.pool, cfg.gpus_per_predictor, resources)} on this cluster as it can be")
     problems = placement_problems(wanted, types)
     if problems:
         return EXIT_USAGE, text + "\nthis plan can never be placed:\n  " + "\n  ".join(problems)

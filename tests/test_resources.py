@@ -109,3 +109,26 @@ def test_a_local_run_that_can_never_be_placed_exits_2_instead_of_waiting(demo_li
                                   separator="provided", gpus_per_predictor=1.0, run_id="gpu"), show_progress=False)
     assert s.exit_code == 2 and "can never be placed" in s.message and "GPU" in s.message
     assert time.perf_counter() - t0 < 60
+
+
+def test_readme_ray_start_commands_and_their_plan():
+    """The second cluster block: the nodes its `ray start` lines make (two GPU machines, as in
+    the plan shown below it) place the command's pool; 3 GPU-stage actors do not."""
+    from pipeline.resources import pool_target
+    section = (ROOT / "README.md").read_text().split("### On a cluster")[1].split("## Use from Python")[0]
+    block = re.findall(r"```bash\n(.*?)```", section, re.S)[1].replace("\\\n", " ")
+
+    def node(line: str, name: str, count: int) -> NodeType:
+        w = shlex.split(line.split("#")[0])
+        return NodeType(name, float(w[w.index("--num-cpus") + 1]), float(w[w.index("--num-gpus") + 1]), count)
+    lines = [ln for ln in block.splitlines() if ln.startswith("ray start")]
+    types = [node(lines[0], "head", 1), node(lines[1], "gpu", 2)]
+    assert "--head" in lines[0] and types[0].cpus == 0 and types[0].gpus == 0  # the head only drives
+    cmd = next(ln for ln in block.splitlines() if "musiclime explain" in ln)
+    cfg = explain_config(cmd.split("RAY_ADDRESS=HEAD:6390 ")[1])
+    assert placement_problems(demands(cfg), types) == []
+    assert pool_target(cfg.pool, cfg.gpus_per_predictor, {"GPU": 2.0, "CPU": 8.0}) == 2
+    assert "up to 2 on this cluster" in section
+    three = explain_config(cmd.split("RAY_ADDRESS=HEAD:6390 ")[1].replace("--predictors auto", "--predictors 3"))
+    problems = placement_problems(demands(three), types)
+    assert problems and "= 3.5 CPU, 3 GPU; the cluster can have at most 8 CPU, 2 GPU" in problems[-1]
