@@ -65,6 +65,22 @@ def scale(r) -> str:
                   if "workers_speedup_largest" in r else "") + ".")
     out.append("")
     out += [f"![{p}](bench/results/{p})" for p in r.get("plots", [])]
+    lay = r.get("stage_layout")
+    if lay:
+        out += ["", f"Where demucs runs, per track ({lay['tracks']} tracks of {lay['track_seconds']:g} s, "
+                    f"{lay['num_samples']} samples; bytes each stage hands to the next, i.e. what the object "
+                    f"store holds and moves; median seconds per stage on this machine's CPU, small random-init "
+                    f"demucs):", ""]
+        rows = []
+        for name, label in (("gpu_stage", "in the GPU stage (the job)"), ("separate_actor", "a separate actor")):
+            x = lay[name]
+            hops = ", ".join(f"{k.replace('_', ' ')} {v / 1024:.0f} KiB" for k, v in x["bytes_per_hop"].items())
+            secs = ", ".join(f"{k} {v:.3f}" for k, v in x["seconds_per_stage"].items())
+            rows.append([label, f"{x['bytes_per_track'] / 1024:.0f} KiB", hops, secs])
+        out += table(["separation", "bytes per track", "per hop", "seconds per stage"], rows)
+        out += ["", f"A separate separator actor moves {lay['bytes_ratio_separate_actor_vs_gpu_stage']:.1f}x the "
+                    "bytes per track: the four stems travel from it to the predictor (another node, often); in "
+                    "the GPU stage only the mix goes in and probabilities come out."]
     return "\n".join(out)
 
 
