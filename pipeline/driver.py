@@ -484,6 +484,7 @@ def _drive(job, cfg: ExplainConfig, items, writer: RunWriter, summary: RunSummar
     stalls: dict = {}       # track id -> times it was the oldest track on a stalled predictor
     stall_killed: set = set()   # refs failed by our own kill of a stalled predictor
     timed_out: set = set()      # refs to record as timeout when they fail
+    waiting: list = []          # (row, attempt) to retry once a predictor is ready again
     counts = {"ok": 0, "failed": 0}
     items = iter(items)
     exhausted = False
@@ -501,6 +502,9 @@ def _drive(job, cfg: ExplainConfig, items, writer: RunWriter, summary: RunSummar
         writer.maybe_commit()
 
     def submit(row: dict, attempt: int, predictor: int | None = None) -> None:
+        if predictor is None and not job.ready:  # every predictor is restarting: wait for one
+            waiting.append((row, attempt))
+            return
         ref, j = job.submit(row, predictor, avoid=set(reserved))
         if predictor is not None:
             reserved[j] = ref
@@ -573,10 +577,12 @@ def _drive(job, cfg: ExplainConfig, items, writer: RunWriter, summary: RunSummar
         while True:
             job.poll()
             rescue_orphans()
+            while waiting and job.ready:
+                submit(*waiting.pop(0))
             if solo:
                 submit_suspects()
             # new rows wait while suspects are queued or every ready predictor runs one alone
-            while not exhausted and len(inflight) < cfg.in_flight(len(job.ready)) and not solo \
+            while not exhausted and len(inflight) < cfg.in_flight(len(job.ready)) and not solo and not waiting \
                     and len(job.ready - set(reserved)) > 0:
                 item = next(items, None)
                 if item is None:
@@ -586,7 +592,7 @@ def _drive(job, cfg: ExplainConfig, items, writer: RunWriter, summary: RunSummar
                 else:
                     submit(item, 1)
             if not inflight:
-                if exhausted and not solo:
+                if exhausted and not solo and not waiting:
                     break
                 job.poll(timeout=1.0)  # no predictor ready (all restarting or not placed yet): wait
                 continue
