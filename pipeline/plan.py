@@ -28,7 +28,10 @@ ANONYMOUS = ("missing_track_id", "duplicate_track_id")
 
 
 def digest(track_id: str) -> bytes:
-    return hashlib.blake2b(track_id.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    """The id's 16-byte blake2b digest, as an ``S16`` array element reads back: numpy drops
+    trailing NUL bytes (1 digest in 256 ends with one), so they are dropped here too; with
+    every digest 16 bytes long before, this stays one-to-one."""
+    return hashlib.blake2b(track_id.encode("utf-8", "surrogatepass"), digest_size=16).digest().rstrip(b"\0")
 
 
 def _digests(ids) -> np.ndarray:
