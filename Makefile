@@ -64,6 +64,7 @@ bench-full: $(STAMP)
 	$(PY) bench/bench_sampling.py --tracks 3 --seeds 3
 	$(PY) bench/quality.py --tracks 10 --seeds 5
 	$(PY) bench/bench_global.py --fresh 100
+	$(PY) bench/bench_chaos.py --tracks 600 --every 15
 	$(PY) bench/update_readme.py
 
 clean:

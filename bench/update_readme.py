@@ -155,7 +155,17 @@ def quality(r) -> str:
     return "\n".join(out)
 
 
-SECTIONS = {"core": ("core", core), "separation": ("separation", separation), "scale": ("scale", scale),
+def chaos(r) -> str:
+    kinds = ", ".join(f"{n} {k}" for k, n in r["kills_by_kind"].items())
+    out = table(["tracks", "SIGKILLs (every ~%g s)" % r["kill_every_s"], "chaos run (s)", "clean run (s)",
+                 "rows / distinct tracks", "error rows", "weights identical", "exit codes"],
+                [[r["tracks"], f"{r['kills']} ({kinds})", f"{r['chaos_seconds']:.0f}", f"{r['clean_seconds']:.0f}",
+                  f"{r['rows']} / {r['distinct_tracks']}", r["error_files"], "yes" if r["weights_identical"] else "NO",
+                  f"{r['chaos_exit_code']} / {r['clean_exit_code']}"]])
+    return "\n".join(out)
+
+
+SECTIONS = {"core": ("core", core), "chaos": ("chaos", chaos), "separation": ("separation", separation), "scale": ("scale", scale),
             "aggregate_memory": ("aggregate_memory", aggregate_memory), "gpu": ("gpu", gpu),
             "sampling": ("sampling", sampling), "quality": ("quality", quality),
             "catalogue_memory": ("catalogue_memory", catalogue_memory)}
