@@ -9,7 +9,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,16 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_cluster import _free_port
 from tests.test_guarantees import exactly_once, q, scan
 
 RAY = str(Path(sys.executable).parent / "ray")
 MUSICLIME = str(Path(sys.executable).parent / "musiclime")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ports() -> list[str]:
