@@ -1,6 +1,6 @@
-"""Ray actors of the explain job. The classes are plain Python; the driver wraps them with
-``ray.remote`` and sets restarts, retries and resources on purpose (see pipeline.driver)."""
-from actors.predictor import PredictorActor
+"""Ray actors of the explain job. The driver wraps the classes with ``ray.remote`` and sets
+restarts, retries, resources and concurrency groups on purpose (see pipeline.driver)."""
+from actors.predictor import PROBE_GROUP, PredictorActor
 from actors.surrogate import SurrogateActor
 
-__all__ = ["PredictorActor", "SurrogateActor"]
+__all__ = ["PROBE_GROUP", "PredictorActor", "SurrogateActor"]

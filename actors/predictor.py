@@ -3,20 +3,36 @@ one per device (or a fraction of one): the model loads once per actor life, and 
 separates (demucs) and explains one track there, returning probabilities only."""
 from __future__ import annotations
 
+import ray
+
 from musiclime.gpu_stage import ExplainStage
+
+# ``info`` and ``heartbeat`` run in their own thread, so they answer while a track is being
+# explained: the driver's stall deadline is judged per model batch, not per track.
+PROBE_GROUP = {"probe": 1}
 
 
 class PredictorActor:
-    """Args: those of :class:`~musiclime.gpu_stage.ExplainStage`."""
+    """Args: those of :class:`~musiclime.gpu_stage.ExplainStage`. Create it with
+    ``concurrency_groups=PROBE_GROUP``."""
 
     def __init__(self, *args, **kwargs):
         self.stage = ExplainStage(*args, **kwargs)
 
+    @ray.method(concurrency_group="probe")
     def info(self) -> dict:
-        import ray
         return {**self.stage.info(), "node_id": ray.get_runtime_context().get_node_id()}
 
-    def predict(self, inp):
-        """TrackInput (stems on the host, or a mix to separate here) -> dict(plan, probs, ...),
-        or the ErrorRecord passed in."""
+    @ray.method(concurrency_group="probe")
+    def heartbeat(self) -> tuple[str | None, float | None]:
+        return self.stage.heartbeat()
+
+    def predict(self, decoded: list):
+        """``[ref to a TrackInput]`` (stems on the host, or a mix to separate here) ->
+        dict(plan, probs, ...), or the ErrorRecord passed in.
+
+        The decoded track comes as a ref inside a list, so Ray sends the call at once and
+        this actor fetches the track itself: a call waiting for its decode would otherwise
+        hold back every later call from the driver, the heartbeat included."""
+        (inp,) = ray.get(decoded)
         return self.stage(inp)

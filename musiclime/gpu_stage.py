@@ -47,6 +47,8 @@ class ExplainStage:
             self.separator = get_separator(name, **{**options, "device": self.device})
             self.cache = StemCache(cache_dir)
         self.tracks_done = 0
+        self.current: str | None = None  # see heartbeat()
+        self.last_beat = time.monotonic()
         self.busy_s = 0.0
         self.started = time.monotonic()
 
@@ -58,6 +60,16 @@ class ExplainStage:
                 "busy_share": self.busy_s / max(time.monotonic() - self.started, 1e-9),
                 "cache": None if self.cache is None else {"hits": self.cache.hits, "misses": self.cache.misses},
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **rss_split_mb()}
+
+    def heartbeat(self) -> tuple[str | None, float | None]:
+        """``(track id being explained, seconds since it last finished a model batch)``, or
+        ``(None, None)`` between tracks: a caller that sees the seconds grow knows this stage
+        is stuck on that track (a long track that keeps finishing batches is not)."""
+        track = self.current
+        return (track, time.monotonic() - self.last_beat) if track is not None else (None, None)
+
+    def _beat(self, *_) -> None:
+        self.last_beat = time.monotonic()
 
     def _stems(self, inp: TrackInput):
         """The track's stems as a float32 tensor [n_stems, T] on this device."""
@@ -80,8 +92,11 @@ class ExplainStage:
             return inp
         t0 = time.perf_counter()
         stage = "separate"
+        self._beat()
+        self.current = inp.track_id
         try:
             stems = self._stems(inp)
+            self._beat()
             stage = "predict"
             t1 = time.perf_counter()
             af = AudioFactorization(stems, inp.sample_rate, self.n_segments, inp.stem_names)
@@ -93,16 +108,17 @@ class ExplainStage:
                 classes = list(self.model.classes)
                 res = explainer.sample_until_stable(
                     self.model, af, lf, lambda p0: label_indices(self.labels, classes, p0, inp.true_label),
-                    top_labels=None, modality=self.modality)
+                    top_labels=None, modality=self.modality, progress=self._beat)
                 plan, probs = res.plan, res.probs
                 rows, stability = res.explanation.model_rows, res.explanation.stability
             else:
                 plan = explainer.plan(af, lf, self.modality)                  # masks: numpy, CPU, from the seed
-                probs, rows = explainer.predict(self.model, af, lf, plan.masks)
+                probs, rows = explainer.predict(self.model, af, lf, plan.masks, progress=self._beat)
         except InputError as e:
             return ErrorRecord(inp.track_id, inp.catalogue_row, stage, e.code, f"track {inp.track_id!r}: {e.message}")
         finally:
             self.busy_s += time.perf_counter() - t0
+            self.current = None
         self.tracks_done += 1
         inp.stems = None  # the fit stage needs no audio: keep the object store light
         inp.mix = None

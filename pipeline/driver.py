@@ -129,7 +129,7 @@ class _Job:
     def __init__(self, cfg: ExplainConfig, invocation_id: str, log):
         import ray
 
-        from actors import PredictorActor, SurrogateActor
+        from actors import PROBE_GROUP, PredictorActor, SurrogateActor
         from musiclime import stages
         from pipeline.ray_runtime import init_ray
         self.ray, self.cfg, self.log, self.invocation_id = ray, cfg, log, invocation_id
@@ -141,7 +141,7 @@ class _Job:
         # Actors come back after any number of deaths (a restart reruns __init__: the model
         # loads from its path again); Ray does not retry their calls: the driver does, since
         # only it knows whether a track died alone (a poison track) or beside others (chaos).
-        self._predictor_cls = ray.remote(PredictorActor)
+        self._predictor_cls = ray.remote(concurrency_groups=PROBE_GROUP)(PredictorActor)
         self._predictor_opts = dict(
             num_cpus=PREDICTOR_CPUS_WITH_GPU if gpu else PREDICTOR_CPUS_CPU_ONLY, num_gpus=cfg.gpus_per_predictor,
             max_restarts=-1, max_task_retries=0,
@@ -242,7 +242,7 @@ class _Job:
         i = predictor if predictor is not None else min(free, key=self.load.__getitem__)
         self.load[i] += 1
         ref = self.decode_task.remote(row, self.cfg_ref, self.info["sample_rate"])
-        ref = self.predictors[i].predict.remote(ref)
+        ref = self.predictors[i].predict.remote([ref])
         ref = self.surrogates[row["catalogue_row"] % len(self.surrogates)].fit.remote(ref)
         return ref, i
 
@@ -480,8 +480,10 @@ def _drive(job, cfg: ExplainConfig, items, writer: RunWriter, summary: RunSummar
     solo: list = []         # (row, attempt) of suspects: tracks that died in a crash, retried alone
     reserved: dict = {}     # predictor index -> the ref of the suspect running alone on it
     submitted: dict = {}    # ref -> when it was submitted
-    progress_at: dict = {}  # predictor index -> when it last finished a track (or got work while idle)
-    stalls: dict = {}       # track id -> times it was the oldest track on a stalled predictor
+    beats: dict = {}        # predictor index -> (track it is on or None, seconds since its last model batch)
+    beat_refs: dict = {}    # heartbeat ref -> (predictor index, when asked)
+    beat_asked: dict = {}   # predictor index -> when it was last asked
+    stalls: dict = {}       # track id -> times a predictor stalled on it
     stall_killed: set = set()   # refs failed by our own kill of a stalled predictor
     timed_out: set = set()      # refs to record as timeout when they fail
     waiting: list = []          # (row, attempt) to retry once a predictor is ready again
@@ -508,28 +510,58 @@ def _drive(job, cfg: ExplainConfig, items, writer: RunWriter, summary: RunSummar
         ref, j = job.submit(row, predictor, avoid=set(reserved))
         if predictor is not None:
             reserved[j] = ref
-        if not any(k == j for _, _, k in inflight.values()):
-            progress_at[j] = time.monotonic()  # the clock starts when an idle predictor gets work
         inflight[ref] = (row, attempt, j)
         submitted[ref] = time.monotonic()
 
-    def check_stalls() -> None:
+    def read_heartbeats() -> None:
+        """Ask each busy predictor which track it is on and how long ago it last finished a
+        model batch (answered by its probe thread while it works, never waited for)."""
         now = time.monotonic()
-        for j in {k for _, _, k in inflight.values()}:
-            if now - progress_at.get(j, now) <= cfg.stall_timeout:
+        if beat_refs:
+            done, _ = job.ray.wait(list(beat_refs), num_returns=len(beat_refs), timeout=0)
+            for ref in done:
+                j, _ = beat_refs.pop(ref)
+                try:
+                    beats[j] = job.ray.get(ref)
+                except Exception:
+                    beats.pop(j, None)  # it died
+        pending = {j for j, _ in beat_refs.values()}
+        every = min(1.0, cfg.stall_timeout / 4)
+        for j in {k for _, _, k in inflight.values()} - pending:
+            if j in job.ready and now - beat_asked.get(j, 0.0) >= every:
+                beat_asked[j] = now
+                beat_refs[job.predictors[j].heartbeat.remote()] = (j, now)
+
+    def check_stalls() -> None:
+        """A predictor is stalled when it is on a track and has finished no model batch for
+        ``stall_timeout`` (a long track that keeps finishing batches is not; time spent
+        waiting for a decode or in the fit stage does not count), or when its heartbeat has
+        gone unanswered that long (the whole process is stuck). It is replaced and its
+        tracks retried; the track it stalled on twice is recorded as timeout."""
+        read_heartbeats()
+        now = time.monotonic()
+        unanswered = {j: now - asked for j, asked in beat_refs.values()}
+        for j in {k for _, _, k in inflight.values()} & job.ready:
+            on, idle = beats.get(j, (None, None))
+            if not ((on is not None and idle > cfg.stall_timeout) or unanswered.get(j, 0.0) > cfg.stall_timeout):
                 continue
             mine = [r for r, (_, _, k) in inflight.items() if k == j]
-            oldest = min(mine, key=submitted.__getitem__)
-            tid = inflight[oldest][0]["track_id"]
+            # the track it is on, as its heartbeat said (a threaded actor need not run its
+            # calls in order); the oldest of its tracks when it never answered
+            stuck = next((r for r in mine if inflight[r][0]["track_id"] == on), None) \
+                or min(mine, key=submitted.__getitem__)
+            tid = inflight[stuck][0]["track_id"]
             stalls[tid] = stalls.get(tid, 0) + 1
             if stalls[tid] >= 2:
-                timed_out.add(oldest)
+                timed_out.add(stuck)
             stall_killed.update(mine)
-            logs.get("explain").warning(f"predictor {j} finished no track for {cfg.stall_timeout:g} s: "
-                                        f"replacing it and retrying its {len(mine)} track(s)")
+            logs.get("explain").warning(f"predictor {j} finished no model batch for {cfg.stall_timeout:g} s on "
+                                        f"track {tid!r}: replacing it and retrying its {len(mine)} track(s)")
             job.ray.kill(job.predictors[j], no_restart=False)  # Ray restarts it
             job.probe(j)
-            progress_at[j] = now
+            beats.pop(j, None)
+            for ref in [r for r, (k, _) in beat_refs.items() if k == j]:
+                del beat_refs[ref]
 
     def rescue_orphans() -> None:
         """Tracks sent to a predictor just as it died wait for its restart, which may never
@@ -608,14 +640,13 @@ def _drive(job, cfg: ExplainConfig, items, writer: RunWriter, summary: RunSummar
             if was_alone:
                 del reserved[i]
             job.load[i] -= 1
-            progress_at[i] = time.monotonic()
             try:
                 res = job.ray.get(ref)
             except Exception as e:
                 tid = row["track_id"]
                 if ref in timed_out:
                     res = ErrorRecord(tid, row["catalogue_row"], "predict", "timeout",
-                                      f"track {tid!r} stalled its predictor twice (no track finished for "
+                                      f"track {tid!r} stalled its predictor twice (no model batch finished for "
                                       f"{cfg.stall_timeout:g} s)", attempt)
                 elif ref in stall_killed:  # our own kill: retry, the stall is counted already
                     stall_killed.discard(ref)

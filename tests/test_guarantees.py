@@ -4,6 +4,7 @@ grows between resumes, a resume with other settings, hostile run ids and catalog
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -235,6 +236,7 @@ class Hanging(Stormy):
     def predict_proba(self, audio, lyrics):
         if any("hang" in s for s in lyrics):
             time.sleep(3600)  # this input never finishes
+        time.sleep(0.3)  # the others are slow: a track takes longer than the stall deadline
         return super().predict_proba(audio, lyrics)
 
 
@@ -244,14 +246,24 @@ def make():
 
 
 def test_a_stalled_predictor_is_replaced_and_a_track_stalling_twice_is_timeout(ray_session, plugin_path,
-                                                                                demo_library, tmp_path):
+                                                                                demo_library, tmp_path, caplog):
+    """The deadline is per model batch: the good tracks take longer than it (15 batches of
+    0.3 s against 3 s) and are never stalled; the hanging one finishes no batch."""
     (plugin_path / "hang_plugin.py").write_text(HANG)
     cat = _catalogue_with_bad_track(demo_library, tmp_path, "hang")
     out = tmp_path / "out"
     t0 = time.perf_counter()
-    s = run_explain(ExplainConfig(catalogue=str(cat), model="hang_plugin:make", out=str(out), separator="provided",
-                                  num_samples=120, run_id="h", stall_timeout=4.0), show_progress=False)
+    logger = logging.getLogger("musiclime.explain")  # the job's loggers do not propagate to the root
+    logger.addHandler(caplog.handler)
+    try:
+        s = run_explain(ExplainConfig(catalogue=str(cat), model="hang_plugin:make", out=str(out),
+                                      separator="provided", num_samples=120, batch_size=8, run_id="h",
+                                      stall_timeout=3.0), show_progress=False)
+    finally:
+        logger.removeHandler(caplog.handler)
     assert s.exit_code == 3, s.message
     assert q(f"select track_id, error_type from {scan(out, 'errors')}") == [("hang", "timeout")]
     exactly_once(out, 3)
+    stalls = {r.getMessage() for r in caplog.records if "finished no model batch" in r.getMessage()}
+    assert len(stalls) == 2 and all("on track 'hang'" in m for m in stalls), stalls  # never a slow one
     assert time.perf_counter() - t0 < 120
