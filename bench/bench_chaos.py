@@ -1,7 +1,7 @@
 """A night under chaos, larger than the suite's test: a `ray start` cluster on 127.0.0.1 (a
 driver-only head, one node with 2 logical GPUs), `musiclime explain --address auto` over a
-few hundred tracks with a SIGKILL every ~20 s of a busy GPU-stage actor or the fit actor,
-then the same catalogue on a clean run. Reports the kills, both wall times, and checks every
+few hundred tracks with a SIGKILL every ~20 s of a busy GPU-stage actor or a CPU worker
+(running a decode or a fit, or idle), then the same catalogue on a clean run. Reports the kills, both wall times, and checks every
 row once, no error rows, identical weights.
 
     python bench/bench_chaos.py [--tracks 300] [--every 20]
@@ -62,10 +62,12 @@ def main(argv=None) -> dict:
             time.sleep(0.2)
             if time.monotonic() < next_kill:
                 continue
-            kind = "SurrogateActor" if rng.random() < 0.25 else "PredictorActor"
-            pids = _workers(kind)
-            if kind == "PredictorActor":
-                pids = [p for p in pids if "predict" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")]
+            kind = "cpu" if rng.random() < 0.25 else "PredictorActor"
+            if kind == "PredictorActor":  # a busy one
+                pids = [p for p in _workers(kind)
+                        if "predict" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")]
+            else:  # a CPU worker: running a fit or a decode, or idle and next in line
+                pids = _workers("fit", cluster) or _workers("decode", cluster) or _workers("IDLE", cluster)
             if pids:
                 os.kill(rng.choice(pids), 9)
                 kills.append(kind)

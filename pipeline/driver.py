@@ -1,9 +1,9 @@
 """The explain job's driver: catalogue in, explanations out, exactly once.
 
-Decode runs as CPU tasks; the GPU stage (PredictorActors, one per device or fraction of
-one) separates (demucs) and explains each track on its device; surrogate fits run in
-SurrogateActors; ObjectRefs flow stage to stage so the
-driver never holds audio. At most ``in_flight`` tracks are in the pipeline at once
+Decode and the surrogate fits run as CPU tasks (wherever the cluster has a free CPU, new
+nodes included); the GPU stage (PredictorActors, one per device or fraction of one, a pool
+that grows with the cluster) separates (demucs) and explains each track on its device;
+ObjectRefs flow stage to stage so the driver never holds audio. At most ``in_flight`` tracks are in the pipeline at once
 (backpressure); the single writer commits finished tracks atomically.
 """
 from __future__ import annotations
@@ -110,8 +110,7 @@ def _dead_actor_id(err: Exception) -> str | None:
 def _stage_of(err: Exception) -> str:
     name = getattr(err, "function_name", "") or ""
     text = f"{name} {err}"
-    for stage, key in (("decode", "decode"), ("predict", "PredictorActor"),
-                       ("fit", "SurrogateActor")):
+    for stage, key in (("decode", "decode"), ("predict", "PredictorActor"), ("fit", "fit")):
         if key in text:
             return stage
     return "predict"
@@ -129,7 +128,7 @@ class _Job:
     def __init__(self, cfg: ExplainConfig, invocation_id: str, log):
         import ray
 
-        from actors import PROBE_GROUP, PredictorActor, SurrogateActor
+        from actors import PROBE_GROUP, PredictorActor
         from musiclime import stages
         from pipeline.ray_runtime import init_ray
         self.ray, self.cfg, self.log, self.invocation_id = ray, cfg, log, invocation_id
@@ -162,12 +161,12 @@ class _Job:
         self.stats_refs: dict = {}  # info ref -> predictor index (for the busy share)
         self.busy: dict[int, tuple[float, float]] = {}  # predictor -> (busy s, up s) as last reported
         self.grown_at = 0.0
-        self.surrogates = [ray.remote(SurrogateActor).options(
-            name=f"musiclime-fit-{invocation_id}-{i}", num_cpus=SURROGATE_CPUS, max_restarts=-1, max_task_retries=0
-        ).remote(cfg, invocation_id) for i in range(max(1, cfg.surrogate_workers))]
+        # CPU stages are tasks: they run on any free CPU, as many at once as the cluster
+        # allows, and Ray reruns one whose worker died (twice; then the driver's rules apply)
         self.decode_task = ray.remote(num_cpus=DECODE_CPUS, max_retries=2)(stages.decode)
-        # an actor keeps its id across restarts: a death names the stage and the predictor
-        self.actor_stage = {a._actor_id.hex(): ("fit", None) for a in self.surrogates}
+        self.fit_task = ray.remote(num_cpus=SURROGATE_CPUS, max_retries=2)(stages.fit)
+        # an actor keeps its id across restarts: a death names the predictor
+        self.actor_stage: dict = {}
         self._add_predictor()
         self.info = ray.get(self.predictors[0].info.remote())  # fails fast if the model does not load
         self.poll()
@@ -243,7 +242,7 @@ class _Job:
         self.load[i] += 1
         ref = self.decode_task.remote(row, self.cfg_ref, self.info["sample_rate"])
         ref = self.predictors[i].predict.remote([ref])
-        ref = self.surrogates[row["catalogue_row"] % len(self.surrogates)].fit.remote(ref)
+        ref = self.fit_task.remote(ref, self.cfg_ref, self.invocation_id)
         return ref, i
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -182,12 +183,13 @@ def test_pool_grows_onto_a_new_node_and_survives_a_raylet_kill(cluster, demo_lib
     assert q(qw.format("night")) == q(qw.format("one-node"))
 
 
-def _workers(title: str) -> list[int]:
+def _workers(title: str, within: "Cluster | None" = None) -> list[int]:
     """Pids of Ray worker processes whose title starts with ``ray::<title>`` (an actor's
-    class, a task's function, or IDLE)."""
+    class, a task's function, or IDLE), of ``within``'s nodes only when given."""
     out = []
+    mine = {p for proc in within.procs.values() for p in _descendants(proc.pid)} if within else None
     for d in Path("/proc").iterdir():
-        if d.name.isdigit():
+        if d.name.isdigit() and (mine is None or int(d.name) in mine):
             try:
                 if (d / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace").startswith(f"ray::{title}"):
                     out.append(int(d.name))
@@ -198,7 +200,8 @@ def _workers(title: str) -> list[int]:
 
 def test_chaos_on_a_cluster_then_the_driver_killed_then_rerun(cluster, demo_library, tmp_path):
     """The CLI on a `ray start --head` cluster: SIGKILLs of a busy GPU-stage actor (three)
-    and of the fit actor, then of the driver; the same command rerun until
+    and of a CPU worker (one running a decode or a fit, or an idle one next in line), then of
+    the driver; the same command rerun until
     it finishes: every row once, no error rows, weights identical to a clean run."""
     cluster.start("gpu-node", "--address", cluster.address, "--num-cpus", "4", "--num-gpus", "2")
     cluster.wait_gpus(2)
@@ -209,18 +212,19 @@ def test_chaos_on_a_cluster_then_the_driver_killed_then_rerun(cluster, demo_libr
     kills = []
     try:
         deadline = time.time() + 120
-        plan = ["PredictorActor", "PredictorActor", "SurrogateActor", "PredictorActor"]
+        plan = ["PredictorActor", "PredictorActor", "cpu", "PredictorActor"]
         while plan and run.poll() is None and time.time() < deadline:
-            victims = _workers(plan[0])
             if plan[0] == "PredictorActor":  # a busy one: running a track right now
-                victims = [p for p in victims if "predict" in Path(f"/proc/{p}/cmdline").read_bytes().decode(
-                    errors="replace")]
+                victims = [p for p in _workers("PredictorActor") if "predict" in Path(
+                    f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")]
+            else:
+                victims = _workers("fit", cluster) or _workers("decode", cluster) or _workers("IDLE", cluster)
             if not victims or _committed(out, "chaos") < 2 * len(kills) + 1:
                 time.sleep(0.1)
                 continue
             os.kill(victims[0], signal.SIGKILL)
             kills.append(plan.pop(0))
-        assert kills.count("PredictorActor") == 3 and "SurrogateActor" in kills, kills
+        assert kills.count("PredictorActor") == 3 and "cpu" in kills, kills
         while _committed(out, "chaos") < len(kills) * 2 + 4 and run.poll() is None:
             time.sleep(0.1)
         assert run.poll() is None, "the run ended before its driver could be killed"
@@ -251,7 +255,10 @@ def _autoscaler_config(gcs_address: str, gpu_max: int) -> dict:
     """A fake-multinode autoscaler config (what ``ray.cluster_utils.AutoscalingCluster``
     generates): a driver-only head and a GPU node type with min 0, max ``gpu_max``."""
     return {"cluster_name": "fake", "max_workers": gpu_max, "upscaling_speed": 1.0, "idle_timeout_minutes": 5,
-            "provider": {"type": "fake_multinode", "gcs_address": gcs_address}, "auth": {"ssh_user": "ubuntu"},
+            # as fake_multi_node/example.yaml has it: nodes are known by their ids, no ssh updaters
+            "provider": {"type": "fake_multinode", "gcs_address": gcs_address, "use_node_id_as_ip": True,
+                         "disable_node_updaters": True, "disable_launch_config_check": True},
+            "auth": {"ssh_user": "ubuntu"},
             "available_node_types": {
                 "ray.head.default": {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0},
                 "gpu": {"resources": {"CPU": 2, "GPU": 1}, "node_config": {}, "min_workers": 0,
@@ -264,7 +271,8 @@ def _autoscaler_config(gcs_address: str, gpu_max: int) -> dict:
 
 def test_plans_are_checked_against_what_the_autoscaler_can_add(cluster_env, demo_library, tmp_path):
     """An autoscaling cluster that starts with no GPU and may add 2 GPU nodes: a 3-actor plan
-    exits 2 with the arithmetic before any work, a 2-actor plan passes. This is
+    exits 2 with the arithmetic before any work; a 2-actor plan passes and runs on the two
+    nodes the autoscaler adds for it. This is
     ``ray.cluster_utils.AutoscalingCluster`` done by hand: in Ray 2.60 the class cannot be
     built (its fake_multi_node/example.yaml is not in the wheel) and its start() runs
     ``ray stop --force``, which would kill every other Ray of the test session."""
@@ -285,12 +293,18 @@ def test_plans_are_checked_against_what_the_autoscaler_can_add(cluster_env, demo
         dry = subprocess.run(_explain(demo_library, out, "dry", "--predictors", "3", "--dry-run"), env=env,
                              capture_output=True, text=True, timeout=300)
         assert dry.returncode == 2 and "the autoscaler's config" in dry.stdout + dry.stderr
-        # two actors fit what the autoscaler can add: the plan passes (placing them for real
-        # with this fake autoscaler flapped here, nodes launched and removed in a loop; the
-        # multi-node test above places a pool on nodes that join mid-run)
         two = subprocess.run(_explain(demo_library, out, "two", "--predictors", "2", "--dry-run"), env=env,
                              capture_output=True, text=True, timeout=300)
         assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-2000:]
         assert "the autoscaler's config" in two.stdout and "2 x gpu (2 CPU, 1 GPU)" in two.stdout, two.stdout
+        # and runs: the autoscaler adds the two GPU nodes the pool asks for, on which it is placed
+        run = subprocess.run(_explain(demo_library, out, "two", "--predictors", "2", "--limit", "4",
+                                      "--num-samples", "200"), env=env, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+        exactly_once(out, 4, "two")
+        placed = re.findall(r"GPU-stage actor pid \d+ on node \S* \((\w+)\)", run.stderr)
+        fake_head = "f" * 51 + "00000"  # the fake provider's node ids: the head's, then 00001, 00002...
+        assert len(set(placed)) == 2 and fake_head not in placed and all(p.startswith("f" * 51) for p in placed), \
+            run.stderr[-3000:]
     finally:
         c.stop()

@@ -35,7 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "cluster grows), or auto (floor(cluster GPUs / --gpus-per-predictor), growing with "
                         "the cluster; without GPUs one per 4 CPUs)")
     p.add_argument("--gpus-per-predictor", type=float, default=0.0)
-    p.add_argument("--surrogate-workers", type=int, default=1, help="SurrogateActors fitting on CPUs")
+    p.add_argument("--surrogate-workers", type=int, default=1,
+                   help="surrogate fits the plan must find CPU room for at once; fits are Ray tasks, so more "
+                        "run on any free CPU (new nodes included)")
     p.add_argument("--limit", type=int, default=None, help="explain only the first N catalogue rows")
     p.add_argument("--max-seconds", type=float, default=30.0, help="longer audio: its middle window is explained")
     p.add_argument("--max-words", type=int, default=1000,
