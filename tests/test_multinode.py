@@ -202,11 +202,13 @@ def test_chaos_on_a_cluster_then_the_driver_killed_then_rerun(cluster, demo_libr
     """The CLI on a `ray start --head` cluster: SIGKILLs of a busy GPU-stage actor (three)
     and of a CPU worker (one running a decode or a fit, or an idle one next in line), then of
     the driver; the same command rerun until
-    it finishes: every row once, no error rows, weights identical to a clean run."""
-    cluster.start("gpu-node", "--address", cluster.address, "--num-cpus", "4", "--num-gpus", "2")
-    cluster.wait_gpus(2)
+    it finishes: every row once, no error rows, weights identical to a clean run. The two
+    GPU-stage actors share one GPU (``--gpus-per-predictor 0.5``)."""
+    cluster.start("gpu-node", "--address", cluster.address, "--num-cpus", "4", "--num-gpus", "1")
+    cluster.wait_gpus(1)
     out = tmp_path / "out"
-    cmd = _explain(demo_library, out, "chaos", "--predictors", "2", "--limit", "32", "--num-samples", "1000")
+    cmd = _explain(demo_library, out, "chaos", "--predictors", "2", "--gpus-per-predictor", "0.5", "--limit", "32",
+                   "--num-samples", "1000")
     log = open(tmp_path / "chaos.log", "w")
     run = subprocess.Popen(cmd, env=cluster.env, stdout=log, stderr=subprocess.STDOUT)
     kills = []
@@ -240,6 +242,8 @@ def test_chaos_on_a_cluster_then_the_driver_killed_then_rerun(cluster, demo_libr
         if again.returncode == 0:
             break
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    placed = re.findall(r"GPU-stage actor pid (\d+) on node \S* \((\w+)\)", again.stderr)
+    assert len({pid for pid, _ in placed}) == 2 and len({node for _, node in placed}) == 1, again.stderr[-3000:]
     exactly_once(out, 32, "chaos")
     assert not list((out / "errors").rglob("*.parquet"))
     clean = subprocess.run(_explain(demo_library, out, "clean", "--predictors", "1", "--limit", "32",
