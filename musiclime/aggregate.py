@@ -152,11 +152,14 @@ def aggregate(out: str | Path, runs: list[str] | None = None, topk: int = 5, min
 
 def write_global_importance(out: str | Path, df, fmt: str = "parquet") -> list[Path]:
     """Write one Parquet file per run under ``global_importance/run_id=<id>/`` (replacing
-    that run's previous aggregate atomically); ``fmt='delta'`` also appends a Delta table."""
+    that run's previous aggregate atomically); ``fmt='delta'`` also writes the Delta table
+    ``global_importance_delta``, where each run's rows replace that run's earlier ones in one
+    commit (a predicate overwrite): aggregating again never duplicates rows."""
     import os
     import shutil
     import uuid
 
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from schemas.aggregates import GLOBAL_IMPORTANCE
@@ -178,6 +181,9 @@ def write_global_importance(out: str | Path, df, fmt: str = "parquet") -> list[P
         written.append(final / "part-0.parquet")
         if fmt == "delta":
             from deltalake import write_deltalake
-            write_deltalake(str(out / "global_importance_delta"), part.to_arrow(), mode="append",
-                            partition_by=["run_id"])
+            rows = table.append_column(pa.field("run_id", pa.string(), nullable=False),
+                                       pa.array([run_id] * table.num_rows, pa.string()))
+            quoted = str(run_id).replace("'", "''")
+            write_deltalake(str(out / "global_importance_delta"), rows, mode="overwrite",
+                            predicate=f"run_id = '{quoted}'", partition_by=["run_id"])
     return written

@@ -13,7 +13,7 @@ from musiclime.errors import InputError
 from musiclime.explanation import Explanation, FeatureSpace
 from musiclime.factorization import AudioFactorization, LyricsFactorization
 from musiclime.masks import (Design, Modality, perturbed_columns, sample_foldover_masks, sample_grid_masks,
-                             sample_masks, unique_rows)
+                             sample_masks, seed_bits, unique_rows)
 from musiclime.protocol import (as_embedding, as_probs, check_model, has_mask_lyrics,
                                 is_late_fusion, model_device)
 from musiclime.surrogate import FeatureSelection, fit_surrogate, mask_distances
@@ -187,7 +187,7 @@ class MusicLIME:
         self.kernel_width = float(kernel_width)
         self.feature_selection = FeatureSelection.parse(feature_selection)
         self.num_features = num_features
-        self.seed = int(seed)
+        self.seed = seed_bits(seed)
         self.alpha = float(alpha)
 
     # ------------------------------------------------------------------ the three steps
@@ -213,7 +213,7 @@ class MusicLIME:
             if modality is Modality.BOTH:
                 flags.append("no_lyrics")
                 modality = Modality.AUDIO
-        seed = self.seed if seed is None else int(seed)
+        seed = self.seed if seed is None else seed_bits(seed)
         fs = FeatureSpace.from_factorizations(af, lf)
         n = self.num_samples if num_samples is None else int(num_samples)
         design = design or self.design_for()

@@ -26,6 +26,17 @@ class Design(Choice):
 
 
 
+def seed_bits(seed: int) -> int:
+    """A seed as the non-negative int numpy's generators take. Seeds are 64 bits; tables
+    store them as int64 (warehouses have no unsigned types), so half of the stored values
+    are negative: those read as their uint64 twin, and a stored seed gives the same masks
+    as the unsigned one it came from."""
+    seed = int(seed)
+    if not -(1 << 63) <= seed < (1 << 64):
+        raise ValueError(f"a seed is 64 bits (int64 or uint64), got {seed}")
+    return seed + (1 << 64) if seed < 0 else seed
+
+
 def perturbed_columns(modality: Modality, n_audio: int, n_lyrics: int) -> slice:
     """The mask columns a modality perturbs (audio columns come first)."""
     return {Modality.BOTH: slice(0, n_audio + n_lyrics),
@@ -52,7 +63,7 @@ def sample_masks(num_samples: int, n_audio: int, n_lyrics: int, seed: int = 0,
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     if n_audio < 0 or n_lyrics < 0:
         raise ValueError("feature counts must be >= 0")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed_bits(seed))
     masks = np.ones((num_samples, n_audio + n_lyrics), dtype=np.uint8)
     cols = perturbed_columns(modality, n_audio, n_lyrics)
     width = cols.stop - cols.start
@@ -100,13 +111,13 @@ def sample_grid_masks(num_samples: int, n_audio: int, n_lyrics: int, grid_size: 
         raise ValueError(f"grid_size must be two positive ints, got {grid_size}")
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    audio = _half_masks(n_a, n_audio, np.random.default_rng([seed, 1]))
-    lyrics = _half_masks(n_l, n_lyrics, np.random.default_rng([seed, 2]))
+    audio = _half_masks(n_a, n_audio, np.random.default_rng([seed_bits(seed), 1]))
+    lyrics = _half_masks(n_l, n_lyrics, np.random.default_rng([seed_bits(seed), 2]))
     cells = n_a * n_l
     if num_samples >= cells:
         pick = np.arange(cells)
     else:
-        rng = np.random.default_rng([seed, 3, n_a, n_l])
+        rng = np.random.default_rng([seed_bits(seed), 3, n_a, n_l])
         pick = np.concatenate([[0], 1 + rng.choice(cells - 1, size=num_samples - 1, replace=False)])
     ia, il = np.divmod(pick, n_l)
     return np.concatenate([audio[ia], lyrics[il]], axis=1)

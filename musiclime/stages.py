@@ -20,8 +20,11 @@ from musiclime.records import ErrorRecord, TrackInput, TrackResult  # noqa: F401
 
 
 def track_seed(seed: int, track_id: str) -> int:
-    """The track's mask seed: independent of order, actor count and catalogue size."""
-    return int.from_bytes(hashlib.blake2b(f"{seed}:{track_id}".encode(), digest_size=8).digest(), "little")
+    """The track's mask seed: independent of order, actor count and catalogue size. The 8
+    bytes are read as a signed int64, the type ``tracks.seed`` has in every warehouse (the
+    explainer takes it as is: see :func:`musiclime.masks.seed_bits`)."""
+    return int.from_bytes(hashlib.blake2b(f"{seed}:{track_id}".encode(), digest_size=8).digest(), "little",
+                          signed=True)
 
 
 def read_lyrics(row: dict) -> str:

@@ -21,7 +21,9 @@ TIMINGS = pa.struct([pa.field(n, pa.float64()) for n in ("decode_s", "separate_s
 
 TRACKS = schema([
     TRACK_ID, CATALOGUE_ROW,
-    field("seed", pa.uint64(), "mask seed of the track: blake2b('{run seed}:{track_id}'), 8 bytes little-endian", nullable=False),
+    field("seed", pa.int64(), "mask seed of the track: blake2b('{run seed}:{track_id}'), 8 bytes little-endian "
+          "read as a signed int64 (no unsigned types in warehouses); the explainer takes it as is "
+          "(MusicLIME(seed=...) reads a negative value as its uint64 twin)", nullable=False),
     field("predicted", pa.string(), "the model's most probable class on the whole input", nullable=False),
     field("probabilities", pa.list_(pa.float64()), "class probabilities in the order of run.json 'classes'", nullable=False),
     field("true_label", pa.string(), "the catalogue's label (--label-column), if any"),

@@ -138,15 +138,62 @@ def test_report_renders_in_a_real_browser(explained, tmp_path):
         shutil.copy(shot, os.environ["MUSICLIME_SCREENSHOT"])
 
 
-def test_delta_format_appends_per_run(explained, tmp_path):
-    deltalake = pytest.importorskip("deltalake")
+def test_delta_aggregate_replaces_the_rows_of_its_runs(explained, tmp_path):
+    """Aggregating again (all runs, then one) replaces those runs' rows: never duplicates."""
+    import deltalake
     out = tmp_path / "copy"
     shutil.copytree(explained, out)
     g = aggregate(out)
-    write_global_importance(out, g, fmt="delta")
+    for _ in range(2):
+        write_global_importance(out, g, fmt="delta")
+    write_global_importance(out, aggregate(out, runs=["audio"]), fmt="delta")
     dt = deltalake.DeltaTable(str(out / "global_importance_delta"))
-    assert dt.to_pyarrow_table().num_rows == g.height
-    assert set(dt.to_pyarrow_table().column("run_id").to_pylist()) == {"both", "audio"}
+    table = pl.from_arrow(dt.to_pyarrow_table())
+    assert table.height == g.height
+    assert set(table["run_id"]) == {"both", "audio"}
+    key = [c for c in table.columns if c not in ("mean_abs_weight", "mean_weight", "n_tracks", "topk_frequency")]
+    assert table.select(key).is_duplicated().sum() == 0
+    assert pl.read_delta(str(out / "global_importance_delta")).height == g.height
+
+
+def test_every_output_column_has_a_type_spark_and_iceberg_read(explained, tmp_path):
+    """Every table, read back with pyarrow, Polars, DuckDB and deltalake, has only the types
+    of schemas.warehouse (no unsigned ints: tracks.seed is int64)."""
+    import deltalake
+    import pyarrow.dataset as pds
+
+    from schemas import warehouse
+    from schemas.aggregates import GLOBAL_IMPORTANCE
+    from schemas.tables import ALL
+    from tests.catalogues import bad_input_catalogue
+    out = tmp_path / "copy"
+    shutil.copytree(explained, out)
+    cat, errors, _ = bad_input_catalogue(tmp_path / "bad")  # so that errors/ has rows
+    s = run_explain(ExplainConfig(catalogue=str(cat), model="mlplugins:make", out=str(out), separator="provided",
+                                  num_samples=60, run_id="bad"), show_progress=False)
+    assert s.exit_code == 3 and s.failed >= len(errors)
+    write_global_importance(out, aggregate(out, runs=["both", "audio"]), fmt="delta")
+    problems = [p for name, sch in {**ALL, "global_importance": GLOBAL_IMPORTANCE}.items()
+                for f in sch for p in warehouse.arrow_problems(f.type, f"{name}.{f.name}")]
+    for name in ("tracks", "explanations", "errors", "global_importance"):
+        files = f"{out}/{name}/**/*.parquet"
+        d = pds.dataset(str(out / name), format="parquet", partitioning="hive")
+        assert d.count_rows() > 0, name
+        problems += [p for f in d.schema for p in warehouse.arrow_problems(f.type, f"arrow {name}.{f.name}")]
+        schema = pl.scan_parquet(files, hive_partitioning=True).collect_schema()
+        problems += [p for c, t in schema.items() for p in warehouse.polars_problems(t, f"polars {name}.{c}")]
+        cols = duckdb.connect().execute(f"describe select * from read_parquet('{files}', hive_partitioning=true)")
+        problems += [p for c, t, *_ in cols.fetchall() for p in warehouse.duckdb_problems(t, f"duckdb {name}.{c}")]
+        deltalake.write_deltalake(str(tmp_path / "delta" / name), d.to_table())  # as a warehouse would load it
+        fields = deltalake.DeltaTable(str(tmp_path / "delta" / name)).schema().fields
+        problems += [p for f in fields for p in warehouse.delta_problems(f.type, f"delta {name}.{f.name}")]
+    fields = deltalake.DeltaTable(str(out / "global_importance_delta")).schema().fields
+    problems += [p for f in fields for p in warehouse.delta_problems(f.type, f"delta global_importance.{f.name}")]
+    assert problems == []
+    # the checks do catch what warehouses reject
+    assert warehouse.arrow_problems(pa.list_(pa.uint64()), "x") and warehouse.polars_problems(pl.UInt64, "x")
+    assert warehouse.duckdb_problems("STRUCT(a UBIGINT, b DOUBLE)", "x") == ["x.a: UBIGINT"]
+    assert warehouse.arrow_problems(pa.timestamp("ns", "UTC"), "x") and warehouse.arrow_problems(pa.int8(), "x")
 
 
 def test_batches_without_their_tracks_twin_aggregate_the_same(explained, tmp_path):

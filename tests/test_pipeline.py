@@ -41,6 +41,34 @@ def cfg(**kw):
     return ExplainConfig(**{**base, **kw})
 
 
+def _weights_reproduce_from_the_stored_seed(out, tracks, expl, demo_library, checkpoint):
+    """``tracks.seed`` is int64 (no unsigned types in warehouses): a negative stored seed,
+    given to the explainer as read from the table, reproduces the track's weights."""
+    import numpy as np
+
+    from musiclime.explainer import MusicLIME
+    from musiclime.gpu_stage import ExplainStage
+    from musiclime.stages import decode, fit
+    from pipeline.catalogue import read_catalogue
+    assert tracks.schema["seed"] == pl.Int64 and pq.read_schema(next((out / "tracks").rglob("*.parquet"))).field(
+        "seed").type == "int64"
+    neg = tracks.filter(pl.col("seed") < 0).sort("catalogue_row").row(0, named=True)
+    c = cfg(catalogue=str(demo_library / "catalogue.parquet"), model=str(checkpoint), out=str(out),
+            separator="provided", labels="true", label_column="genre")
+    stage = ExplainStage(c.model, c.explainer_spec(), c.modality, c.segments, "cpu", c.labels, c.label_column)
+    inp = decode(read_catalogue(demo_library / "catalogue.parquet")[neg["catalogue_row"]], c, 16000)
+    inp.seed = neg["seed"]  # as read from the table
+    again = fit(stage(inp), c, "x").explanations.to_pydict()
+    stored = expl.filter(pl.col("track_id") == neg["track_id"]).sort("label", "feature")
+    mine = pl.DataFrame({k: again[k] for k in ("label", "feature", "weight")}).sort("label", "feature")
+    assert np.array_equal(stored["weight"].to_numpy(), mine["weight"].to_numpy())
+    # the stored value and its uint64 reading are the same seed
+    a, b = MusicLIME(seed=neg["seed"]), MusicLIME(seed=neg["seed"] + 2 ** 64)
+    assert a.seed == b.seed == neg["seed"] + 2 ** 64
+    with pytest.raises(ValueError, match="64 bits"):
+        MusicLIME(seed=2 ** 64)
+
+
 def test_forty_demo_tracks_end_to_end(ray_session, demo_library, light_checkpoint, tmp_path):
     out = tmp_path / "out"
     s = run_explain(cfg(catalogue=str(demo_library / "catalogue.parquet"), model=str(light_checkpoint), out=str(out),
@@ -66,6 +94,7 @@ def test_forty_demo_tracks_end_to_end(ray_session, demo_library, light_checkpoin
     # seeds and labels as specified
     row = tracks.filter(pl.col("track_id") == "demo-00000").row(0, named=True)
     assert row["seed"] == track_seed(0, "demo-00000")
+    _weights_reproduce_from_the_stored_seed(out, tracks, expl, demo_library, light_checkpoint)
     assert row["explained_labels"] == [row["true_label"]] and len(row["probabilities"]) == 5
     assert abs(sum(row["probabilities"]) - 1) < 1e-6
     ranks = expl.filter(pl.col("track_id") == "demo-00000").sort("rank")["rank"].to_list()
