@@ -19,14 +19,16 @@ def read_audio(path: str | Path, sample_rate: int, mono: bool = True,
         InputError: ``missing_file``, ``decode_error``, ``empty_audio``.
     """
     import soundfile as sf
-    p = Path(path)
-    if not p.is_file():
-        raise InputError("missing_file", f"no audio file at {p}")
+
+    from musiclime import storage
+    p = Path(str(path).split("?")[0])  # for messages: the file's name
+    if not file_exists(path):
+        raise InputError("missing_file", f"no audio file at {path}")
     flags: list[str] = []
     try:
         # Only the explained window is decoded: a 6-minute file with max_seconds=30 costs
-        # the window's memory, not the file's.
-        with sf.SoundFile(str(p)) as f:
+        # the window's memory, not the file's (a remote file is fetched whole first).
+        with sf.SoundFile(storage.readable(path)) as f:
             sr, frames = f.samplerate, f.frames
             start, stop = 0, frames
             if max_seconds is not None and frames > int(max_seconds * sr):
@@ -69,12 +71,27 @@ def resample_tensor(audio, orig_sr: int, new_sr: int):
     return AF.resample(audio.contiguous(), orig_sr, new_sr)
 
 
+def file_exists(path) -> bool:
+    """Whether a file is at ``path`` (a path or URI).
+
+    Raises:
+        InputError: ``unreadable_file`` when the place cannot be asked (a bad URI, no
+            access to the bucket): the message names the location and the storage error.
+    """
+    from musiclime import storage
+    try:
+        return storage.is_file(path)
+    except Exception as e:
+        raise InputError("unreadable_file", f"cannot read {path}: {str(e).splitlines()[0][:300]}") from None
+
+
 def read_lyrics_file(path: str | Path) -> str:
     """A UTF-8 lyrics file; anything else is an ``InputError`` (``lyrics_decode_error``)."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError("missing_file", f"no lyrics file at {p}")
+    from musiclime import storage
+    p = Path(str(path).split("?")[0])
+    if not file_exists(path):
+        raise InputError("missing_file", f"no lyrics file at {path}")
     try:
-        return p.read_bytes().decode("utf-8")
+        return storage.read_bytes(path).decode("utf-8")
     except UnicodeDecodeError as e:
         raise InputError("lyrics_decode_error", f"{p.name} is not UTF-8: {e}") from None

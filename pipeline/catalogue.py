@@ -1,10 +1,11 @@
-"""Reading a catalogue in batches: Parquet, CSV, JSONL, or a folder of audio files with
-sidecar .txt lyrics. Never the whole catalogue at once, so the driver's memory does not
-grow with its rows.
+"""Reading a catalogue in batches: a Parquet, CSV or JSONL file, a Parquet dataset folder,
+a Delta table, or a folder of audio files with sidecar .txt lyrics; on a local path or any
+URI of :mod:`musiclime.storage` (``s3://`` tested). Never the whole catalogue at once, so
+the driver's memory does not grow with its rows.
 
 Rows keep their position (``catalogue_row``) for the tables, but a run matches rows by
 ``track_id`` (see :mod:`pipeline.plan`). Relative paths are resolved against the
-catalogue's folder.
+catalogue's folder (a relative path in an ``s3://`` catalogue is in the same bucket).
 
 CSV and JSONL are read as text: ``007`` stays ``"007"``, ``NA`` and ``true`` stay strings,
 an empty CSV cell is ``""``. A row with a cell that is not UTF-8 (or a JSONL line that is
@@ -15,6 +16,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Iterator
+
+from musiclime import storage
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 PATH_COLUMNS = ("audio_path", "lyrics_path", "vocals_path", "drums_path", "bass_path", "other_path")
@@ -31,30 +34,57 @@ class CatalogueReader:
     ``DECODE_ERROR`` with the reason. Iterating twice reads the file twice.
 
     Args:
-        path: a ``.parquet``, ``.csv``, ``.jsonl``/``.ndjson``/``.json`` file or a folder.
+        path: a ``.parquet``, ``.csv``, ``.jsonl``/``.ndjson``/``.json`` file, a folder
+            (a Delta table when it has ``_delta_log/``, a Parquet dataset when it holds
+            ``.parquet`` files, else a folder of audio files), as a path or a URI.
         batch_rows: rows per batch.
         limit: stop after this many rows.
     """
 
     def __init__(self, path: str | Path, batch_rows: int = 4096, limit: int | None = None):
-        self.path = Path(path)
+        self.path = str(path)
         self.batch_rows = max(1, int(batch_rows))
         self.limit = limit
-        if not self.path.exists():
+        try:
+            found = storage.info(self.path)
+        except Exception as e:  # a bad URI, an unknown bucket, no credentials
+            raise CatalogueError(f"cannot reach catalogue {self.path}: {e}") from None
+        if found.type.name == "NotFound":
             raise CatalogueError(f"no catalogue at {self.path}")
-        self.root = self.path if self.path.is_dir() else self.path.parent
-        self.kind = "folder" if self.path.is_dir() else self.path.suffix.lower().lstrip(".")
-        if self.kind not in ("folder", "parquet", "csv", "jsonl", "ndjson", "json"):
-            raise CatalogueError(f"unknown catalogue format {self.path.suffix!r}: use .parquet, .csv, .jsonl or a folder")
+        folder = found.type.name == "Directory"
+        self.root = self.path if folder else storage.parent(self.path)
+        self.kind = self._folder_kind() if folder else Path(self.path.split("?")[0]).suffix.lower().lstrip(".")
+        if self.kind not in ("folder", "dataset", "delta", "parquet", "csv", "jsonl", "ndjson", "json"):
+            raise CatalogueError(f"unknown catalogue format {Path(self.path).suffix!r}: use .parquet, .csv, .jsonl, "
+                                 f"a Parquet dataset or Delta table folder, or a folder of audio files")
         self.columns = self._columns()
         if self.kind != "folder" and "track_id" not in self.columns:
             raise CatalogueError(f"catalogue {self.path} has no track_id column")
+
+    def _folder_kind(self) -> str:
+        if storage.is_dir(storage.join(self.path, "_delta_log")):
+            return "delta"
+        files = storage.list_files(self.path)
+        parquet = [f for f in files if f.lower().endswith(".parquet")]
+        return "dataset" if parquet and not any(f.lower().endswith(AUDIO_SUFFIXES) for f in files) else "folder"
+
+    def _dataset(self):
+        """The pyarrow dataset of a Parquet dataset folder or a Delta table (its current version)."""
+        import pyarrow.dataset as pds
+        if self.kind == "delta":
+            from deltalake import DeltaTable
+            return DeltaTable(self.path).to_pyarrow_dataset()
+        fs, path = storage.filesystem(self.path)
+        return pds.dataset(path, filesystem=fs, format="parquet", partitioning="hive")
 
     def _columns(self) -> list[str]:
         try:
             if self.kind == "parquet":
                 import pyarrow.parquet as pq
-                return list(pq.read_schema(self.path).names)
+                with storage.open_input(self.path) as f:
+                    return list(pq.read_schema(f).names)
+            if self.kind in ("dataset", "delta"):
+                return list(self._dataset().schema.names)
             if self.kind == "csv":
                 return _csv_names(self.path)
             if self.kind == "folder":
@@ -67,8 +97,8 @@ class CatalogueReader:
 
     def _jsonl_columns(self) -> list[str]:
         # the first line that parses names the columns (the check for track_id); rows may add more
-        with open(self.path, "rb") as f:
-            for line in f:
+        with storage.open_input(self.path) as f:
+            for line in _lines(f):
                 try:
                     obj = json.loads(line.decode("utf-8"))
                 except (UnicodeDecodeError, ValueError):
@@ -81,7 +111,8 @@ class CatalogueReader:
         return self.batches()
 
     def batches(self) -> Iterator[list[dict]]:
-        source = {"parquet": self._parquet, "csv": self._csv, "folder": self._folder}.get(self.kind, self._jsonl)
+        source = {"parquet": self._parquet, "csv": self._csv, "folder": self._folder, "dataset": self._tables,
+                  "delta": self._tables}.get(self.kind, self._jsonl)
         n = 0
         try:
             for raw in source():
@@ -112,16 +143,21 @@ class CatalogueReader:
             return r
         for c in PATH_COLUMNS:
             if r.get(c):
-                q = Path(str(r[c]))
-                r[c] = str(q if q.is_absolute() else self.root / q)
+                r[c] = storage.join(self.root, str(r[c]))
         return r
 
     # ------------------------------------------------------------------ sources
     def _parquet(self) -> Iterator[list[dict]]:
         import pyarrow.parquet as pq
         # pre_buffer would keep the file's column chunks alive (~the file's size) while iterating
-        with pq.ParquetFile(self.path, pre_buffer=False) as f:
+        with storage.open_input(self.path) as raw, pq.ParquetFile(raw, pre_buffer=False) as f:
             for b in f.iter_batches(batch_size=self.batch_rows):
+                yield b.to_pylist()
+
+    def _tables(self) -> Iterator[list[dict]]:
+        # fragments in path order, rows in file order: the same catalogue_row every pass
+        for b in self._dataset().to_batches(batch_size=self.batch_rows, use_threads=False):
+            if b.num_rows:
                 yield b.to_pylist()
 
     def _csv(self) -> Iterator[list[dict]]:
@@ -130,7 +166,7 @@ class CatalogueReader:
         names = _csv_names(self.path)
         # every column as raw bytes: no type inference, no null markers; decoded per cell below
         reader = pcsv.open_csv(
-            self.path, read_options=pcsv.ReadOptions(block_size=1 << 22),
+            storage.open_input(self.path), read_options=pcsv.ReadOptions(block_size=1 << 22),
             convert_options=pcsv.ConvertOptions(column_types={n: pa.binary() for n in names}, null_values=[],
                                                 strings_can_be_null=False, quoted_strings_can_be_null=False,
                                                 check_utf8=False))
@@ -141,8 +177,8 @@ class CatalogueReader:
 
     def _jsonl(self) -> Iterator[list[dict]]:
         batch: list[dict] = []
-        with open(self.path, "rb") as f:
-            for lineno, line in enumerate(f, 1):
+        with storage.open_input(self.path) as f:
+            for lineno, line in enumerate(_lines(f), 1):
                 if not line.strip():
                     continue
                 batch.append(_json_row(line, lineno))
@@ -154,11 +190,15 @@ class CatalogueReader:
 
     def _folder(self) -> Iterator[list[dict]]:
         batch: list[dict] = []
-        for f in sorted(self.path.rglob("*")):
-            if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES:
-                txt = f.with_suffix(".txt")
-                batch.append({"track_id": str(f.relative_to(self.path).with_suffix("")), "audio_path": str(f),
-                              "lyrics_path": str(txt) if txt.is_file() else None})
+        files = storage.list_files(self.path)
+        texts = {f for f in files if f.endswith(".txt")}
+        prefix = storage.filesystem(self.path)[1].rstrip("/") + "/"
+        for f in files:
+            if f.lower().endswith(AUDIO_SUFFIXES):
+                stem = f.rsplit(".", 1)[0]
+                inside = storage.filesystem(f)[1]
+                batch.append({"track_id": inside[len(prefix):].rsplit(".", 1)[0], "audio_path": f,
+                              "lyrics_path": stem + ".txt" if stem + ".txt" in texts else None})
                 if len(batch) >= self.batch_rows:
                     yield batch
                     batch = []
@@ -166,9 +206,24 @@ class CatalogueReader:
             yield batch
 
 
-def _csv_names(path: Path) -> list[str]:
+def _lines(f, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """The lines of a binary file (a ``pyarrow.NativeFile`` has no line iterator), ``\n`` kept."""
+    rest = b""
+    while True:
+        block = f.read(chunk)
+        if not block:
+            break
+        parts = (rest + block).split(b"\n")
+        rest = parts.pop()
+        for p in parts:
+            yield p + b"\n"
+    if rest:
+        yield rest
+
+
+def _csv_names(path: str) -> list[str]:
     import pyarrow.csv as pcsv
-    r = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 16),
+    r = pcsv.open_csv(storage.open_input(path), read_options=pcsv.ReadOptions(block_size=1 << 16),
                       convert_options=pcsv.ConvertOptions(check_utf8=False))
     names = list(r.schema.names)
     r.close()

@@ -51,15 +51,16 @@ class RunSummary:
 
 
 def catalogue_hash(path: str | Path) -> str:
-    p = Path(path)
+    """sha256 of a catalogue file's bytes, or of a folder's file names and sizes."""
+    from musiclime import storage
     h = hashlib.sha256()
-    if p.is_dir():
-        for f in sorted(p.rglob("*")):
-            if f.is_file():
-                h.update(str(f.relative_to(p)).encode())
-                h.update(str(f.stat().st_size).encode())
+    if storage.is_dir(path):
+        start = len(storage.filesystem(path)[1].rstrip("/")) + 1
+        for f, size in storage.walk(str(path)):
+            h.update(storage.filesystem(f)[1][start:].encode())
+            h.update(str(size).encode())
     else:
-        with open(p, "rb") as fh:
+        with storage.open_input(path) as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()

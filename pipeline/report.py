@@ -145,22 +145,22 @@ def build_report(out: str | Path, tracks_per_class: int = 3, max_tracks: int = 2
     import polars as pl
 
     from musiclime.aggregate import aggregate
+    from pipeline.tables import scan
     out = Path(out)
     manifest_path = out / "runs" / f"{run_id}.json" if run_id else out / "run.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     run_id = run_id or manifest.get("run_id")
-    g = (pl.read_parquet(str(out / "global_importance" / "**" / "*.parquet"), hive_partitioning=True)
-         if (out / "global_importance").is_dir() else aggregate(out))
+    g = scan(out, "global_importance").collect() if (out / "global_importance").is_dir() else aggregate(out)
     if run_id and "run_id" in g.columns and run_id in set(g["run_id"]):
         g = g.filter(pl.col("run_id") == run_id)
-    tracks = pl.read_parquet(str(out / "tracks" / "**" / "*.parquet"), hive_partitioning=True)
+    tracks = scan(out, "tracks").collect()
     if run_id:
         tracks = tracks.filter(pl.col("run_id") == run_id)
-    errors = (pl.read_parquet(str(out / "errors" / "**" / "*.parquet"), hive_partitioning=True)
+    errors = (scan(out, "errors").collect()
               if (out / "errors").is_dir() and any((out / "errors").rglob("*.parquet")) else None)
     if errors is not None and run_id:
         errors = errors.filter(pl.col("run_id") == run_id)
-    expl = pl.scan_parquet(str(out / "explanations" / "**" / "*.parquet"), hive_partitioning=True)
+    expl = scan(out, "explanations")
     if run_id:
         expl = expl.filter(pl.col("run_id") == run_id)
     g = g.filter(pl.col("label_source") == "predicted")

@@ -60,7 +60,8 @@ ERRORS = schema([
     TRACK_ID, CATALOGUE_ROW,
     field("stage", pa.string(), "catalogue | validate | decode | separate | predict | fit", nullable=False),
     field("error_type", pa.string(), "e.g. catalogue_decode_error, missing_track_id, duplicate_track_id, "
-                                     "missing_file, decode_error, empty_audio, silent_audio, too_short, "
+                                     "missing_file, unreadable_file (storage refused: access, bad URI), "
+                                     "decode_error, empty_audio, silent_audio, too_short, "
                                      "lyrics_decode_error, stem_mismatch, worker_crash (the track took its "
                                      "worker down 3 times alone), timeout (it stalled its predictor twice)", nullable=False),
     field("message", pa.string(), "what went wrong, naming the track's input"),

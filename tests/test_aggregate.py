@@ -156,6 +156,38 @@ def test_delta_aggregate_replaces_the_rows_of_its_runs(explained, tmp_path):
     assert pl.read_delta(str(out / "global_importance_delta")).height == g.height
 
 
+def test_a_standing_output_reads_across_releases_that_add_columns(explained, tmp_path):
+    """A later release adds columns (weight_se on explanations, a new tracks column), an
+    earlier one lacked one this release has (stability): aggregate, report, Polars (through
+    pipeline.tables) and DuckDB (union_by_name) read the mixed output."""
+    from pipeline.tables import scan
+    out = tmp_path / "copy"
+    shutil.copytree(explained, out)
+    for run, table, change in (("later", "explanations", lambda t: t.append_column(
+                                    "weight_se", pa.array([0.01] * t.num_rows, pa.float64()))),
+                               ("later", "tracks", lambda t: t.append_column(
+                                    "new_metric", pa.array([1.5] * t.num_rows, pa.float64()))),
+                               ("older", "explanations", lambda t: t),
+                               ("older", "tracks", lambda t: t.drop_columns(["stability"]))):
+        src = sorted((out / table / "run_id=both").rglob("*.parquet"))[0]
+        dst = out / table / f"run_id={run}" / src.name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(change(pq.read_table(src)), dst)
+    tracks = scan(out, "tracks").collect()
+    n = {r: tracks.filter(pl.col("run_id") == r).height for r in ("both", "later", "older")}
+    assert n["later"] == n["older"] > 0 and "new_metric" not in tracks.columns
+    assert tracks.filter(pl.col("run_id") == "older")["stability"].null_count() == n["older"]
+    assert scan(out, "explanations").filter(pl.col("run_id") == "later").collect().height > 0
+    g = aggregate(out)
+    assert {"both", "audio", "later", "older"} <= set(g["run_id"])
+    write_global_importance(out, g)
+    assert build_report(out, run_id="later").is_file()
+    con = duckdb.connect()
+    se = con.execute(f"select count(weight_se), count(*) from read_parquet('{out}/explanations/**/*.parquet', "
+                     f"hive_partitioning=true, union_by_name=true)").fetchone()
+    assert 0 < se[0] < se[1]
+
+
 def test_every_output_column_has_a_type_spark_and_iceberg_read(explained, tmp_path):
     """Every table, read back with pyarrow, Polars, DuckDB and deltalake, has only the types
     of schemas.warehouse (no unsigned ints: tracks.seed is int64)."""

@@ -24,17 +24,18 @@ def read_provided_stems(paths: dict[str, str | Path | None], sample_rate: int,
     """
     import soundfile as sf
 
-    from musiclime.audio_io import read_audio
+    from musiclime import storage
+    from musiclime.audio_io import file_exists, read_audio
     missing = [s for s in stem_names if not paths.get(s)]
     if missing:
         raise InputError("missing_file", f"no path for stems {missing}")
     infos = {}
     for s in stem_names:
-        p = Path(paths[s])
-        if not p.is_file():
-            raise InputError("missing_file", f"stem {s!r}: no file at {p}")
+        p = Path(str(paths[s]).split("?")[0])
+        if not file_exists(paths[s]):
+            raise InputError("missing_file", f"stem {s!r}: no file at {paths[s]}")
         try:
-            infos[s] = sf.info(str(p))
+            infos[s] = sf.info(storage.readable(paths[s]))
         except Exception as e:
             raise InputError("decode_error", f"stem {s!r}: cannot decode {p.name}: {e}") from None
     rates = {s: i.samplerate for s, i in infos.items()}

@@ -1,0 +1,120 @@
+"""Where input files live: local paths, ``file://`` and any URI ``pyarrow.fs`` understands
+(``s3://`` is tested against a real S3 API server; ``gs://``, ``abfs://``, ``hdfs://`` go
+through the same layer and are untested).
+
+Credentials and endpoints come from the filesystem's own chain (for S3: ``AWS_*``
+environment variables such as ``AWS_ENDPOINT_URL``, ``~/.aws``, instance roles); they are
+never passed around, printed or logged here. A location is kept as the user wrote it (a
+``str``): plain paths stay plain paths, so messages name what the user gave.
+"""
+from __future__ import annotations
+
+import io
+import os
+from functools import lru_cache
+
+
+def is_uri(location: str | os.PathLike) -> bool:
+    """True for ``scheme://...`` (``file://`` included), False for a plain path."""
+    s = os.fspath(location)
+    head, sep, _ = s.partition("://")
+    return bool(sep) and head.isidentifier()
+
+
+@lru_cache(maxsize=64)
+def _from_uri(root: str):
+    import pyarrow.fs as pafs
+    return pafs.FileSystem.from_uri(root)[0]
+
+
+def filesystem(location: str | os.PathLike):
+    """``(pyarrow.fs.FileSystem, path inside it)`` for a location. Filesystems are made once
+    per bucket (or host) and reused."""
+    import pyarrow.fs as pafs
+    s = os.fspath(location)
+    if not is_uri(s):
+        return pafs.LocalFileSystem(), os.path.abspath(s)
+    scheme, _, rest = s.partition("://")
+    if scheme == "file":
+        return pafs.LocalFileSystem(), "/" + rest.lstrip("/")
+    bucket = rest.split("/", 1)[0]
+    return _from_uri(f"{scheme}://{bucket}"), rest.split("?", 1)[0]
+
+
+def _location(template: str, path: str) -> str:
+    """The location of ``path`` (a path inside ``template``'s filesystem), written like ``template``."""
+    if not is_uri(template):
+        return path
+    scheme = template.partition("://")[0]
+    return f"{scheme}://{path}" if scheme != "file" else f"file://{path}"
+
+
+def info(location: str | os.PathLike):
+    """``pyarrow.fs.FileInfo`` (``type``, ``size``, ``mtime``) of a location."""
+    fs, path = filesystem(location)
+    return fs.get_file_info(path)
+
+
+def exists(location: str | os.PathLike) -> bool:
+    import pyarrow.fs as pafs
+    return info(location).type != pafs.FileType.NotFound
+
+
+def is_file(location: str | os.PathLike) -> bool:
+    import pyarrow.fs as pafs
+    return info(location).type == pafs.FileType.File
+
+
+def is_dir(location: str | os.PathLike) -> bool:
+    import pyarrow.fs as pafs
+    return info(location).type == pafs.FileType.Directory
+
+
+def open_input(location: str | os.PathLike):
+    """A seekable binary file (``pyarrow.NativeFile``) to read a location."""
+    fs, path = filesystem(location)
+    return fs.open_input_file(path)
+
+
+def readable(location: str | os.PathLike):
+    """What ``soundfile`` opens: a local path as it is (decoded in place, seeking in the
+    file), a remote object as an in-memory copy (audio files are a few MB)."""
+    s = os.fspath(location)
+    if not is_uri(s) or s.startswith("file://"):
+        return filesystem(s)[1]
+    with open_input(s) as f:
+        return io.BytesIO(f.read())
+
+
+def read_bytes(location: str | os.PathLike) -> bytes:
+    with open_input(location) as f:
+        return f.read()
+
+
+def join(base: str, relative: str) -> str:
+    """``relative`` resolved against the folder ``base``: an absolute path or a URI stays as it is."""
+    if is_uri(relative) or os.path.isabs(relative):
+        return relative
+    if not is_uri(base):
+        return os.path.join(base, relative)
+    return base.rstrip("/") + "/" + relative
+
+
+def parent(location: str) -> str:
+    """The folder a location is in."""
+    if not is_uri(location):
+        return os.path.dirname(os.path.abspath(location))
+    return location.rstrip("/").rsplit("/", 1)[0]
+
+
+def walk(location: str) -> list[tuple[str, int]]:
+    """``(location, size)`` of every file under the folder ``location`` (recursive), sorted."""
+    import pyarrow.fs as pafs
+    fs, path = filesystem(location)
+    found = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+    return sorted((_location(location, f.path), f.size) for f in found if f.type == pafs.FileType.File)
+
+
+def list_files(location: str) -> list[str]:
+    """Every file under the folder ``location`` (recursive), sorted, as locations."""
+    return [f for f, _ in walk(location)]
