@@ -91,6 +91,32 @@ def read_bytes(location: str | os.PathLike) -> bytes:
         return f.read()
 
 
+def write_bytes(location: str, data: bytes) -> None:
+    """One object PUT (atomic on object stores: readers see the old object or the whole new one)."""
+    fs, path = filesystem(location)
+    with fs.open_output_stream(path) as f:
+        f.write(data)
+
+
+def delete(location: str) -> None:
+    """Remove a file; a file that is already gone is fine."""
+    import pyarrow.fs as pafs
+    fs, path = filesystem(location)
+    try:
+        fs.delete_file(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        if fs.get_file_info(path).type != pafs.FileType.NotFound:
+            raise
+
+
+def is_object_store(location: str | os.PathLike) -> bool:
+    """A URI of a store that has no rename (anything but a local path or ``file://``)."""
+    s = os.fspath(location)
+    return is_uri(s) and not s.startswith("file://")
+
+
 def join(base: str, relative: str) -> str:
     """``relative`` resolved against the folder ``base``: an absolute path or a URI stays as it is."""
     if is_uri(relative) or os.path.isabs(relative):

@@ -123,9 +123,43 @@ def test_every_catalogue_kind_reads_the_same_rows_locally_and_from_s3(bucket_lib
     assert (missing.value.code, unreadable.value.code) == ("missing_file", "unreadable_file")
 
 
-def _explain(catalogue: str, out: Path, run_id: str, separator: str, env: dict):
+def test_the_stem_cache_on_s3_is_shared_checked_and_safe_for_concurrent_writers(s3):
+    import threading
+
+    import numpy as np
+    import torch
+
+    from musiclime import storage
+    from musiclime.separation import StemCache, get_separator
+    sep = get_separator("hpss")
+    audio = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 16000 * 2)).astype(np.float32))
+    first = StemCache("s3://lib/stems")
+    stems, hit = first.separate(sep, audio, 16000)
+    assert not hit
+    other = StemCache("s3://lib/stems")  # another node
+    again, hit = other.separate(sep, audio, 16000)
+    assert hit and torch.equal(stems, again)
+    key = first.key(audio, 16000, sep)
+    assert storage.is_file(first.path(key)) and first.path(key).startswith("s3://lib/stems/")
+    # writers of one entry at once: each puts a whole entry, and it reads back
+    threads = [threading.Thread(target=first.store, args=(key, stems, sep.stem_names, 16000)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert torch.equal(other.load(key, audio.shape[1], sep.stem_names), stems)
+    # a torn entry fails its checks, is recomputed and stored whole again
+    storage.write_bytes(first.path(key), storage.read_bytes(first.path(key))[:1000])
+    third = StemCache("s3://lib/stems")
+    fresh, hit = third.separate(sep, audio, 16000)
+    assert not hit and third.recomputed == 1 and torch.equal(fresh, stems)
+    assert StemCache("s3://lib/stems").separate(sep, audio, 16000)[1]
+
+
+def _explain(catalogue: str, out: Path, run_id: str, separator: str, env: dict, *extra: str):
     cmd = [MUSICLIME, "explain", catalogue, "--model", "mlplugins:make", "--separator", separator, "--out", str(out),
-           "--num-samples", "120", "--limit", str(N), "--run-id", run_id, "--no-progress", "--address", "local"]
+           "--num-samples", "120", "--limit", str(N), "--run-id", run_id, "--no-progress", "--address", "local",
+           *extra]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -142,7 +176,8 @@ def test_explain_reads_catalogue_audio_and_stems_from_s3(bucket_library, demo_li
     env = dict(os.environ, **s3, PYTHONPATH=os.pathsep.join([str(plugin_path), os.environ.get("PYTHONPATH", "")]),
                RAY_USAGE_STATS_ENABLED="0", MUSICLIME_HOME=str(tmp_path / "home"))
     out = tmp_path / "out"
-    remote = _explain(f"{bucket_library}/catalogue.parquet", out, "s3", separator, env)
+    stems = f"s3://lib/stems-{separator}"  # the stem cache on the store too (hpss fills it)
+    remote = _explain(f"{bucket_library}/catalogue.parquet", out, "s3", separator, env, "--stem-cache", stems)
     assert remote.returncode == 0, remote.stdout[-2000:] + remote.stderr[-3000:]
     local = run_explain(ExplainConfig(catalogue=str(head), model="mlplugins:make", separator=separator,
                                       out=str(out), num_samples=120, limit=N, run_id="local",
@@ -152,6 +187,9 @@ def test_explain_reads_catalogue_audio_and_stems_from_s3(bucket_library, demo_li
           f"order by track_id, label, feature")
     rows = q(qw.format("s3"))
     assert len({r[0] for r in rows}) == N and rows == q(qw.format("local"))
+    from musiclime import storage
+    entries = storage.list_files(stems) if storage.is_dir(stems) else []
+    assert len(entries) == (N if separator == "hpss" else 0), entries
     manifest = (out / "runs" / "s3.json").read_text()
     assert json.loads(manifest)["config"]["catalogue"] == f"{bucket_library}/catalogue.parquet"
     secret = s3["AWS_SECRET_ACCESS_KEY"]

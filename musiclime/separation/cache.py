@@ -5,6 +5,10 @@ version). Entries are float16 safetensors written to a temporary name and rename
 place (atomic on POSIX), so concurrent writers of one key never leave a torn file. Each
 entry carries the sha256 of its payload in its metadata: a corrupt or partial entry (bit
 rot, a half-copied file, zeroed pages) fails its checks on read and is recomputed.
+
+The root may be on shared storage so every node reuses stems: an NFS path, or an object
+store URI (``s3://bucket/stems``), where an entry is one PUT (atomic there: concurrent
+writers of one key each put a whole, identical entry) and is read whole.
 """
 from __future__ import annotations
 
@@ -31,9 +35,17 @@ def payload_digest(stems: torch.Tensor) -> str:
     return hashlib.sha256(stems.to(torch.float16).contiguous().numpy().tobytes()).hexdigest()
 
 
+def _metadata(blob: bytes) -> dict:
+    """The ``__metadata__`` of a safetensors file's header (8-byte length, then JSON)."""
+    n = int.from_bytes(blob[:8], "little")
+    return json.loads(blob[8:8 + n]).get("__metadata__", {})
+
+
 class StemCache:
     def __init__(self, root: str | Path):
-        self.root = Path(root)
+        from musiclime import storage
+        self.remote = storage.is_object_store(root)
+        self.root = str(root) if self.remote else Path(root)
         self.hits = self.misses = self.recomputed = 0
 
     def key(self, audio: torch.Tensor, sample_rate: int, separator: Separator) -> str:
@@ -45,19 +57,34 @@ class StemCache:
         h.update(a.tobytes())
         return h.hexdigest()
 
-    def path(self, key: str) -> Path:
+    def path(self, key: str) -> Path | str:
+        if self.remote:
+            return f"{self.root.rstrip('/')}/{key[:2]}/{key}.safetensors"
         return self.root / key[:2] / f"{key}.safetensors"
+
+    def _read(self, p) -> tuple[dict, torch.Tensor] | None:
+        """(metadata, stems) of an entry, or None when there is none."""
+        from safetensors import safe_open
+        if self.remote:
+            from safetensors.torch import load
+            from musiclime import storage
+            if not storage.is_file(p):
+                return None
+            blob = storage.read_bytes(p)
+            return _metadata(blob), load(blob)["stems"]
+        if not p.is_file():
+            return None
+        with safe_open(str(p), framework="pt") as f:
+            return f.metadata() or {}, f.get_tensor("stems")
 
     def load(self, key: str, n_samples: int, stem_names: tuple[str, ...]) -> torch.Tensor | None:
         """The cached stems, or None when absent or not a whole, matching entry."""
-        from safetensors import safe_open
         p = self.path(key)
-        if not p.is_file():
-            return None
         try:
-            with safe_open(str(p), framework="pt") as f:
-                meta = f.metadata() or {}
-                stems = f.get_tensor("stems")
+            found = self._read(p)
+            if found is None:
+                return None
+            meta, stems = found
             ok = (meta.get("key") == key and json.loads(meta.get("stem_names", "[]")) == list(stem_names)
                   and tuple(stems.shape) == (len(stem_names), n_samples)
                   and meta.get("sha256") == payload_digest(stems))
@@ -65,19 +92,27 @@ class StemCache:
             ok = False
         if not ok:
             self.recomputed += 1
-            p.unlink(missing_ok=True)
+            if self.remote:
+                from musiclime import storage
+                storage.delete(p)
+            else:
+                p.unlink(missing_ok=True)
             return None
         return stems.to(torch.float32)
 
     def store(self, key: str, stems: torch.Tensor, stem_names: tuple[str, ...], sample_rate: int) -> None:
-        from safetensors.torch import save_file
+        from safetensors.torch import save, save_file
         p = self.path(key)
+        payload = stems.detach().to("cpu", torch.float16).contiguous()
+        meta = {"key": key, "stem_names": json.dumps(list(stem_names)), "sample_rate": str(sample_rate),
+                "sha256": payload_digest(payload)}
+        if self.remote:
+            from musiclime import storage
+            storage.write_bytes(p, save({"stems": payload}, metadata=meta))
+            return
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex}.tmp")
-        payload = stems.detach().to("cpu", torch.float16).contiguous()
-        save_file({"stems": payload}, str(tmp),
-                  metadata={"key": key, "stem_names": json.dumps(list(stem_names)), "sample_rate": str(sample_rate),
-                            "sha256": payload_digest(payload)})
+        save_file({"stems": payload}, str(tmp), metadata=meta)
         os.replace(tmp, p)
 
     def separate(self, separator: Separator, audio, sample_rate: int,
