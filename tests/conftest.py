@@ -43,8 +43,38 @@ def genre_model_dir(demo_library, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def ray_session(plugin_path):
-    """One real local Ray for the whole test session (workers see the test plugins)."""
+def s3():
+    """A real S3 API server (moto in server mode) on 127.0.0.1 for the whole session, and the
+    environment that points clients at it, as a user's credential chain would; set before
+    the session's Ray starts, so its workers read the bucket too. The secret is random, so
+    a test can look for leaks."""
+    import logging
+    import secrets
+
+    import pyarrow.fs as pafs
+    from moto.server import ThreadedMotoServer
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ACCESS_KEY_ID": "musiclime-test", "AWS_SECRET_ACCESS_KEY": "s3cr3t-" + secrets.token_hex(8),
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ALLOW_HTTP": "true"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    pafs.S3FileSystem(endpoint_override=env["AWS_ENDPOINT_URL"], allow_bucket_creation=True).create_dir("lib")
+    yield env
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_session(plugin_path, s3):
+    """One real local Ray for the whole test session (workers see the test plugins and the
+    S3 server's environment)."""
     import ray
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
