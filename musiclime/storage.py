@@ -1,4 +1,4 @@
-"""Where input files live: local paths, ``file://`` and any URI ``pyarrow.fs`` understands
+"""Where files live: local paths, ``file://`` and any URI ``pyarrow.fs`` understands
 (``s3://`` is tested against a real S3 API server; ``gs://``, ``abfs://``, ``hdfs://`` go
 through the same layer and are untested).
 
@@ -43,21 +43,13 @@ def filesystem(location: str | os.PathLike):
 
 def _location(template: str, path: str) -> str:
     """The location of ``path`` (a path inside ``template``'s filesystem), written like ``template``."""
-    if not is_uri(template):
-        return path
-    scheme = template.partition("://")[0]
-    return f"{scheme}://{path}" if scheme != "file" else f"file://{path}"
+    return f"{template.partition('://')[0]}://{path}" if is_uri(template) else path
 
 
 def info(location: str | os.PathLike):
     """``pyarrow.fs.FileInfo`` (``type``, ``size``, ``mtime``) of a location."""
     fs, path = filesystem(location)
     return fs.get_file_info(path)
-
-
-def exists(location: str | os.PathLike) -> bool:
-    import pyarrow.fs as pafs
-    return info(location).type != pafs.FileType.NotFound
 
 
 def is_file(location: str | os.PathLike) -> bool:
@@ -79,11 +71,9 @@ def open_input(location: str | os.PathLike):
 def readable(location: str | os.PathLike):
     """What ``soundfile`` opens: a local path as it is (decoded in place, seeking in the
     file), a remote object as an in-memory copy (audio files are a few MB)."""
-    s = os.fspath(location)
-    if not is_uri(s) or s.startswith("file://"):
-        return filesystem(s)[1]
-    with open_input(s) as f:
-        return io.BytesIO(f.read())
+    if not is_object_store(location):
+        return filesystem(location)[1]
+    return io.BytesIO(read_bytes(location))
 
 
 def read_bytes(location: str | os.PathLike) -> bytes:
