@@ -64,7 +64,7 @@ def make(out: Path, rows: int) -> None:
 
 
 def child(out: str) -> None:
-    from musiclime.aggregate import aggregate
+    from pipeline.global_importance import aggregate
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the imports' share
     t0 = time.perf_counter()
     g = aggregate(out)

@@ -30,7 +30,7 @@ def main(argv=None) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from musiclime.aggregate import aggregate, write_global_importance
+    from pipeline.global_importance import aggregate, write_global_importance
     from musiclime.library import EMOTION_WORDS, GENRE_WORDS
     from pipeline.catalogue import read_catalogue
     from pipeline.config import ExplainConfig

@@ -1,7 +1,8 @@
 """Global importances: local weights aggregated per class with Polars.
 
-One pass over all ``explanations/`` files, a committed batch at a time, joined with the
-batch's ``tracks/`` file for the predicted and true labels; only mergeable sums are kept. Levels: ``stem``, ``segment``, ``stem_segment``, ``word``,
+One pass over the explanations, a committed batch at a time, joined with the tracks that
+count (for the predicted and true labels); only mergeable sums are kept. Reading an
+output's tables is :mod:`pipeline.global_importance`'s part. Levels: ``stem``, ``segment``, ``stem_segment``, ``word``,
 ``modality``. A track contributes to a class through the explanation of that class:
 ``label_source='predicted'`` when it is the track's prediction, ``'true'`` when it is its
 catalogue label (both when they agree).
@@ -9,7 +10,6 @@ catalogue label (both when they agree).
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 
 def default_min_word_tracks(n_class_tracks: int) -> int:
@@ -22,32 +22,6 @@ AUDIO_LEVELS = {"stem": ["stem"], "segment": ["segment"], "stem_segment": ["stem
 # Partial sums are re-reduced every this many files, so memory holds O(classes x features)
 # sums whatever the catalogue size (plus one float per track and class for the quartiles).
 REDUCE_EVERY = 32
-
-
-def _file_pairs(out: Path, runs: list[str] | None):
-    """``(run_id, explanations file, tracks file or None)``: the writer commits a batch's
-    tracks and explanations under the same file name, and every row of a track in one
-    batch, so per-track sums can be taken file by file."""
-    for run_dir in sorted((out / "explanations").glob("run_id=*")):
-        run_id = run_dir.name.split("=", 1)[1]
-        if runs and run_id not in runs:
-            continue
-        for f in sorted(run_dir.rglob("*.parquet")):
-            twin = out / "tracks" / run_dir.name / f.relative_to(run_dir)
-            yield run_id, f, (twin if twin.is_file() else None)
-
-
-def _tracks_of(out: Path, run_id: str, twin: Path | None, ids, min_score: float | None):
-    import polars as pl
-    cols = ["track_id", "predicted", "true_label", "score"]
-    if twin is not None:
-        t = pl.read_parquet(twin, columns=cols)
-    else:  # a batch without its twin (written by another tool): look its tracks up
-        t = pl.scan_parquet(str(out / "tracks" / f"run_id={run_id}" / "**" / "*.parquet")).select(cols) \
-              .filter(pl.col("track_id").is_in(pl.Series(list(ids), dtype=pl.String).implode())).collect()
-    if min_score is not None:
-        t = t.filter(pl.col("score") >= min_score)
-    return t.with_columns(pl.lit(run_id).alias("run_id"))
 
 
 def _partials(expl, tracks, topk: int) -> dict:
@@ -94,28 +68,26 @@ def _reduce(parts: list, by: list[str]):
     return df.group_by(by).agg([pl.col(c).sum() for c in sums])
 
 
-def aggregate(out: str | Path, runs: list[str] | None = None, topk: int = 5, min_word_tracks: int | None = None,
-              min_score: float | None = None):
-    """The global_importance rows as a Polars DataFrame (see schemas.aggregates).
+def aggregate_batches(batches, topk: int = 5, min_word_tracks: int | None = None):
+    """The global_importance rows (see schemas.aggregates) plus ``run_id``, as a Polars
+    DataFrame, from ``(explanations, tracks)`` pairs of Polars DataFrames.
 
-    Reads the explanations one committed batch at a time and keeps only mergeable sums
-    per (run, class, feature group): memory stays flat as the catalogue grows.
+    ``explanations`` has ``run_id, track_id, label, modality, stem, segment, token, weight,
+    rank`` and holds every row of each of its tracks (a committed batch); ``tracks`` has
+    ``run_id, track_id, predicted, true_label``: the tracks to count, under the ``run_id``
+    their rows are grouped by. Only mergeable sums are kept between pairs: memory stays flat
+    as the number of pairs grows.
     """
     import polars as pl
-    out = Path(out)
     by = {"n_class": KEYS, **{lv: KEYS + b for lv, b in AUDIO_LEVELS.items()}, "word": KEYS + ["token"], "share": []}
     acc: dict[str, list] = {k: [] for k in by}
-    cols = ["track_id", "label", "modality", "stem", "segment", "token", "weight", "rank"]
-    for i, (run_id, f, twin) in enumerate(_file_pairs(out, runs)):
-        expl = pl.read_parquet(f, columns=cols).with_columns(pl.lit(run_id).alias("run_id"))
-        tracks = _tracks_of(out, run_id, twin, expl["track_id"].unique(), min_score)
+    for i, (expl, tracks) in enumerate(batches):
         for k, df in _partials(expl, tracks, topk).items():
             acc[k].append(df)
         if (i + 1) % REDUCE_EVERY == 0:
             acc = {k: [_reduce(v, by[k])] for k, v in acc.items()}
     if not acc["n_class"]:
-        raise FileNotFoundError(f"no explanations under {out / 'explanations'}"
-                                + (f" for runs {runs}" if runs else ""))
+        raise FileNotFoundError("no explanations to aggregate")
     acc = {k: _reduce(v, by[k]) for k, v in acc.items()}
     n_class = acc["n_class"].rename({"n": "n_class_tracks"})
     parts = []
@@ -148,42 +120,3 @@ def aggregate(out: str | Path, runs: list[str] | None = None, topk: int = 5, min
                .select([pl.col(c).cast(t) for c, t in schema.items()]) for p in parts]
     return pl.concat(aligned).sort(["run_id", "label_source", "label", "level", "mean_abs_weight"],
                                    descending=[False, False, False, False, True])
-
-
-def write_global_importance(out: str | Path, df, fmt: str = "parquet") -> list[Path]:
-    """Write one Parquet file per run under ``global_importance/run_id=<id>/`` (replacing
-    that run's previous aggregate atomically); ``fmt='delta'`` also writes the Delta table
-    ``global_importance_delta``, where each run's rows replace that run's earlier ones in one
-    commit (a predicate overwrite): aggregating again never duplicates rows."""
-    import os
-    import shutil
-    import uuid
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from schemas.aggregates import GLOBAL_IMPORTANCE
-    if fmt not in ("parquet", "delta"):
-        raise ValueError(f"format must be parquet or delta, got {fmt!r}")
-    out = Path(out)
-    written = []
-    for (run_id,), part in df.group_by(["run_id"], maintain_order=True):
-        table = part.drop("run_id").to_arrow().cast(GLOBAL_IMPORTANCE)
-        final = out / "global_importance" / f"run_id={run_id}"
-        tmp = out / "global_importance" / f".run_id={run_id}.{uuid.uuid4().hex[:8]}.tmp"
-        tmp.mkdir(parents=True)
-        pq.write_table(table, tmp / "part-0.parquet", compression="zstd")
-        old = final.with_name(final.name + f".old-{uuid.uuid4().hex[:8]}")
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-        written.append(final / "part-0.parquet")
-        if fmt == "delta":
-            from deltalake import write_deltalake
-            rows = table.append_column(pa.field("run_id", pa.string(), nullable=False),
-                                       pa.array([run_id] * table.num_rows, pa.string()))
-            quoted = str(run_id).replace("'", "''")
-            write_deltalake(str(out / "global_importance_delta"), rows, mode="overwrite",
-                            predicate=f"run_id = '{quoted}'", partition_by=["run_id"])
-    return written

@@ -52,6 +52,29 @@ def info(location: str | os.PathLike):
     return fs.get_file_info(path)
 
 
+def stats(locations: list[str]) -> dict[str, tuple[int, int] | None]:
+    """``(size, mtime in ns)`` of many files, asked per filesystem in one call (object
+    stores: their Last-Modified); None for a file that is missing or cannot be reached."""
+    import pyarrow.fs as pafs
+    groups: dict = {}
+    for loc in locations:
+        try:
+            fs, path = filesystem(loc)
+        except Exception:  # a bad URI: the row's decode reports it
+            continue
+        groups.setdefault(id(fs), (fs, []))[1].append((loc, path))
+    out: dict[str, tuple[int, int] | None] = {loc: None for loc in locations}
+    for fs, items in groups.values():
+        try:
+            found = fs.get_file_info([p for _, p in items])
+        except Exception:
+            continue
+        for (loc, _), f in zip(items, found):
+            if f.type == pafs.FileType.File:
+                out[loc] = (int(f.size or 0), int(f.mtime_ns or 0))
+    return out
+
+
 def is_file(location: str | os.PathLike) -> bool:
     import pyarrow.fs as pafs
     return info(location).type == pafs.FileType.File
@@ -84,8 +107,48 @@ def read_bytes(location: str | os.PathLike) -> bytes:
 def write_bytes(location: str, data: bytes) -> None:
     """One object PUT (atomic on object stores: readers see the old object or the whole new one)."""
     fs, path = filesystem(location)
+    if not is_object_store(location):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
     with fs.open_output_stream(path) as f:
         f.write(data)
+
+
+def write_atomic(location: str, data: bytes) -> None:
+    """Replace a small file whole: readers see the old content or the new, never a torn one.
+    Local paths: a temporary file, fsync, ``os.replace``, fsync of the folder; object
+    stores: one PUT."""
+    if is_object_store(location):
+        write_bytes(location, data)
+        return
+    import uuid
+    path = filesystem(location)[1]
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(os.path.dirname(path), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def delete_dir(location: str) -> None:
+    """Remove a folder and everything under it; a folder that is already gone is fine."""
+    fs, path = filesystem(location)
+    try:
+        fs.delete_dir(path)
+    except FileNotFoundError:
+        pass
+
+
+def makedirs(location: str) -> None:
+    """Create a folder (a no-op on object stores, which have none)."""
+    if not is_object_store(location):
+        os.makedirs(filesystem(location)[1], exist_ok=True)
 
 
 def delete(location: str) -> None:
@@ -129,6 +192,15 @@ def walk(location: str) -> list[tuple[str, int]]:
     fs, path = filesystem(location)
     found = fs.get_file_info(pafs.FileSelector(path, recursive=True))
     return sorted((_location(location, f.path), f.size) for f in found if f.type == pafs.FileType.File)
+
+
+def children(location: str) -> list[str]:
+    """The entries directly in the folder ``location`` (files and folders), sorted, as
+    locations; none when it does not exist."""
+    import pyarrow.fs as pafs
+    fs, path = filesystem(location)
+    found = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    return sorted(_location(location, f.path) for f in found)
 
 
 def list_files(location: str) -> list[str]:

@@ -24,6 +24,39 @@ PATH_COLUMNS = ("audio_path", "lyrics_path", "vocals_path", "drums_path", "bass_
 DECODE_ERROR = "_decode_error"   # key of a row that could not be read: the reason
 
 
+CHECKSUM = "checksum"            # a catalogue column that, when present, decides "unchanged" alone
+
+
+def content_keys(rows: list[dict], label_column: str | None = None) -> list[str]:
+    """Per row, a 32-hex-digit key of what decides "unchanged" without reading the audio:
+    the ``checksum`` column when the catalogue has one, else the size and modification time
+    (Last-Modified on object stores) of each of its audio, stem and lyrics files; plus the
+    inline lyrics and the label column's value (what ``--labels true`` explains). A missing
+    file counts as such, so a file that appears later changes the key."""
+    import hashlib
+    wanted = [r[c] for r in rows if DECODE_ERROR not in r and not r.get(CHECKSUM)
+              for c in PATH_COLUMNS if r.get(c)]
+    found = storage.stats(wanted) if wanted else {}
+    keys = []
+    for r in rows:
+        h = hashlib.blake2b(digest_size=16)
+        h.update(str(r.get("track_id")).encode("utf-8", "surrogatepass"))
+        if DECODE_ERROR in r:
+            h.update(b"\0undecodable")
+        elif r.get(CHECKSUM):
+            h.update(b"\0checksum=" + str(r[CHECKSUM]).encode("utf-8", "surrogatepass"))
+        else:
+            for c in PATH_COLUMNS:
+                if r.get(c):
+                    st = found.get(r[c])
+                    h.update(f"\0{c}=".encode() + (f"{st[0]}:{st[1]}".encode() if st else b"missing"))
+        for c in ("lyrics", label_column):
+            if c and r.get(c) is not None:
+                h.update(f"\0{c}=".encode() + str(r[c]).encode("utf-8", "surrogatepass"))
+        keys.append(h.hexdigest())
+    return keys
+
+
 class CatalogueError(ValueError):
     """The catalogue as a whole cannot be read (a usage error, exit code 2)."""
 

@@ -24,6 +24,12 @@ class Labels(Choice):
     ALL = "all"
 
 
+class OutputFormat(Choice):
+    AUTO = "auto"        # delta on object stores, parquet on local and NFS paths
+    PARQUET = "parquet"  # hive-partitioned Parquet files, committed by rename
+    DELTA = "delta"      # Delta tables, committed with application transactions (no rename)
+
+
 # The settings that change a run's numbers (see ExplainConfig.settings).
 RESULT_SETTINGS = ("seed", "num_samples", "design", "segments", "modality", "labels", "label_column", "separator",
                    "max_seconds", "max_words", "feature_selection", "num_features", "kernel_width", "demucs_model")
@@ -71,6 +77,8 @@ class ExplainConfig:
     lease_timeout: float = 60.0           # seconds without a heartbeat before another driver may take over
     status_every: float = 30.0            # seconds between status lines when stderr is not a terminal
     stall_timeout: float = 1800.0         # a predictor holding tracks that finishes none for this long is replaced
+    format: str = "auto"                  # OutputFormat; a standing output keeps the format it has
+    incremental: bool = False             # explain only rows whose content key has no explanation yet
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -79,6 +87,7 @@ class ExplainConfig:
         from musiclime.masks import Design, Modality
         from musiclime.surrogate import FeatureSelection
         Separator.parse(self.separator)
+        OutputFormat.parse(self.format)
         Labels.parse(self.labels)
         Modality.parse(self.modality)
         Design.parse(self.design)

@@ -24,7 +24,6 @@ from pipeline.resources import (CPU_PREDICTOR_THREADS, DECODE_CPUS, PREDICTOR_CP
 from pipeline import logs, signals
 from pipeline.signals import interrupts_as_keyboard_interrupt
 from musiclime.records import ErrorRecord, TrackResult
-from pipeline.writer import RunWriter
 
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_SOME_ERRORS = 0, 1, 2, 3
 
@@ -41,6 +40,8 @@ class RunSummary:
     explained: int = 0
     failed: int = 0
     skipped: int = 0
+    unchanged: int = 0      # of skipped: unchanged since an earlier night (--incremental)
+    format: str = ""
     computed: int = 0
     model_rows: int = 0
     seconds: float = 0.0
@@ -270,13 +271,19 @@ def run_explain(cfg: ExplainConfig, log=None, show_progress: bool = True) -> Run
         return RunSummary(cfg.run_id or "", EXIT_USAGE, message=str(e))
     cfg = replace(cfg, run_id=run_id, label_column=label_column,
                   stem_cache=cfg.stem_cache or str(musiclime_home() / "stems"))
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    manifest = Manifest(out, run_id, cfg, invocation_id)
+    from musiclime import storage
+    from pipeline.lease import make_lease
+    from pipeline.output import resolve_format
+    try:
+        storage.makedirs(cfg.out)
+        fmt = resolve_format(cfg.out, cfg.format)
+        lease = make_lease(cfg.out, run_id, stale_after=cfg.lease_timeout)
+    except ValueError as e:
+        return RunSummary(run_id, EXIT_USAGE, message=str(e))
+    manifest = Manifest(cfg.out, run_id, cfg, invocation_id, fmt)
     diff = settings_diff(manifest.previous.get("settings", {}), cfg.settings())
     if diff:
         return RunSummary(run_id, EXIT_USAGE, message=_resume_refused(run_id, diff))
-    lease = Lease(out, run_id, stale_after=cfg.lease_timeout)
     try:
         lease.acquire()
     except LeaseHeld as e:
@@ -308,8 +315,10 @@ def dry_run(cfg: ExplainConfig) -> tuple[int, str]:
     from pipeline.resources import cluster_node_types, demands, placement_problems, plan_text
     try:
         run_id = check_run_id(cfg.run_id or "dry-run")
+        from pipeline.output import open_writer, resolve_format
         reader = CatalogueReader(cfg.catalogue, limit=cfg.limit)
-        plan = make_plan(reader, RunWriter(cfg.out, run_id, "dry-run"))  # reads only
+        writer = open_writer(resolve_format(cfg.out, cfg.format), cfg.out, run_id, "dry-run")
+        plan = make_plan(reader, writer, label_column=cfg.label_column)  # reads only
     except (CatalogueError, ValueError) as e:
         return EXIT_USAGE, str(e)
     wanted = demands(cfg)
@@ -336,13 +345,17 @@ def _resume_refused(run_id: str, diff: list[str]) -> str:
 
 class Manifest:
     """``runs/<run>.json`` and ``run.json``: the run's config, resolved settings, config
-    hash, classes and invocations, each write atomic."""
+    hash, output format, classes and invocations, each write atomic (a rename, or one PUT
+    on object stores)."""
 
-    def __init__(self, out: Path, run_id: str, cfg: ExplainConfig, invocation_id: str):
-        self.out, self.run_id, self.cfg, self.invocation_id = out, run_id, cfg, invocation_id
-        self.path = out / "runs" / f"{run_id}.json"
-        self.previous = json.loads(self.path.read_text()) if self.path.is_file() else {}
+    def __init__(self, out: str, run_id: str, cfg: ExplainConfig, invocation_id: str, fmt: str):
+        from pipeline.output import location, read_json
+        self.out, self.run_id, self.cfg, self.invocation_id, self.format = out, run_id, cfg, invocation_id, fmt
+        self.path = location(out, "runs", f"{run_id}.json")
+        self.latest = location(out, "run.json")
+        self.previous = read_json(self.path) or {}
         self.model: dict = {k: self.previous.get(k) for k in ("classes", "model_id", "sample_rate")}
+        self.started = self.previous.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self._catalogue_hash: str | None = None
 
     def catalogue_hash(self) -> str:
@@ -350,63 +363,87 @@ class Manifest:
             self._catalogue_hash = catalogue_hash(self.cfg.catalogue)
         return self._catalogue_hash
 
+    def config_hash(self) -> str | None:
+        return self.cfg.config_hash(self.model["model_id"]) if self.model.get("model_id") else None
+
     def write(self, status: str, rows: int | None = None) -> None:
+        from musiclime import storage
         old = self.previous
         settings = self.cfg.settings(self.model.get("model_id"))
-        doc = {"run_id": self.run_id, "status": status, "config": self.cfg.to_json(), "seed": self.cfg.seed,
-               "settings": settings,
-               "config_hash": self.cfg.config_hash(self.model["model_id"]) if self.model.get("model_id") else None,
+        doc = {"run_id": self.run_id, "status": status, "format": self.format, "incremental": self.cfg.incremental,
+               "config": self.cfg.to_json(), "seed": self.cfg.seed, "settings": settings,
+               "config_hash": self.config_hash(),
                **self.model, "catalogue_hash": self.catalogue_hash(), "versions": versions(),
                "invocation_id": self.invocation_id, "rows": rows,
                "invocations": list(dict.fromkeys(old.get("invocations", []) + [self.invocation_id])),
-               "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for path in (self.path, self.out / "run.json"):
-            tmp = path.with_name(f".{path.name}.{self.invocation_id}.tmp")
-            tmp.write_text(json.dumps(doc, indent=2, default=str))
-            os.replace(tmp, path)
+               "started": self.started, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        blob = json.dumps(doc, indent=2, default=str).encode()
+        for path in (self.path, self.latest):
+            storage.write_atomic(path, blob)
         self.previous = doc
+
+
+def _start_job(cfg: ExplainConfig, manifest: Manifest, invocation_id: str, log, summary: RunSummary, n_rows: int):
+    """Ray, the placement check and the GPU-stage pool; the model's hash into the manifest.
+    None (with the summary's exit code and message set) when the run must not go on."""
+    if not _is_local(cfg):
+        from pipeline.ray_runtime import init_ray
+        init_ray(cfg.address)
+    problems = _placement_problems(cfg)
+    if problems:
+        summary.exit_code, summary.message = EXIT_USAGE, "this plan can never be placed:\n  " + "\n  ".join(problems)
+        return None
+    job = _Job(cfg, invocation_id, log)
+    diff = settings_diff(manifest.previous.get("settings", {}), cfg.settings(job.info["model_id"]))
+    if diff:  # the model changed under the same run id: refuse before any commit
+        summary.exit_code, summary.message = EXIT_USAGE, _resume_refused(cfg.run_id, diff)
+        return None
+    manifest.model = {k: job.info[k] for k in ("classes", "model_id", "sample_rate")}
+    manifest.write("running", n_rows)
+    return job
 
 
 def _run_locked(cfg: ExplainConfig, reader: CatalogueReader, manifest: Manifest, lease: Lease, invocation_id: str,
                 log, show_progress: bool, t0: float) -> RunSummary:
+    from pipeline.output import MembersWriter, history, open_writer
     from pipeline.plan import make_plan, outcome, rows_to_do
     from pipeline.progress import Progress
     run_id = cfg.run_id
-    writer = RunWriter(cfg.out, run_id, invocation_id, cfg.commit_every, lease=lease)
+    writer = open_writer(manifest.format, cfg.out, run_id, invocation_id, cfg.commit_every, lease=lease)
     rolled = writer.recover()
     if cfg.retry_errors:
         writer.drop_errors()
+    summary = RunSummary(run_id, EXIT_FATAL, format=manifest.format)
+    job = None
+    done_before = None
+    if cfg.incremental:  # what earlier nights did is looked up under this model's hash: load it first
+        job = _start_job(cfg, manifest, invocation_id, log, summary, None)
+        if job is None:
+            return summary
+        done_before = history(cfg.out, manifest.format, manifest.config_hash(), run_id,
+                              with_errors=not cfg.retry_errors)
+    members = MembersWriter(cfg.out, manifest.format, run_id)
     try:
-        plan = make_plan(reader, writer)
+        plan = make_plan(reader, writer, history=done_before, members=members, label_column=cfg.label_column)
+        members.close()
     except CatalogueError as e:
-        return RunSummary(run_id, EXIT_USAGE, message=str(e))
-    summary = RunSummary(run_id, EXIT_FATAL, total=plan.n_rows, skipped=plan.n_done)
+        return RunSummary(run_id, EXIT_USAGE, message=str(e), format=manifest.format)
+    summary.total, summary.skipped, summary.unchanged = plan.n_rows, plan.n_done, plan.n_unchanged
     if rolled:
         log(f"recovered {rolled} committed batch(es) of an interrupted writer")
-    if plan.n_done:
-        log(f"run {run_id}: {plan.n_done} of {plan.n_rows} rows already committed, {plan.n_work} to do")
+    if plan.n_unchanged:
+        log(f"run {run_id}: {plan.n_unchanged} of {plan.n_rows} rows unchanged since an earlier night")
+    if plan.n_done > plan.n_unchanged:
+        log(f"run {run_id}: {plan.n_done - plan.n_unchanged} of {plan.n_rows} rows already committed, "
+            f"{plan.n_work} to do")
     manifest.write("running", plan.n_rows)
     try:
-        job = None
-        if plan.n_work:
-            if not _is_local(cfg):
-                from pipeline.ray_runtime import init_ray
-                init_ray(cfg.address)
-            problems = _placement_problems(cfg)
-            if problems:
-                summary.exit_code, summary.message = EXIT_USAGE, "this plan can never be placed:\n  " + \
-                    "\n  ".join(problems)
+        if plan.n_work and job is None:
+            job = _start_job(cfg, manifest, invocation_id, log, summary, plan.n_rows)
+            if job is None:
                 return summary
-            job = _Job(cfg, invocation_id, log)
-            diff = settings_diff(manifest.previous.get("settings", {}), cfg.settings(job.info["model_id"]))
-            if diff:  # the model changed under the same run id: refuse before any commit
-                summary.exit_code, summary.message = EXIT_USAGE, _resume_refused(run_id, diff)
-                return summary
-            manifest.model = {k: job.info[k] for k in ("classes", "model_id", "sample_rate")}
-            manifest.write("running", plan.n_rows)
         bar = Progress(plan.n_work, "tracks", status_every=cfg.status_every) if show_progress else None
-        _drive(job, cfg, rows_to_do(reader, plan), writer, summary, bar)
+        _drive(job, cfg, rows_to_do(reader, plan), writer, summary, bar, plan)
         if job is not None:
             summary.actors = _actor_infos(job)
             names = {n["NodeID"]: n.get("NodeName", "") for n in job.ray.nodes()}
@@ -461,7 +498,7 @@ def _actor_infos(job) -> list:
     return out
 
 
-def _commit_quietly(writer: RunWriter, log) -> None:
+def _commit_quietly(writer, log) -> None:
     """Commit what is complete on the way out; a failure here is logged, not raised (the
     buffer is then recomputed by the rerun, never half-written)."""
     try:
@@ -470,9 +507,10 @@ def _commit_quietly(writer: RunWriter, log) -> None:
         log(f"could not commit the last batch ({type(e).__name__}: {e}); the rerun recomputes it")
 
 
-def _drive(job, cfg: ExplainConfig, items, writer: RunWriter, summary: RunSummary, bar) -> None:
+def _drive(job, cfg: ExplainConfig, items, writer, summary: RunSummary, bar, plan) -> None:
     """Feed rows to the job with at most ``cfg.in_flight`` in flight; error records go
-    straight to the writer. ``items`` is a stream: the driver never holds the catalogue."""
+    straight to the writer. ``items`` is a stream: the driver never holds the catalogue;
+    each row's content key comes from the plan (by catalogue row)."""
     t0 = time.perf_counter()
     inflight: dict = {}     # ref -> (row, attempt, predictor index)
     crashes: dict = {}      # track id -> infrastructure deaths while alone on its predictor
@@ -493,12 +531,13 @@ def _drive(job, cfg: ExplainConfig, items, writer: RunWriter, summary: RunSummar
 
     def record(res) -> None:
         if isinstance(res, TrackResult):
+            res.track["content_key"] = plan.key(res.track["catalogue_row"])
             writer.add_track(res.track, res.explanations)
             summary.model_rows += res.model_rows
             summary.computed += 1
             counts["ok"] += 1
         else:
-            writer.add_error(res.row(writer.invocation_id))
+            writer.add_error(dict(res.row(writer.invocation_id), content_key=plan.key(res.catalogue_row)))
             summary.errors.append(res)
             counts["failed"] += 1
         writer.maybe_commit()

@@ -7,6 +7,12 @@ heartbeat for ``stale_after`` seconds, or a holder on this host whose process is
 The writer calls :meth:`Lease.check` before every commit, so a driver that lost its lease
 (paused past the deadline, then taken over) stops instead of committing beside the new one.
 Heartbeats compare file times across hosts: keep the cluster's clocks in sync (NTP).
+
+On an object store (``s3://``) there is no O_EXCL and no rename: :class:`ObjectLease`
+creates the lease with a conditional PUT (``If-None-Match: *``), refreshes it with
+``If-Match: <its ETag>`` and takes a stale one over with ``If-Match: <the stale ETag>``, so
+of two drivers racing exactly one wins. Staleness is judged on the store's own clock
+(the object's ``Last-Modified`` against the response's ``Date``), not the drivers'.
 """
 from __future__ import annotations
 
@@ -24,10 +30,11 @@ LEASE_FILE = "_lease.json"
 class LeaseHeld(RuntimeError):
     """Another live driver holds the output."""
 
-    def __init__(self, holder: dict, path: Path):
+    def __init__(self, holder: dict, lease):
         self.holder = holder
+        path = lease.path
         super().__init__(
-            f"{path.parent} is in use by another musiclime driver: host {holder.get('host')!r}, "
+            f"{str(path).rsplit('/', 1)[0]} is in use by another musiclime driver: host {holder.get('host')!r}, "
             f"pid {holder.get('pid')}, started {holder.get('started')}, run {holder.get('run_id')!r} "
             f"(its lease {path} is refreshed while it runs; a dead holder's lease is taken over "
             f"after {holder.get('stale_after_s')} s without a heartbeat)")
@@ -64,12 +71,12 @@ class Lease:
             self._thread = threading.Thread(target=self._beat, name="musiclime-lease", daemon=True)
             self._thread.start()
             return self
-        raise LeaseHeld(self.read() or {}, self.path)
+        raise LeaseHeld(self.read() or {}, self)
 
     def _take_over_if_stale(self) -> None:
         holder = self.read()
         if not self._stale(holder):
-            raise LeaseHeld(holder or {}, self.path)
+            raise LeaseHeld(holder or {}, self)
         # Move the stale lease aside under a unique name: of two drivers taking over at once
         # only one rename succeeds; the other sees FileNotFoundError and retries the create.
         aside = self.path.with_name(f"{LEASE_FILE}.stale-{uuid.uuid4().hex}")
@@ -85,7 +92,7 @@ class Lease:
             except FileExistsError:
                 pass
             os.unlink(aside)
-            raise LeaseHeld(moved, self.path)
+            raise LeaseHeld(moved, self)
         os.unlink(aside)
 
     def _stale(self, holder: dict | None) -> bool:
@@ -133,6 +140,145 @@ class Lease:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+class ObjectLease:
+    """The lease as an object on an S3-compatible store (conditional writes); the same
+    interface as :class:`Lease`."""
+
+    def __init__(self, out: str, run_id: str, stale_after: float = 60.0):
+        scheme, _, rest = out.rstrip("/").partition("://")
+        if scheme not in ("s3", "s3a"):
+            raise ValueError(f"--out {out}: the output lease needs conditional writes, implemented for s3:// "
+                             f"(S3 and S3-compatible stores); {scheme}:// is not supported for outputs")
+        self.bucket, _, prefix = rest.partition("/")
+        self.key = (prefix.strip("/") + "/" if prefix.strip("/") else "") + LEASE_FILE
+        self.path = f"{scheme}://{self.bucket}/{self.key}"
+        self.run_id, self.stale_after = run_id, float(stale_after)
+        self.token = uuid.uuid4().hex
+        self._etag: str | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.held = False
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            import boto3  # the standard AWS chain: AWS_* variables, ~/.aws, instance roles
+            self._client = boto3.client("s3")
+        return self._client
+
+    def _doc(self) -> bytes:
+        return json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "run_id": self.run_id,
+                           "token": self.token, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                           "stale_after_s": self.stale_after}).encode()
+
+    def _put(self, **condition) -> str | None:
+        """The lease written on a condition; its new ETag, or None when the condition failed."""
+        from botocore.exceptions import ClientError
+        try:
+            return self.client.put_object(Bucket=self.bucket, Key=self.key, Body=self._doc(),
+                                          ContentType="application/json", **condition)["ETag"]
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict",
+                                                           "NoSuchKey", "412", "409", "404"):
+                return None
+            raise
+
+    def _get(self) -> tuple[dict | None, str | None, float]:
+        """(holder, ETag, age in seconds on the store's clock); (None, None, inf) when absent."""
+        from botocore.exceptions import ClientError
+        try:
+            r = self.client.get_object(Bucket=self.bucket, Key=self.key)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None, None, float("inf")
+            raise
+        from email.utils import parsedate_to_datetime
+        body = r["Body"].read()
+        date = r["ResponseMetadata"].get("HTTPHeaders", {}).get("date")
+        now = parsedate_to_datetime(date).timestamp() if date else time.time()
+        age = now - r["LastModified"].timestamp()
+        try:
+            holder = json.loads(body)
+        except ValueError:
+            holder = None
+        return holder, r["ETag"], age
+
+    def acquire(self) -> "ObjectLease":
+        for _ in range(5):
+            etag = self._put(IfNoneMatch="*")
+            if etag is None:
+                holder, old, age = self._get()
+                if old is None:
+                    continue  # released meanwhile: create again
+                if not self._stale(holder, age):
+                    raise LeaseHeld(holder or {}, self)
+                etag = self._put(IfMatch=old)  # of two drivers taking over, one wins
+                if etag is None:
+                    continue
+            self._etag, self.held = etag, True
+            self._thread = threading.Thread(target=self._beat, name="musiclime-lease", daemon=True)
+            self._thread.start()
+            return self
+        raise LeaseHeld(self.read() or {}, self)
+
+    def _stale(self, holder: dict | None, age: float) -> bool:
+        if holder is None:
+            return age > self.stale_after
+        if holder.get("host") == socket.gethostname() and not _pid_alive(int(holder.get("pid", -1))):
+            return True
+        return age > float(holder.get("stale_after_s", self.stale_after))
+
+    def read(self) -> dict | None:
+        return self._get()[0]
+
+    def check(self) -> None:
+        holder = self.read()
+        if not self.held or holder is None or holder.get("token") != self.token:
+            raise LeaseLost(f"this driver no longer holds {self.path}"
+                            + (f" (now held by host {holder.get('host')!r} pid {holder.get('pid')})" if holder else ""))
+
+    def _beat(self) -> None:
+        period = max(0.5, self.stale_after / 6)
+        while not self._stop.wait(period):
+            with self._lock:
+                try:
+                    etag = self._put(IfMatch=self._etag)
+                except Exception:
+                    continue  # a failed refresh: the next one may pass; check() decides
+                if etag is None:
+                    return  # taken over: check() fails the next commit
+                self._etag = etag
+
+    def release(self) -> None:
+        from botocore.exceptions import ClientError
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self.held:
+            with self._lock:
+                try:
+                    self.client.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=self._etag)
+                except ClientError:
+                    pass  # no longer ours (taken over): leave it
+        self.held = False
+
+    def __enter__(self) -> "ObjectLease":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def make_lease(out: str, run_id: str, stale_after: float = 60.0):
+    """The lease for an output: a file on local and NFS paths, a conditional object on S3."""
+    from musiclime import storage
+    if storage.is_object_store(out):
+        return ObjectLease(out, run_id, stale_after)
+    return Lease(storage.filesystem(out)[1], run_id, stale_after)
 
 
 def _read_json(path: Path) -> dict | None:

@@ -7,6 +7,11 @@ digests, committed rows by looking them up in the digests of this run's ``tracks
 lets a resume see rows inserted or appended to the catalogue: new rows are explained,
 committed ones never recomputed.
 
+Each row also gets a content key (:func:`pipeline.catalogue.content_keys`, 32 bytes per
+row). An incremental night (``history``) counts a row as done when an earlier run under the
+same model and config committed its (track_id, content key): unchanged tracks are not
+explained again, new and changed ones are.
+
 Rows without an identity of their own (no ``track_id``, a repeated ``track_id``, a row
 that could not be decoded and has no id) are counted per (track_id, error type): the
 k-th such row is written to ``errors`` once, whatever the number of resumes.
@@ -20,10 +25,11 @@ from typing import Iterator
 
 import numpy as np
 
-from pipeline.catalogue import DECODE_ERROR, CatalogueError, CatalogueReader
+from pipeline.catalogue import DECODE_ERROR, CatalogueError, CatalogueReader, content_keys
 from musiclime.records import ErrorRecord
 
 DIGEST = np.dtype("S16")
+KEY = np.dtype("S32")   # content keys: hex, so numpy's trailing-NUL stripping never applies
 ANONYMOUS = ("missing_track_id", "duplicate_track_id")
 
 
@@ -38,6 +44,11 @@ def _digests(ids) -> np.ndarray:
     return np.array([digest(t) for t in ids], dtype=DIGEST)
 
 
+def version_digest(track_id: str, content_key: str | None) -> bytes:
+    """One digest per (track, content): what an incremental night looks up."""
+    return digest(f"{track_id}\0{content_key or ''}")
+
+
 @dataclass
 class RowPlan:
     """Per catalogue row (in order): its id digest, whether it is the first row of its id,
@@ -47,6 +58,18 @@ class RowPlan:
     bad: np.ndarray              # bool [n_rows]: catalogue_decode_error
     done: np.ndarray             # bool [n_rows]: the id is in tracks or errors already
     anonymous_done: Counter = field(default_factory=Counter)   # (track_id, error_type) -> committed
+    keys: np.ndarray | None = None     # S32 [n_rows]: content keys (hex)
+    unchanged: np.ndarray | None = None  # bool [n_rows]: explained (or failed) by an earlier night as it is
+
+    def key(self, catalogue_row: int) -> str | None:
+        """The content key of a catalogue row (None for rows past the plan)."""
+        if self.keys is None or not 0 <= catalogue_row < len(self.keys):
+            return None
+        return self.keys[catalogue_row].decode()
+
+    @property
+    def n_unchanged(self) -> int:
+        return int(self.unchanged.sum()) if self.unchanged is not None else 0
 
     @property
     def n_rows(self) -> int:
@@ -107,21 +130,45 @@ class _Index:
         return self.order[pos[hit]]  # leftmost of an equal run = the first row (stable sort)
 
 
-def make_plan(reader: CatalogueReader, writer) -> RowPlan:
-    chunks, bad_chunks = [], []
+def make_plan(reader: CatalogueReader, writer, history: np.ndarray | None = None, members=None,
+              label_column: str | None = None) -> RowPlan:
+    """The plan of a run. ``history``: sorted :func:`version_digest` values of earlier
+    nights (incremental runs); ``members``: an object whose ``add(track_ids, rows, keys)``
+    receives each catalogue batch (the run's ``members`` table)."""
+    chunks, bad_chunks, key_chunks, seen_chunks = [], [], [], []
     for batch in reader.batches():
+        keys = content_keys(batch, label_column)
         chunks.append(np.array([digest(r["track_id"]) if r["track_id"] else b"" for r in batch], dtype=DIGEST))
         bad_chunks.append(np.array([DECODE_ERROR in r for r in batch], dtype=bool))
+        key_chunks.append(np.array([k.encode() for k in keys], dtype=KEY))
+        if history is not None:
+            seen_chunks.append(_in_sorted(history, np.array(
+                [version_digest(r["track_id"], k) if r["track_id"] else b"" for r, k in zip(batch, keys)],
+                dtype=DIGEST)))
+        if members is not None:
+            members.add([r["track_id"] for r in batch], [r["catalogue_row"] for r in batch], keys)
     digests = np.concatenate(chunks) if chunks else np.zeros(0, DIGEST)
     del chunks
     bad = np.concatenate(bad_chunks) if bad_chunks else np.zeros(0, bool)
+    keys = np.concatenate(key_chunks) if key_chunks else np.zeros(0, KEY)
     index = _Index(digests)
     first = index.first_rows()
     ok, err, anonymous = committed(writer)
     done = np.zeros(len(digests), bool)
     done[index.first_rows_of(ok)] = True
     done[index.first_rows_of(err)] = True
-    return RowPlan(digests, first, bad, done, anonymous)
+    unchanged = None
+    if history is not None:
+        unchanged = (np.concatenate(seen_chunks) if seen_chunks else np.zeros(0, bool)) & first & ~done & ~bad
+        done |= unchanged
+    return RowPlan(digests, first, bad, done, anonymous, keys, unchanged)
+
+
+def _in_sorted(sorted_digests: np.ndarray, query: np.ndarray) -> np.ndarray:
+    if not len(sorted_digests) or not len(query):
+        return np.zeros(len(query), bool)
+    pos = np.minimum(np.searchsorted(sorted_digests, query), len(sorted_digests) - 1)
+    return (sorted_digests[pos] == query) & (query != b"")
 
 
 def rows_to_do(reader: CatalogueReader, plan: RowPlan) -> Iterator[dict | ErrorRecord]:
@@ -189,4 +236,6 @@ def outcome(plan: RowPlan, writer) -> Outcome:
     anon_failed = sum(min(n, have[k]) for k, n in expected.items())
     anon_missing = sum(max(0, n - have[k]) for k, n in expected.items())
     missing = plan.first & ~in_ok & ~in_err
+    if plan.unchanged is not None:
+        missing &= ~plan.unchanged
     return Outcome(int(in_ok.sum()), int(in_err.sum()) + anon_failed, int(missing.sum()) + anon_missing)

@@ -139,30 +139,27 @@ def _lyrics_html(text: str, weights: dict[str, float]) -> str:
 
 
 def build_report(out: str | Path, tracks_per_class: int = 3, max_tracks: int = 20, audio: bool = True,
-                 run_id: str | None = None) -> Path:
+                 run_id: str | None = None) -> Path | str:
+    """``report.html`` in the output (a Path, or a URI on object storage) for one night:
+    ``run_id`` or the latest run; its tracks are the latest explanation of each track in
+    that night's catalogue (see :func:`pipeline.output.latest_selection`)."""
     import matplotlib
     matplotlib.use("Agg")
     import polars as pl
 
-    from musiclime.aggregate import aggregate
-    from pipeline.tables import scan
-    out = Path(out)
-    manifest_path = out / "runs" / f"{run_id}.json" if run_id else out / "run.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    run_id = run_id or manifest.get("run_id")
-    g = scan(out, "global_importance").collect() if (out / "global_importance").is_dir() else aggregate(out)
-    if run_id and "run_id" in g.columns and run_id in set(g["run_id"]):
-        g = g.filter(pl.col("run_id") == run_id)
-    tracks = scan(out, "tracks").collect()
-    if run_id:
-        tracks = tracks.filter(pl.col("run_id") == run_id)
-    errors = (scan(out, "errors").collect()
-              if (out / "errors").is_dir() and any((out / "errors").rglob("*.parquet")) else None)
-    if errors is not None and run_id:
-        errors = errors.filter(pl.col("run_id") == run_id)
-    expl = scan(out, "explanations")
-    if run_id:
-        expl = expl.filter(pl.col("run_id") == run_id)
+    from pipeline import output
+    from pipeline.global_importance import aggregate
+    out = str(out).rstrip("/")
+    fmt = output.existing_format(out)
+    manifest, sel = output.latest_selection(out, run_id, fmt)
+    run_id = manifest["run_id"]
+    g = output.frame(out, "global_importance", None, [run_id], fmt)
+    if not g.height:  # not aggregated yet: aggregate now (not written)
+        g = aggregate(out, night=run_id)
+    source_runs = sorted(set(sel["run_id"]))
+    tracks = (output.frame(out, "tracks", None, source_runs, fmt)
+              .join(sel.select("run_id", "track_id"), on=["run_id", "track_id"], how="semi"))
+    errors = output.frame(out, "errors", None, [run_id], fmt)
     g = g.filter(pl.col("label_source") == "predicted")
     classes = manifest.get("classes") or sorted(set(tracks["predicted"]))
     stems = [s for s in ("vocals", "drums", "bass", "other", "mix")
@@ -222,7 +219,10 @@ def build_report(out: str | Path, tracks_per_class: int = 3, max_tracks: int = 2
                     rows_by_tid.setdefault(r["track_id"], r)  # the first row of an id is the explained one
         except Exception:
             rows_by_tid = {}
-    te = expl.filter(pl.col("track_id").is_in(pl.Series(list(ids), dtype=pl.String).implode())).collect()
+    wanted = chosen.select("run_id", "track_id")
+    te = pl.concat([pl.from_arrow(t).join(wanted, on=["run_id", "track_id"], how="semi")
+                    for t in output.scan_table(out, "explanations", None, sorted(set(chosen["run_id"])), fmt)]
+                   or [output.frame(out, "explanations", None, [], fmt)])
     for t in chosen.iter_rows(named=True):
         label = t["explained_labels"][0]
         e = te.filter((pl.col("track_id") == t["track_id"]) & (pl.col("label") == label))
@@ -245,11 +245,10 @@ def build_report(out: str | Path, tracks_per_class: int = 3, max_tracks: int = 2
             parts.append(f"<div class='lyrics'>{_lyrics_html(lyrics, word_w)}</div>")
         parts.append("</div>")
     parts.append("</body></html>")
-    path = out / "report.html"
-    tmp = path.with_name(".report.html.tmp")
-    tmp.write_text("".join(parts), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    from musiclime import storage
+    loc = output.location(out, "report.html")
+    storage.write_atomic(loc, "".join(parts).encode("utf-8"))
+    return loc if storage.is_uri(loc) else Path(loc)
 
 
 @functools.lru_cache(maxsize=2)

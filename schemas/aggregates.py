@@ -22,4 +22,8 @@ GLOBAL_IMPORTANCE = schema([
     field("share_q25", pa.float64(), "level modality: first quartile of the per-track share"),
     field("share_q50", pa.float64(), "level modality: median per-track share"),
     field("share_q75", pa.float64(), "level modality: third quartile of the per-track share"),
+    field("model_id", pa.string(), "hash of the model whose explanations are aggregated"),
+    field("config_hash", pa.string(), "config hash of those explanations (tracks.config_hash); with model_id and "
+                                      "the run_id partition (the night covered, or the run with --runs) it says "
+                                      "what the rows cover"),
 ], "Global MusicLIME importances per class, aggregated from local explanations.")

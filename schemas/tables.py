@@ -10,6 +10,9 @@ from schemas._fields import field, schema
 from schemas.explanations import LOCAL_FIELDS
 
 TRACK_ID = field("track_id", pa.string(), "the catalogue's track id (data only, never a path)", nullable=False)
+CONTENT_KEY = field("content_key", pa.string(), "32 hex digits: what decides 'unchanged' for incremental nights "
+                    "(the catalogue's checksum column, else size and modification time of the track's audio, "
+                    "stem and lyrics files, plus inline lyrics and the label column; see README)")
 CATALOGUE_ROW = field("catalogue_row", pa.int64(), "0-based row of the track in the catalogue", nullable=False)
 
 LABEL_FIT = pa.struct([
@@ -51,6 +54,7 @@ TRACKS = schema([
     field("status", pa.string(), "'ok'", nullable=False),
     field("flags", pa.list_(pa.string()), "input notes: resampled, downmixed, cropped, no_lyrics, lyrics_truncated"),
     field("invocation_id", pa.string(), "which invocation of the run computed the track (resumes keep earlier ones)"),
+    CONTENT_KEY,
 ], "One row per explained track.")
 
 EXPLANATIONS = schema([TRACK_ID] + LOCAL_FIELDS,
@@ -67,6 +71,13 @@ ERRORS = schema([
     field("message", pa.string(), "what went wrong, naming the track's input"),
     field("attempt", pa.int32(), "attempts made before giving up (1 = bad input, not retried)"),
     field("invocation_id", pa.string(), "which invocation of the run recorded the error"),
+    CONTENT_KEY,
 ], "One row per catalogue row that could not be explained.")
 
-ALL = {"tracks": TRACKS, "explanations": EXPLANATIONS, "errors": ERRORS}
+MEMBERS = schema([
+    field("track_id", pa.string(), "the catalogue's track id (null: the row has none)"),
+    CATALOGUE_ROW, CONTENT_KEY,
+], "One row per catalogue row a run was given: the night's catalogue, which aggregate and report "
+   "cover by default (removed tracks are absent from later nights' members).")
+
+ALL = {"tracks": TRACKS, "explanations": EXPLANATIONS, "errors": ERRORS, "members": MEMBERS}

@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from musiclime.aggregate import aggregate, default_min_word_tracks, write_global_importance
+from musiclime.aggregate import default_min_word_tracks
+from pipeline.global_importance import aggregate, write_global_importance
 from pipeline.config import ExplainConfig
 from pipeline.driver import run_explain
 from pipeline.report import build_report
@@ -58,7 +59,7 @@ def explained(ray_session, plugin_path, tmp_path_factory):
 
 
 def test_levels_and_planted_evidence(explained):
-    g = aggregate(explained)
+    g = aggregate(explained, runs=["both", "audio"])
     assert set(g["level"]) == {"stem", "segment", "stem_segment", "word", "modality"}
     assert set(g["run_id"]) == {"both", "audio"}  # runs side by side
     stormy = g.filter((pl.col("run_id") == "both") & (pl.col("label") == "stormy") & (pl.col("label_source") == "predicted"))
@@ -86,7 +87,7 @@ def test_word_threshold(explained):
 
 
 def test_duckdb_equals_polars(explained):
-    g = aggregate(explained)
+    g = aggregate(explained, runs=["both", "audio"])
     write_global_importance(explained, g)
     scan = f"read_parquet('{explained}/global_importance/**/*.parquet', hive_partitioning=true)"
     con = duckdb.connect()
@@ -143,7 +144,7 @@ def test_delta_aggregate_replaces_the_rows_of_its_runs(explained, tmp_path):
     import deltalake
     out = tmp_path / "copy"
     shutil.copytree(explained, out)
-    g = aggregate(out)
+    g = aggregate(out, runs=["both", "audio"])
     for _ in range(2):
         write_global_importance(out, g, fmt="delta")
     write_global_importance(out, aggregate(out, runs=["audio"]), fmt="delta")
@@ -159,8 +160,8 @@ def test_delta_aggregate_replaces_the_rows_of_its_runs(explained, tmp_path):
 def test_a_standing_output_reads_across_releases_that_add_columns(explained, tmp_path):
     """A later release adds columns (weight_se on explanations, a new tracks column), an
     earlier one lacked one this release has (stability): aggregate, report, Polars (through
-    pipeline.tables) and DuckDB (union_by_name) read the mixed output."""
-    from pipeline.tables import scan
+    pipeline.output) and DuckDB (union_by_name) read the mixed output."""
+    from pipeline.output import frame
     out = tmp_path / "copy"
     shutil.copytree(explained, out)
     for run, table, change in (("later", "explanations", lambda t: t.append_column(
@@ -173,12 +174,12 @@ def test_a_standing_output_reads_across_releases_that_add_columns(explained, tmp
         dst = out / table / f"run_id={run}" / src.name
         dst.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(change(pq.read_table(src)), dst)
-    tracks = scan(out, "tracks").collect()
+    tracks = frame(out, "tracks")
     n = {r: tracks.filter(pl.col("run_id") == r).height for r in ("both", "later", "older")}
     assert n["later"] == n["older"] > 0 and "new_metric" not in tracks.columns
     assert tracks.filter(pl.col("run_id") == "older")["stability"].null_count() == n["older"]
-    assert scan(out, "explanations").filter(pl.col("run_id") == "later").collect().height > 0
-    g = aggregate(out)
+    assert frame(out, "explanations").filter(pl.col("run_id") == "later").height > 0
+    g = aggregate(out, runs=["both", "audio", "later", "older"])
     assert {"both", "audio", "later", "older"} <= set(g["run_id"])
     write_global_importance(out, g)
     assert build_report(out, run_id="later").is_file()
@@ -207,7 +208,7 @@ def test_every_output_column_has_a_type_spark_and_iceberg_read(explained, tmp_pa
     write_global_importance(out, aggregate(out, runs=["both", "audio"]), fmt="delta")
     problems = [p for name, sch in {**ALL, "global_importance": GLOBAL_IMPORTANCE}.items()
                 for f in sch for p in warehouse.arrow_problems(f.type, f"{name}.{f.name}")]
-    for name in ("tracks", "explanations", "errors", "global_importance"):
+    for name in ("tracks", "explanations", "errors", "members", "global_importance"):
         files = f"{out}/{name}/**/*.parquet"
         d = pds.dataset(str(out / name), format="parquet", partitioning="hive")
         assert d.count_rows() > 0, name
@@ -240,8 +241,8 @@ def test_batches_without_their_tracks_twin_aggregate_the_same(explained, tmp_pat
             f.unlink()
         pq.write_table(merged, run_dir / "all.parquet")
     keys = ["run_id", "label_source", "label", "level", "modality", "stem", "segment", "token"]
-    want = aggregate(explained).sort(keys, nulls_last=True)
-    got = aggregate(out).sort(keys, nulls_last=True)
+    want = aggregate(explained, runs=["both", "audio"]).sort(keys, nulls_last=True)
+    got = aggregate(out, runs=["both", "audio"]).sort(keys, nulls_last=True)
     assert got.height == want.height
     np.testing.assert_allclose(got["mean_abs_weight"].to_numpy(), want["mean_abs_weight"].to_numpy(), rtol=1e-9)
     with pytest.raises(FileNotFoundError, match="no explanations"):

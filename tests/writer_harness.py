@@ -2,7 +2,9 @@
 reader, the planner and the writer exactly as ``run_explain`` uses them, with each track's
 result made up deterministically from its id (3 features x 1 label).
 
-    python -m tests.writer_harness CATALOGUE OUT RUN_ID
+    python -m tests.writer_harness CATALOGUE OUT RUN_ID [FORMAT]
+
+FORMAT: parquet (default) or delta (OUT may then be an s3:// URI).
 
 Exit 0 when every catalogue row is accounted for; 1 after an injected exception (the
 driver's path: commit what is buffered, then stop); killed by a ``kill`` failpoint.
@@ -19,7 +21,7 @@ import pyarrow as pa
 from pipeline.catalogue import CatalogueReader
 from pipeline.plan import make_plan, outcome, rows_to_do
 from musiclime.records import ErrorRecord
-from pipeline.writer import RunWriter
+from pipeline.output import open_writer
 from schemas.explanations import LOCAL_SCHEMA
 
 FEATURES = ("drums@0", "bass@1", "storm")
@@ -40,10 +42,10 @@ def result(row: dict, invocation: str) -> tuple[dict, pa.Table]:
     return track, table.add_column(0, "track_id", pa.array([tid] * len(rows), pa.string()))
 
 
-def main(catalogue: str, out: str, run_id: str) -> int:
+def main(catalogue: str, out: str, run_id: str, fmt: str = "parquet") -> int:
     invocation = uuid.uuid4().hex[:12]
     reader = CatalogueReader(catalogue, batch_rows=3)
-    writer = RunWriter(out, run_id, invocation, commit_every=2)
+    writer = open_writer(fmt, out, run_id, invocation, commit_every=2)
     writer.recover()
     plan = make_plan(reader, writer)
     try:
@@ -67,4 +69,4 @@ def main(catalogue: str, out: str, run_id: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:4]))
+    sys.exit(main(*sys.argv[1:5]))

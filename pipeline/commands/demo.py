@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from musiclime.aggregate import aggregate, write_global_importance
+    from pipeline.global_importance import aggregate, write_global_importance
     from pipeline.catalogue import read_catalogue
     from pipeline.config import ExplainConfig
     from pipeline.driver import run_explain

@@ -16,7 +16,16 @@ def num_samples(text: str) -> int | str:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("catalogue", help="Parquet, CSV, JSONL, or a folder of audio files with sidecar .txt lyrics")
     p.add_argument("--model", default="default", help="default | checkpoint directory | package.module:factory")
-    p.add_argument("--out", required=True, help="output directory (tables partitioned by run_id=)")
+    p.add_argument("--out", required=True,
+                   help="output folder or URI (s3://bucket/prefix): tables partitioned by run_id=")
+    p.add_argument("--format", default="auto", choices=["auto", "parquet", "delta"],
+                   help="output tables: parquet (files committed by rename: local and NFS paths), delta (Delta "
+                        "tables committed with transaction ids: object stores), or auto: delta on object stores, "
+                        "else parquet. A standing output keeps its format")
+    p.add_argument("--incremental", action="store_true",
+                   help="--out is a standing output that nights add to: explain only rows whose content key "
+                        "(track_id + checksum column, or size/mtime of its files, + inline lyrics) has no "
+                        "explanation under the same model and config; earlier errors only with --retry-errors")
     p.add_argument("--separator", default="hpss", choices=["demucs", "provided", "hpss", "none"])
     p.add_argument("--num-samples", type=num_samples, default=1000,
                    help="perturbations per track, or 'auto': sample in rounds until the explanation is stable")
@@ -52,7 +61,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-features", type=int, default=None, help="features kept per label (default: all)")
     p.add_argument("--kernel-width", type=float, default=25.0, help="LIME kernel width on cosine distances")
     p.add_argument("--commit-every", type=int, default=64, help="tracks per committed Parquet file")
-    p.add_argument("--retry-errors", action="store_true", help="on resume, retry rows recorded in errors")
+    p.add_argument("--retry-errors", action="store_true",
+                   help="on resume, retry rows recorded in errors (with --incremental: also earlier nights' errors)")
     p.add_argument("--max-attempts", type=int, default=3, help="tries per track before it goes to errors")
     p.add_argument("--tracks-in-flight", type=int, default=None, help="backpressure bound (default 2 per predictor + 2)")
     p.add_argument("--lease-timeout", type=float, default=60.0,
@@ -113,7 +123,7 @@ def _config(args: argparse.Namespace, batch):
         num_features=args.num_features, commit_every=args.commit_every, retry_errors=args.retry_errors,
         max_attempts=args.max_attempts, tracks_in_flight=args.tracks_in_flight,
         lease_timeout=args.lease_timeout, status_every=args.status_every,
-        stall_timeout=args.stall_timeout)
+        stall_timeout=args.stall_timeout, format=args.format, incremental=args.incremental)
 
 
 def _report(s, args: argparse.Namespace) -> int:
@@ -125,7 +135,8 @@ def _report(s, args: argparse.Namespace) -> int:
           f"{s.skipped} already committed); {s.model_rows} model rows in {s.seconds:.0f}s")
     for e in s.errors[:20]:
         print(f"  {e.track_id or '#' + str(e.catalogue_row)} [{e.stage}] {e.error_type}: {e.message}")
-    print(f"tables: {args.out}/tracks, {args.out}/explanations, {args.out}/errors; manifest {args.out}/run.json")
+    out = args.out.rstrip("/")
+    print(f"tables ({s.format}): {out}/tracks, {out}/explanations, {out}/errors; manifest {out}/run.json")
     if s.message and s.exit_code == 1:
         print(s.message)
     return s.exit_code

@@ -1,0 +1,194 @@
+"""The one writer of a run on Delta tables: exactly once without rename (object stores).
+
+Each of ``tracks``, ``explanations`` and ``errors`` is a Delta table under the output,
+partitioned by ``run_id``. One batch of tracks is committed in steps:
+
+1. its rows are staged as Parquet objects under ``_staging/run_id=<run>/<seq>/`` (one PUT
+   each);
+2. a manifest ``_manifests/run_id=<run>/<seq>.json`` naming the staged files and the
+   batch's tracks is written (one PUT: durable and whole, or absent). From here the batch is
+   done for the writer: its buffer is cleared and the sequence advanced;
+3. each table gets one Delta commit of the staged rows carrying the application
+   transaction ``(app_id = "musiclime:<run>", version = seq)``; a table whose transaction
+   version for the run is already ``>= seq`` has the batch and is skipped;
+4. the staged objects and the manifest are removed.
+
+A crash before the manifest leaves only staged objects, which :meth:`recover` deletes (the
+rows are recomputed); a crash after it leaves a manifest, which the next commit or
+:meth:`recover` rolls into every table whose transaction version is still lower. A
+retried or resumed commit is a no-op, nothing is lost. All of a track's rows travel in one
+batch, as in :mod:`pipeline.writer`, whose interface this class shares. The
+:class:`~pipeline.lease.ObjectLease` (or file lease) is checked before every commit, so one
+driver writes at a time and the read-version-then-commit of step 3 is not raced.
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Iterator
+
+from musiclime import storage
+from pipeline import failpoints, signals
+from schemas.tables import ERRORS, EXPLANATIONS, TRACKS
+
+TABLES = ("tracks", "explanations", "errors")  # commit order; a resume rolls any of them forward
+SCHEMAS = {"tracks": TRACKS, "explanations": EXPLANATIONS, "errors": ERRORS}
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+class DeltaRunWriter:
+    def __init__(self, out: str, run_id: str, invocation_id: str, commit_every: int = 64,
+                 commit_seconds: float = 120.0, lease=None):
+        self.out = str(out).rstrip("/")
+        self.run_id, self.invocation_id = run_id, invocation_id
+        self.commit_every, self.commit_seconds = max(1, commit_every), commit_seconds
+        self.lease = lease
+        self.app_id = f"musiclime:{run_id}"
+        self.manifests = storage.join(self.out, f"_manifests/run_id={run_id}")
+        self.staging = storage.join(self.out, f"_staging/run_id={run_id}")
+        self._tracks: list[dict] = []
+        self._expl: list = []
+        self._errors: list[dict] = []
+        self._last_commit = time.monotonic()
+        self._seq: int | None = None
+        self.commits = 0
+
+    def uri(self, table: str) -> str:
+        """Where a table lives (a path or URI deltalake opens)."""
+        loc = storage.join(self.out, table)
+        return loc if storage.is_uri(loc) else storage.filesystem(loc)[1]
+
+    def _table(self, name: str):
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
+        try:
+            return DeltaTable(self.uri(name))
+        except TableNotFoundError:
+            return None
+
+    def version_of(self, name: str) -> int:
+        """The last batch sequence committed to ``name`` for this run (0: none)."""
+        dt = self._table(name)
+        return (dt.transaction_version(self.app_id) or 0) if dt is not None else 0
+
+    # ---------------------------------------------------------------- recovery and state
+
+    def recover(self) -> int:
+        """Roll every durable manifest forward, delete staged batches without one; returns
+        the number of manifests rolled forward."""
+        rolled = 0
+        for m in storage.children(self.manifests):
+            if m.endswith(".json"):
+                self._roll_forward(m)
+                rolled += 1
+        for d in storage.children(self.staging):
+            storage.delete_dir(d)  # staged before a crash, never made durable by a manifest
+        self._seq = max([self.version_of(t) for t in TABLES], default=0) + 1
+        return rolled
+
+    def _roll_forward(self, manifest: str) -> None:
+        """Commit the batch a manifest names into each table that lacks it (idempotent)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        from deltalake import CommitProperties, Transaction, write_deltalake
+        doc = json.loads(storage.read_bytes(manifest))
+        seq = int(doc["seq"])
+        for name in TABLES:
+            staged = doc["files"].get(name)
+            if staged is None or self.version_of(name) >= seq:
+                continue
+            table = pq.read_table(pa.BufferReader(storage.read_bytes(staged)))
+            table = table.append_column(pa.field("run_id", pa.string(), nullable=False),
+                                        pa.array([self.run_id] * table.num_rows, pa.string()))
+            write_deltalake(self.uri(name), table, mode="append", partition_by=["run_id"], schema_mode="merge",
+                            commit_properties=CommitProperties(app_transactions=[Transaction(self.app_id, seq)]))
+            failpoints.hit(f"commit:{name}")
+        failpoints.hit("cleanup")
+        storage.delete_dir(storage.join(self.staging, f"{seq:010d}"))
+        storage.delete(manifest)
+
+    def scan(self, table: str, columns: list[str], batch_rows: int = 16384) -> Iterator[dict[str, list]]:
+        """Committed rows of this run's ``table``, a few columns at a time (bounded memory)."""
+        dt = self._table(table)
+        if dt is None:
+            return
+        ds = dt.to_pyarrow_dataset(partitions=[("run_id", "=", self.run_id)])
+        for b in ds.to_batches(columns=columns, batch_size=batch_rows):
+            if b.num_rows:
+                yield {c: b.column(c).to_pylist() for c in columns}
+
+    def drop_errors(self) -> None:
+        """Remove this run's ``errors`` rows (``--retry-errors``) in one Delta commit."""
+        dt = self._table("errors")
+        if dt is not None:
+            dt.delete(f"run_id = {_quote(self.run_id)}")
+
+    # ---------------------------------------------------------------- buffering and commits
+
+    def add_track(self, track: dict, explanations) -> None:
+        self._tracks.append(track)
+        self._expl.append(explanations)
+
+    def add_error(self, row: dict) -> None:
+        self._errors.append(row)
+
+    @property
+    def pending(self) -> int:
+        return len(self._tracks) + len(self._errors)
+
+    def maybe_commit(self) -> bool:
+        due = self.pending >= self.commit_every or (
+            self.pending and time.monotonic() - self._last_commit >= self.commit_seconds)
+        return self.commit() if due else False
+
+    def commit(self) -> bool:
+        """Commit the buffer as one batch; False when there was nothing to commit."""
+        with signals.deferred():
+            return self._commit()
+
+    def _commit(self) -> bool:
+        if self._seq is None:
+            self.recover()
+        for m in storage.children(self.manifests):  # a batch an earlier commit left half-way
+            if m.endswith(".json"):
+                self._roll_forward(m)
+        if not self.pending:
+            return False
+        if self.lease is not None:
+            self.lease.check()
+        seq = self._seq
+        manifest = self._stage(seq)
+        self._tracks, self._expl, self._errors = [], [], []
+        self._seq += 1
+        self.commits += 1
+        self._last_commit = time.monotonic()
+        failpoints.hit("manifest")
+        self._roll_forward(manifest)
+        return True
+
+    def _stage(self, seq: int) -> str:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        tables = {
+            "explanations": pa.concat_tables([t.cast(EXPLANATIONS) for t in self._expl]) if self._expl else None,
+            "errors": pa.Table.from_pylist(self._errors, schema=ERRORS) if self._errors else None,
+            "tracks": pa.Table.from_pylist(self._tracks, schema=TRACKS) if self._tracks else None,
+        }
+        folder = storage.join(self.staging, f"{seq:010d}")
+        files = {}
+        for name in TABLES:
+            if tables[name] is None:
+                continue
+            sink = pa.BufferOutputStream()
+            pq.write_table(tables[name], sink, compression="zstd")
+            files[name] = storage.join(folder, f"{name}.parquet")
+            storage.write_bytes(files[name], sink.getvalue().to_pybytes())
+            failpoints.hit(f"staged:{name}")
+        manifest = storage.join(self.manifests, f"{seq:010d}.json")
+        doc = {"seq": seq, "run_id": self.run_id, "invocation_id": self.invocation_id, "files": files,
+               "tracks": [t["track_id"] for t in self._tracks], "errors": len(self._errors)}
+        storage.write_atomic(manifest, json.dumps(doc).encode())
+        return manifest
