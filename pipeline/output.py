@@ -123,7 +123,7 @@ def files(out: str, table: str, run_ids: list[str] | None = None, fmt: str | Non
         filters = [("run_id", "in", sorted(want))] if want else None
         if want is not None and not want:
             return []
-        for uri in dt.file_uris(partition_filters=filters):
+        for uri in dt.file_uris(file_pruning_predicate=filters):
             found.append((_run_of(uri), uri if storage.is_uri(out) else uri.removeprefix("file://")))
     else:
         for part in storage.children(location(out, table)):

@@ -91,7 +91,9 @@ def share_bars(labels: list[str], mean: list[float], q25: list[float], q75: list
     y = np.arange(len(labels))
     ax.barh(y, mean, color="#e67e22", label="audio")
     ax.barh(y, 1 - np.asarray(mean), left=mean, color="#8e44ad", label="lyrics")
-    ax.errorbar(mean, y, xerr=[np.asarray(mean) - q25, np.asarray(q75) - mean], fmt="none", ecolor="k", capsize=3)
+    # the interquartile range as a line of its own: a skewed class's mean may lie outside it
+    ax.hlines(y, q25, q75, colors="k")
+    ax.plot(q25, y, "k|", q75, y, "k|", markersize=8)
     ax.set_yticks(y, [_mpl_text(lab) for lab in labels])
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of sum |weight| (bars: audio quartiles across tracks)")

@@ -138,44 +138,68 @@ def _explain(catalogue: str, out: Path, run_id: str, separator: str, env: dict, 
 
 
 @pytest.mark.parametrize("separator", ["provided", "hpss"])
-def test_explain_reads_catalogue_audio_and_stems_from_s3(bucket_library, plugin_path, s3, tmp_path, ray_session,
-                                                         caplog, separator):
-    """An s3:// catalogue explains the same as the local copy (weights identical), reading
-    audio, stems and lyrics from the bucket, the stem cache there too. hpss runs the CLI
-    (its own Ray: workers get the credential chain's environment), provided the job on the
-    suite's Ray. The secret key appears in no table, log, run.json or output."""
+def test_explain_aggregate_report_from_s3_to_s3(bucket_library, plugin_path, s3, tmp_path, ray_session,
+                                                caplog, separator):
+    """``explain s3://.../catalogue.parquet --out s3://.../out`` (auto: Delta tables, a
+    conditional-PUT lease) explains the same as the local copy into a local Parquet output
+    (weights identical), reading audio, stems and lyrics from the bucket, the stem cache
+    there too; ``aggregate`` and ``report`` run on the S3 output, and the tables read back
+    from S3 with Polars and deltalake. hpss runs the CLI (its own Ray), provided the job on
+    the suite's Ray. The secret key appears in no object, table, log or output."""
+    import polars as pl
+    from deltalake import DeltaTable
+
+    from musiclime import storage
     from pipeline.config import ExplainConfig
     from pipeline.driver import run_explain
     bucket_library, head = bucket_library
-    out = tmp_path / "out"
+    out = f"s3://lib/out-{separator}"
+    local_out = tmp_path / "out"
     stems = f"s3://lib/stems-{separator}"  # hpss fills it
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(plugin_path), os.environ.get("PYTHONPATH", "")]),
+               RAY_USAGE_STATS_ENABLED="0", MUSICLIME_HOME=str(tmp_path / "home"))
     if separator == "hpss":
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(plugin_path), os.environ.get("PYTHONPATH", "")]),
-                   RAY_USAGE_STATS_ENABLED="0", MUSICLIME_HOME=str(tmp_path / "home"))
         remote = _explain(f"{bucket_library}/catalogue.parquet", out, "s3", separator, env, "--stem-cache", stems)
         assert remote.returncode == 0, remote.stdout[-2000:] + remote.stderr[-3000:]
+        assert "tables (delta)" in remote.stdout
         printed = remote.stdout + remote.stderr
     else:
         caplog.set_level("DEBUG")
         said: list[str] = []
         s = run_explain(ExplainConfig(catalogue=f"{bucket_library}/catalogue.parquet", model="mlplugins:make",
-                                      separator=separator, out=str(out), num_samples=120, limit=N, run_id="s3",
+                                      separator=separator, out=out, num_samples=120, limit=N, run_id="s3",
                                       stem_cache=stems), log=said.append, show_progress=False)
-        assert s.exit_code == 0, s.message
+        assert s.exit_code == 0 and s.format == "delta", s.message
         printed = "\n".join(said) + caplog.text
     local = run_explain(ExplainConfig(catalogue=str(head), model="mlplugins:make", separator=separator,
-                                      out=str(out), num_samples=120, limit=N, run_id="local",
+                                      out=str(local_out), num_samples=120, limit=N, run_id="local",
                                       stem_cache=str(tmp_path / "home" / "stems")), show_progress=False)
-    assert local.exit_code == 0, local.message
-    qw = (f"select track_id, label, feature, weight from {scan(out, 'explanations')} where run_id='{{}}' "
+    assert local.exit_code == 0 and local.format == "parquet", local.message
+    qw = (f"select track_id, label, feature, weight from {scan(local_out, 'explanations')} "
           f"order by track_id, label, feature")
-    rows = q(qw.format("s3"))
-    assert len({r[0] for r in rows}) == N and rows == q(qw.format("local"))
-    from musiclime import storage
+    key = ["track_id", "label", "feature"]
+    remote_expl = pl.read_delta(f"{out}/explanations").sort(key)  # Polars, from S3
+    assert remote_expl["run_id"].unique().to_list() == ["s3"]
+    assert remote_expl.select(*key, "weight").rows() == q(qw)
+    tracks = pl.from_arrow(DeltaTable(f"{out}/tracks").to_pyarrow_table())  # deltalake, from S3
+    assert sorted(tracks["track_id"]) == sorted({r[0] for r in q(qw)}) and tracks.height == N
+    assert tracks["content_key"].null_count() == 0 and tracks["format" if False else "config_hash"].n_unique() == 1
+    doc = json.loads(storage.read_bytes(f"{out}/runs/s3.json"))
+    assert doc["format"] == "delta" and doc["config"]["catalogue"] == f"{bucket_library}/catalogue.parquet"
+    assert not storage.is_file(f"{out}/_lease.json")  # released
     entries = storage.list_files(stems) if storage.is_dir(stems) else []
     assert len(entries) == (N if separator == "hpss" else 0), entries
-    manifest = (out / "runs" / "s3.json").read_text()
-    assert json.loads(manifest)["config"]["catalogue"] == f"{bucket_library}/catalogue.parquet"
-    secret = s3["AWS_SECRET_ACCESS_KEY"]
-    leaks = [p for p in out.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
-    assert not leaks and secret not in printed
+    # aggregate and report on the S3 output, through the CLI
+    for cmd in (["aggregate", out], ["report", out, "--no-audio"]):
+        r = subprocess.run([MUSICLIME, *cmd], env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        printed += r.stdout + r.stderr
+    g = pl.read_delta(f"{out}/global_importance")
+    assert set(g["run_id"]) == {"s3"} and set(g["model_id"]) == {doc["model_id"]}
+    assert set(g["config_hash"]) == {doc["config_hash"]} and g.filter(pl.col("level") == "stem").height > 0
+    html = storage.read_bytes(f"{out}/report.html").decode()
+    assert "musiclime report" in html and f"{N} tracks explained" in html
+    secret = s3["AWS_SECRET_ACCESS_KEY"].encode()
+    leaks = [f for f in storage.list_files(out) if secret in storage.read_bytes(f)]
+    leaks += [p for p in local_out.rglob("*") if p.is_file() and secret in p.read_bytes()]
+    assert not leaks and secret.decode() not in printed
