@@ -124,3 +124,50 @@ def test_content_keys_follow_what_decides_unchanged(tmp_path):
     os.utime(a, ns=(2, 2))
     assert content_keys([with_sum])[0] == k1                                 # a checksum column decides alone
     assert content_keys([dict(with_sum, **{CHECKSUM: "abd"})])[0] != k1
+
+
+def test_a_standing_delta_output_takes_columns_added_and_missing(tmp_path):
+    """Releases change the tables under a standing Delta output: an older one wrote tracks
+    without content_key, a newer one explanations with weight_se (the efficiency work). This
+    release still commits (the schema merges: new columns added, absent ones null), and
+    aggregate and the readers take every run."""
+    import deltalake
+    from deltalake import write_deltalake
+
+    from pipeline.delta_writer import DeltaRunWriter
+    from schemas.tables import EXPLANATIONS, TRACKS
+    from tests.writer_harness import result
+    out = str(tmp_path / "standing")
+
+    def rows(run: str, ids: list[str]):
+        tracks, expl = [], []
+        for i, tid in enumerate(ids):
+            t, e = result({"track_id": tid, "catalogue_row": i}, "inv")
+            tracks.append(pa.Table.from_pylist([t], schema=TRACKS))
+            expl.append(e.cast(EXPLANATIONS))
+        add_run = lambda t: t.append_column(pa.field("run_id", pa.string(), nullable=False),  # noqa: E731
+                                            pa.array([run] * t.num_rows, pa.string()))
+        return add_run(pa.concat_tables(tracks)), add_run(pa.concat_tables(expl))
+
+    old_t, old_e = rows("old", ["a", "b"])
+    write_deltalake(f"{out}/tracks", old_t.drop_columns(["content_key"]), partition_by=["run_id"])
+    write_deltalake(f"{out}/explanations", old_e, partition_by=["run_id"])
+    later_t, later_e = rows("later", ["c"])
+    write_deltalake(f"{out}/tracks", later_t, mode="append", partition_by=["run_id"], schema_mode="merge")
+    write_deltalake(f"{out}/explanations", later_e.append_column("weight_se", pa.array([0.01] * later_e.num_rows)),
+                    mode="append", partition_by=["run_id"], schema_mode="merge")
+    w = DeltaRunWriter(out, "now", "inv")
+    w.recover()
+    for i, tid in enumerate(["d", "e"]):
+        track, expl = result({"track_id": tid, "catalogue_row": i}, "inv")
+        w.add_track(dict(track, content_key=f"{i:032x}"), expl)
+    assert w.commit()
+    expl = pl.read_delta(f"{out}/explanations")
+    assert expl.filter(pl.col("run_id") == "now")["weight_se"].null_count() == 2 * 3
+    assert "content_key" in deltalake.DeltaTable(f"{out}/tracks").schema().to_arrow().names
+    tracks = output.frame(out, "tracks", None, None, "delta")
+    assert sorted(tracks["track_id"]) == ["a", "b", "c", "d", "e"]
+    assert tracks.filter(pl.col("run_id") == "old")["content_key"].null_count() == 2
+    assert "weight_se" not in output.frame(out, "explanations", None, None, "delta").columns  # this release's schema
+    g = aggregate(out, runs=["old", "later", "now"])
+    assert set(g["run_id"]) == {"old", "later", "now"}

@@ -75,20 +75,31 @@ def test_broken_pair_stops_the_test_session_and_the_cli_with_that_line(tmp_path)
 
 
 def test_our_polars_calls_raise_no_deprecation(tmp_path):
-    """The is_in lookups of aggregate and report, with the collection types they pass."""
+    """The selection joins of aggregate and report (pipeline.output), with the column types
+    they meet, under warnings as errors."""
+    import json
     import warnings
 
     import polars as pl
 
-    from musiclime.aggregate import _tracks_of
-    part = tmp_path / "tracks" / "run_id=r"
-    part.mkdir(parents=True)
-    pl.DataFrame({"track_id": ["a", "b"], "predicted": ["x", "y"], "true_label": ["x", "y"],
-                  "score": [1.0, 0.5]}).write_parquet(part / "all.parquet")
+    from pipeline import output
+    for run, ids in (("n1", ["a", "b"]), ("n2", ["b"])):
+        part = tmp_path / "tracks" / f"run_id={run}"
+        part.mkdir(parents=True)
+        pl.DataFrame({"track_id": ids, "predicted": ["x"] * len(ids), "true_label": [None] * len(ids),
+                      "score": [1.0] * len(ids), "content_key": ["k"] * len(ids),
+                      "config_hash": ["h"] * len(ids)}).write_parquet(part / "part-0.parquet")
+        members = tmp_path / "members" / f"run_id={run}"
+        members.mkdir(parents=True)
+        pl.DataFrame({"track_id": ["a", "b"], "catalogue_row": [0, 1], "content_key": ["k", "k"]}) \
+            .write_parquet(members / "part-0.parquet")
+        (tmp_path / "runs").mkdir(exist_ok=True)
+        (tmp_path / "runs" / f"{run}.json").write_text(json.dumps({"run_id": run, "config_hash": "h",
+                                                                   "started": f"2026-11-30T0{run[1]}"}))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        got = _tracks_of(tmp_path, "r", None, pl.Series(["a"]), None)
-    assert got["track_id"].to_list() == ["a"]
+        doc, sel = output.latest_selection(str(tmp_path))
+    assert doc["run_id"] == "n2" and dict(sel.select("track_id", "run_id").iter_rows()) == {"a": "n1", "b": "n2"}
 
 
 def test_a_deprecation_from_our_modules_fails_the_suite(tmp_path):

@@ -131,8 +131,9 @@ def _report(s, args: argparse.Namespace) -> int:
     if s.exit_code == 2:
         print(f"musiclime explain: {s.message}", file=sys.stderr)
         return 2
+    unchanged = f", {s.unchanged} unchanged since an earlier night" if s.unchanged else ""
     print(f"run {s.run_id}: {s.explained} explained, {s.failed} in errors ({s.computed} computed now, "
-          f"{s.skipped} already committed); {s.model_rows} model rows in {s.seconds:.0f}s")
+          f"{s.skipped - s.unchanged} already committed{unchanged}); {s.model_rows} model rows in {s.seconds:.0f}s")
     for e in s.errors[:20]:
         print(f"  {e.track_id or '#' + str(e.catalogue_row)} [{e.stage}] {e.error_type}: {e.message}")
     out = args.out.rstrip("/")
