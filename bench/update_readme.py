@@ -165,7 +165,22 @@ def chaos(r) -> str:
     return "\n".join(out)
 
 
-SECTIONS = {"core": ("core", core), "chaos": ("chaos", chaos), "separation": ("separation", separation), "scale": ("scale", scale),
+def incremental(r) -> str:
+    n1, n2 = r["night1"], r["night2"]
+    rows = [[name, n["catalogue_rows"], n["explained"], f"{n['model_rows']:,}", f"{n['bytes_read'] / 1e6:.1f} MB",
+             f"{n['seconds']:.0f}"] for name, n in (("night 1", n1), ("night 2", n2))]
+    rows.append(["night 2 / night 1", "", f"{r['explained_ratio']:.3f}", f"{r['model_work_ratio']:.3f}",
+                 f"{r['bytes_read_ratio']:.3f}", f"{r['wall_time_ratio']:.2f}"])
+    out = table(["", "catalogue rows", "tracks explained", "model rows (work)", "input bytes read", "wall s"], rows)
+    out.append("")
+    out.append(f"{r['tracks']} demo tracks, then {r['new']} new and {r['changed']} with re-encoded audio "
+               f"(`python bench/bench_incremental.py`, {r['num_samples']} samples, provided stems, local Ray, "
+               f"measured {r['when']} on {r['machine']['cpus']} CPUs). The default aggregate after night 2 covers "
+               f"{r['latest_selection_tracks']} tracks, {r['latest_from_night2']} of them explained that night.")
+    return "\n".join(out)
+
+
+SECTIONS = {"core": ("core", core), "incremental": ("incremental", incremental), "chaos": ("chaos", chaos), "separation": ("separation", separation), "scale": ("scale", scale),
             "aggregate_memory": ("aggregate_memory", aggregate_memory), "gpu": ("gpu", gpu),
             "sampling": ("sampling", sampling), "quality": ("quality", quality),
             "catalogue_memory": ("catalogue_memory", catalogue_memory)}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from musiclime import storage
 from pipeline import output
 
-FILES_PER_READ = 32  # explanation files joined at once: fewer joins, memory still bounded
+FILES_PER_READ = 8  # explanation files joined at once: fewer joins, memory still bounded
 
 
 def aggregate(out: str, runs: list[str] | None = None, topk: int = 5, min_word_tracks: int | None = None,

@@ -158,9 +158,10 @@ def read_file(loc: str, table: str, columns: list[str] | None = None):
     import pyarrow as pa
     import pyarrow.parquet as pq
     schema = table_schema(table)
-    with storage.open_input(loc) as f:
-        t = pq.read_table(f)
     names = columns or [n for n in schema.names if n != "run_id"]
+    with storage.open_input(loc) as f:
+        pf = pq.ParquetFile(f)
+        t = pf.read(columns=[n for n in names if n in pf.schema_arrow.names])
     cols = []
     for n in names:
         typ = schema.field(n).type
