@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# One short prepared run for a lent GPU machine (the `device` tool): the Ray-free core only,
-# inputs generated in memory, results as JSON in $OUT. Under 5 minutes on an H100.
-#   device run: bash bench/gpu.sh
+# One short prepared run for a lent GPU machine (the `device` tool): the pipeline's own GPU
+# stage (no Ray) on the paper-size model, with and without demucs in the stage; results as
+# JSON in $OUT. demucs and julius (pure Python, absent there) travel in .gpu_pkgs/:
+#   mkdir -p .gpu_pkgs && cp -r .venv/lib/python3.11/site-packages/{demucs,julius} .gpu_pkgs/
+#   device run (carry .gpu_pkgs): bash bench/gpu.sh
+# Under 5 minutes on an H100/H200.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONPATH=. PYTHONUNBUFFERED=1
+export PYTHONPATH=.:.gpu_pkgs PYTHONUNBUFFERED=1
 OUT=${OUT:-bench/results}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-python3 bench/bench_gpu.py --out "$OUT"
+python3 bench/bench_gpu_stage.py --size base --tracks "${TRACKS:-20}" --out "$OUT"

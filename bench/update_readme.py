@@ -165,6 +165,32 @@ def chaos(r) -> str:
     return "\n".join(out)
 
 
+def gpu_stage(r) -> str:
+    fp32 = _load("gpu_stage_fp32")
+    rows = []
+    for name, label in (("provided_stems", "provided stems"), ("demucs_in_stage", "demucs separating in the stage")):
+        x = r["runs"][name]
+        rows.append([label, r["precision"], f"{x['tracks_per_gpu_hour']:,.0f}", f"{x['s_per_track']:.2f}",
+                     f"{x['separate_s_per_track']:.2f}", f"{x['limit_ratio']:.2f}", f"{x['peak_gpu_mem_gb']:.1f}"])
+    if fp32:
+        for name, label in (("provided_stems", "provided stems"), ("demucs_in_stage", "demucs separating in the stage")):
+            x = fp32["runs"][name]
+            rows.append([label, "fp32", f"{x['tracks_per_gpu_hour']:,.0f}", f"{x['s_per_track']:.2f}",
+                         f"{x['separate_s_per_track']:.2f}", f"{x['limit_ratio']:.2f}", f"{x['peak_gpu_mem_gb']:.1f}"])
+    out = table(["", "precision", "tracks / GPU-hour", "s/track", "of which separating", "masks/s / bare forward limit",
+                 "peak GPU memory (GB)"], rows)
+    out.append("")
+    out.append(f"{r['device']}; {r['model']}; {r['runs']['provided_stems']['tracks']} tracks of "
+               f"{r['seconds_per_track']:.0f} s, {r['num_samples']} samples each (i.i.d., "
+               f"{r['runs']['provided_stems']['model_rows_per_track']:.0f} encoder passes per track). Bare forward "
+               f"limit {r['limit_rows_per_s']:.0f} rows/s at batch {r['best_batch']} (auto precision)"
+               + (f", {fp32['limit_rows_per_s']:.0f} in fp32 (the fp32 rows: {fp32['runs']['provided_stems']['tracks']} "
+                  f"tracks, the same machine)" if fp32 else "")
+               + f". The filterbank computed on the GPU differs from the Hugging Face extractor's by at most "
+               f"{r['fbank_max_abs_diff']:.1e}. Measured {r['when']}.")
+    return "\n".join(out)
+
+
 def incremental(r) -> str:
     n1, n2 = r["night1"], r["night2"]
     rows = [[name, n["catalogue_rows"], n["explained"], f"{n['model_rows']:,}", f"{n['bytes_read'] / 1e6:.1f} MB",
@@ -180,7 +206,7 @@ def incremental(r) -> str:
     return "\n".join(out)
 
 
-SECTIONS = {"core": ("core", core), "incremental": ("incremental", incremental), "chaos": ("chaos", chaos), "separation": ("separation", separation), "scale": ("scale", scale),
+SECTIONS = {"core": ("core", core), "incremental": ("incremental", incremental), "gpu_stage": ("gpu_stage", gpu_stage), "chaos": ("chaos", chaos), "separation": ("separation", separation), "scale": ("scale", scale),
             "aggregate_memory": ("aggregate_memory", aggregate_memory), "gpu": ("gpu", gpu),
             "sampling": ("sampling", sampling), "quality": ("quality", quality),
             "catalogue_memory": ("catalogue_memory", catalogue_memory)}

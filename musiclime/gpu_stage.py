@@ -26,17 +26,20 @@ class ExplainStage:
             those labels' explanations are stable.
         separator: None, or ``(name, options, cache_dir)`` to separate on this device the
             tracks that arrive with a mix and no stems (demucs).
+        precision: ``auto`` | ``fp32`` | ``fp16`` | ``bf16``: autocast of the model's forward
+            passes on CUDA (auto: bf16 where the GPU has it, else fp16); CPU runs fp32.
     """
 
     def __init__(self, model_spec: str, spec, modality: str, n_segments: int, device: str | None = None,
                  labels: str = "top1", label_column: str | None = None,
-                 separator: tuple[str, dict, str] | None = None):
+                 separator: tuple[str, dict, str] | None = None, precision: str = "auto"):
         import torch
 
         from musiclime.models.registry import load_model
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model = load_model(model_spec, device=self.device)
         self.model_id = model_hash(self.model, model_spec)
+        self.precision = precision
         self.n_segments, self.modality = n_segments, modality
         self.spec = spec
         self.labels = types.SimpleNamespace(labels=labels, label_column=label_column)
@@ -102,23 +105,37 @@ class ExplainStage:
             af = AudioFactorization(stems, inp.sample_rate, self.n_segments, inp.stem_names)
             lf = LyricsFactorization(inp.lyrics)
             explainer = self.spec.build(inp.seed)
-            stability = None
-            if explainer.adaptive:
-                from musiclime.stages import label_indices
-                classes = list(self.model.classes)
-                res = explainer.sample_until_stable(
-                    self.model, af, lf, lambda p0: label_indices(self.labels, classes, p0, inp.true_label),
-                    top_labels=None, modality=self.modality, progress=self._beat)
-                plan, probs = res.plan, res.probs
-                rows, stability = res.explanation.model_rows, res.explanation.stability
-            else:
-                plan = explainer.plan(af, lf, self.modality)                  # masks: numpy, CPU, from the seed
-                probs, rows = explainer.predict(self.model, af, lf, plan.masks, progress=self._beat)
+            with self.autocast():
+                return self._explain(inp, af, lf, explainer, t1)
         except InputError as e:
             return ErrorRecord(inp.track_id, inp.catalogue_row, stage, e.code, f"track {inp.track_id!r}: {e.message}")
         finally:
             self.busy_s += time.perf_counter() - t0
             self.current = None
+
+    def autocast(self):
+        """The forward passes' precision on CUDA (a no-op context on CPU or with fp32)."""
+        import contextlib
+
+        import torch
+        if not str(self.device).startswith("cuda") or self.precision == "fp32":
+            return contextlib.nullcontext()
+        bf16 = self.precision == "bf16" or (self.precision == "auto" and torch.cuda.is_bf16_supported())
+        return torch.autocast("cuda", dtype=torch.bfloat16 if bf16 else torch.float16)
+
+    def _explain(self, inp: TrackInput, af, lf, explainer, t1: float) -> dict:
+        stability = None
+        if explainer.adaptive:
+            from musiclime.stages import label_indices
+            classes = list(self.model.classes)
+            res = explainer.sample_until_stable(
+                self.model, af, lf, lambda p0: label_indices(self.labels, classes, p0, inp.true_label),
+                top_labels=None, modality=self.modality, progress=self._beat)
+            plan, probs = res.plan, res.probs
+            rows, stability = res.explanation.model_rows, res.explanation.stability
+        else:
+            plan = explainer.plan(af, lf, self.modality)                  # masks: numpy, CPU, from the seed
+            probs, rows = explainer.predict(self.model, af, lf, plan.masks, progress=self._beat)
         self.tracks_done += 1
         inp.stems = None  # the fit stage needs no audio: keep the object store light
         inp.mix = None

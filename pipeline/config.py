@@ -24,6 +24,13 @@ class Labels(Choice):
     ALL = "all"
 
 
+class Precision(Choice):
+    AUTO = "auto"  # bf16 autocast on a GPU that has it, else fp16; fp32 on CPU
+    FP32 = "fp32"
+    FP16 = "fp16"
+    BF16 = "bf16"
+
+
 class OutputFormat(Choice):
     AUTO = "auto"        # delta on object stores, parquet on local and NFS paths
     PARQUET = "parquet"  # hive-partitioned Parquet files, committed by rename
@@ -78,6 +85,7 @@ class ExplainConfig:
     status_every: float = 30.0            # seconds between status lines when stderr is not a terminal
     stall_timeout: float = 1800.0         # a predictor holding tracks that finishes none for this long is replaced
     format: str = "auto"                  # OutputFormat; a standing output keeps the format it has
+    precision: str = "auto"               # Precision of the model's forward passes on a GPU (autocast)
     incremental: bool = False             # explain only rows whose content key has no explanation yet
     extra: dict = field(default_factory=dict)
 
@@ -88,6 +96,7 @@ class ExplainConfig:
         from musiclime.surrogate import FeatureSelection
         Separator.parse(self.separator)
         OutputFormat.parse(self.format)
+        Precision.parse(self.precision)
         Labels.parse(self.labels)
         Modality.parse(self.modality)
         Design.parse(self.design)

@@ -154,7 +154,7 @@ class _Job:
             separator = ("demucs", {"model_name": cfg.demucs_model, "repo": cfg.demucs_repo,
                                     "allow_pickle": cfg.trust_pickle}, cfg.stem_cache)
         self._predictor_args = (cfg.model, cfg.explainer_spec(), cfg.modality, cfg.segments,
-                                None if gpu else "cpu", cfg.labels, cfg.label_column, separator)
+                                None if gpu else "cpu", cfg.labels, cfg.label_column, separator, cfg.precision)
         self.predictors: list = []
         self.load: list[int] = []
         self.ready: set[int] = set()

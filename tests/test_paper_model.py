@@ -55,3 +55,40 @@ def test_roberta_mask_tokenization_differences_are_documented(hf_dirs):
         torch.testing.assert_close(enc.embed_masks(lf, full), enc(lf.compose(full)), atol=1e-5, rtol=1e-4)
     ids, owner = enc.token_words(lf)
     assert len(ids) == len(owner) and (owner >= 0).sum() >= lf.n_features
+
+
+def test_filterbank_on_the_device_equals_the_extractor(hf_dirs):
+    """The AST features the encoder computes for a whole batch (musiclime.models.features)
+    equal the Hugging Face extractor's, clip by clip, within 1e-3: the tiny model's config
+    and AST-base's (128 mels, 1024 frames), silence, quiet, loud, short and long clips."""
+    import numpy as np
+    import torch
+    from transformers import ASTFeatureExtractor
+
+    from musiclime.models.features import KaldiFbank
+    rng = np.random.default_rng(0)
+    for fe in (ASTFeatureExtractor.from_pretrained(str(hf_dirs[0])), ASTFeatureExtractor()):
+        fb = KaldiFbank.from_extractor(fe)
+        for seconds in (1.5, 12.0):
+            n = int(16000 * seconds)
+            clips = np.stack([np.zeros(n, np.float32), rng.normal(0, 0.001, n).astype(np.float32),
+                              rng.normal(0, 0.3, n).astype(np.float32),
+                              np.sin(np.arange(n) * 0.05).astype(np.float32)])
+            want = torch.stack([fe([c], sampling_rate=16000, return_tensors="pt")["input_values"][0] for c in clips])
+            got = fb(torch.tensor(clips))
+            assert got.shape == want.shape == (4, fe.max_length, fe.num_mel_bins)
+            assert (got - want).abs().max().item() < 1e-3
+
+
+def test_the_gpu_stage_benchmark_runs_on_cpu_with_tiny_sizes(tmp_path):
+    """bench/gpu.sh's script (the product's GPU stage, no Ray) end to end with tiny sizes."""
+    import json
+
+    from bench.bench_gpu_stage import main
+    r = main(["--size", "tiny", "--tracks", "1", "--num-samples", "32", "--seconds", "3", "--device", "cpu",
+              "--out", str(tmp_path)])
+    assert r["fbank_max_abs_diff"] < 1e-3
+    for run in r["runs"].values():
+        assert run["tracks"] == 1 and run["tracks_per_gpu_hour"] > 0 and run["model_rows_per_track"] == 64
+    assert r["runs"]["demucs_in_stage"]["separate_s_per_track"] > 0
+    assert json.loads((tmp_path / "gpu_stage_smoke.json").read_text())["size"] == "tiny"

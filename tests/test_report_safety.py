@@ -97,3 +97,13 @@ def test_report_plays_the_cached_demucs_stems(ray_session, plugin_path, demo_lib
     assert len(players) == 2 and all(players), players
     assert all(p.split("@")[0] in ("vocals", "drums", "bass", "other") for p in players[0].split(", "))
     assert "not in the stem cache" not in page
+
+
+def test_share_chart_draws_a_skewed_class_whose_mean_is_outside_its_quartiles():
+    """Five tracks with audio shares 0, 0.9, 0.9, 0.9, 0.9: mean 0.72, first quartile 0.9.
+    (An error bar from the mean refused such a class and took the report down.)"""
+    import matplotlib
+    matplotlib.use("Agg")
+    from pipeline.report import _png, share_bars
+    fig = share_bars(["skewed", "plain"], [0.72, 0.5], [0.9, 0.4], [0.9, 0.6], "audio vs lyrics")
+    assert _png(fig).startswith("<img")

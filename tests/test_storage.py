@@ -195,6 +195,9 @@ def test_explain_aggregate_report_from_s3_to_s3(bucket_library, plugin_path, s3,
         assert r.returncode == 0, r.stdout + r.stderr
         printed += r.stdout + r.stderr
     g = pl.read_delta(f"{out}/global_importance")
+    from pipeline.global_importance import aggregate, write_global_importance
+    write_global_importance(out, aggregate(out))  # again: the night's rows are replaced, never doubled
+    assert pl.read_delta(f"{out}/global_importance").height == g.height
     assert set(g["run_id"]) == {"s3"} and set(g["model_id"]) == {doc["model_id"]}
     assert set(g["config_hash"]) == {doc["config_hash"]} and g.filter(pl.col("level") == "stem").height > 0
     html = storage.read_bytes(f"{out}/report.html").decode()

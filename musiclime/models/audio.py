@@ -50,7 +50,9 @@ class ASTEncoder(nn.Module):
     """Audio Spectrogram Transformer from a local directory (``save_pretrained`` layout).
 
     ``forward(audio [B, n_samples] at 16 kHz) -> pooled [B, hidden_size]``. Weights load
-    as safetensors only; nothing is downloaded (``local_files_only``).
+    as safetensors only; nothing is downloaded (``local_files_only``). The filterbank
+    features are computed on the model's device for the whole batch
+    (:class:`~musiclime.models.features.KaldiFbank`, equal to the extractor's).
     """
 
     def __init__(self, path: str | Path, trainable: bool = True):
@@ -59,6 +61,8 @@ class ASTEncoder(nn.Module):
         self.path = str(path)
         self.extractor = ASTFeatureExtractor.from_pretrained(self.path, local_files_only=True)
         self.model = ASTModel.from_pretrained(self.path, local_files_only=True, use_safetensors=True)
+        from musiclime.models.features import KaldiFbank
+        self.fbank = KaldiFbank.from_extractor(self.extractor)
         self.sample_rate = int(self.extractor.sampling_rate)
         self.emb_dim = int(self.model.config.hidden_size)
         self.model.requires_grad_(trainable)
@@ -68,7 +72,6 @@ class ASTEncoder(nn.Module):
         return {"type": "ast", "path": self.path, "trainable": self.trainable}
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        feats = self.extractor([a for a in audio.detach().cpu().numpy()],
-                               sampling_rate=self.sample_rate, return_tensors="pt")
-        values = feats["input_values"].to(next(self.model.parameters()).device)
+        device = next(self.model.parameters()).device
+        values = self.fbank.to(device)(audio.to(device))
         return self.model(input_values=values).pooler_output

@@ -56,6 +56,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--demucs-repo", default=None, help="folder with demucs weights (see README)")
     p.add_argument("--trust-pickle", action="store_true", help="allow a legacy demucs .th pickle")
     p.add_argument("--batch-size", default="auto", help="rows per model call: auto or an int")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                   help="model forward passes on a GPU: autocast to bf16 (auto, where the GPU has it, else "
+                        "fp16) or fp16, or fp32; CPUs always run fp32")
     p.add_argument("--feature-selection", default="auto",
                    choices=["auto", "none", "forward_selection", "highest_weights", "lasso_path"])
     p.add_argument("--num-features", type=int, default=None, help="features kept per label (default: all)")
@@ -123,7 +126,8 @@ def _config(args: argparse.Namespace, batch):
         num_features=args.num_features, commit_every=args.commit_every, retry_errors=args.retry_errors,
         max_attempts=args.max_attempts, tracks_in_flight=args.tracks_in_flight,
         lease_timeout=args.lease_timeout, status_every=args.status_every,
-        stall_timeout=args.stall_timeout, format=args.format, incremental=args.incremental)
+        stall_timeout=args.stall_timeout, format=args.format, incremental=args.incremental,
+        precision=args.precision)
 
 
 def _report(s, args: argparse.Namespace) -> int:

@@ -1,0 +1,190 @@
+"""The product's own GPU path: the paper-style model (AST + RoBERTa, late fusion) loaded
+from a musiclime checkpoint by the registry, explained by the pipeline's GPU stage
+(:class:`musiclime.gpu_stage.ExplainStage`, the code the Ray actor wraps), with and
+without demucs separating in the same stage.
+
+Sizes: ``base`` = AST-base (12 layers, 768 hidden, 1024 frames x 128 mels) and
+RoBERTa-base (12 layers, 768 hidden), htdemucs-size demucs (the published htdemucs
+architecture); all random init (nothing can be downloaded), saved and loaded the way a
+user's folders are. ``tiny`` checks the script on a CPU (the test suite runs it).
+
+Reported: tracks per GPU-hour with provided stems and with demucs separating, the
+explained masks per second against the bare forward limit (``predict_proba`` on ready
+inputs, best batch), the share of a track's time spent separating, peak GPU memory.
+Needs torch, torchaudio, transformers (+ demucs and julius, pure Python, for the
+separation part); no Ray, Polars or soundfile.
+
+    python bench/bench_gpu_stage.py --size base --tracks 20      # on a GPU (bench/gpu.sh)
+    python bench/bench_gpu_stage.py --size tiny --tracks 2 --num-samples 64   # CPU smoke
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SOURCES = ["drums", "bass", "other", "vocals"]
+TINY_AST = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                num_mel_bins=64, max_length=256)
+TINY_TEXT = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+TINY_DEMUCS = dict(channels=8, depth=4, t_layers=0, segment=4)
+
+
+def build_models(root: Path, size: str) -> tuple[Path, Path]:
+    """(musiclime checkpoint of the paper model, demucs repo) written under ``root``."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import (ASTConfig, ASTFeatureExtractor, ASTModel, RobertaConfig, RobertaModel,
+                              RobertaTokenizerFast)
+
+    from bench.common import WORDS
+    from musiclime.models.checkpoint import save_checkpoint
+    from musiclime.models.paper import paper_model
+    tiny = size == "tiny"
+    torch.manual_seed(0)
+    ast_cfg = ASTConfig(**(TINY_AST if tiny else {}))   # defaults: AST-base, 1024 frames x 128 mels
+    ASTModel(ast_cfg).save_pretrained(root / "ast")
+    ASTFeatureExtractor(num_mel_bins=ast_cfg.num_mel_bins, max_length=ast_cfg.max_length).save_pretrained(root / "ast")
+    text = root / "roberta"
+    text.mkdir()
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator([" ".join(WORDS)] * 50, vocab_size=300,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.save_model(str(text))
+    tok = RobertaTokenizerFast(vocab=str(text / "vocab.json"), merges=str(text / "merges.txt"))
+    tok.save_pretrained(text)
+    RobertaModel(RobertaConfig(vocab_size=50265 if not tiny else len(tok), pad_token_id=tok.pad_token_id,
+                               **(TINY_TEXT if tiny else {}))).save_pretrained(text)
+    model = paper_model(root / "ast", text, [f"class{i}" for i in range(10)], trainable=False)
+    ckpt = save_checkpoint(model, root / "paper-model")
+    repo = root / "demucs"
+    repo.mkdir()
+    from demucs.htdemucs import HTDemucs
+    from safetensors.torch import save_file
+    kwargs = dict(sources=SOURCES, audio_channels=2, samplerate=44100, **(TINY_DEMUCS if tiny else {}))
+    demucs = HTDemucs(**kwargs).eval()
+    save_file({k: v.contiguous() for k, v in demucs.state_dict().items()}, str(repo / "rand0.safetensors"),
+              metadata={"klass": "demucs.htdemucs.HTDemucs", "args": "[]", "kwargs": json.dumps(kwargs)})
+    (repo / "htdemucs_random.yaml").write_text("models: ['rand0']\n")
+    return ckpt, repo
+
+
+def fbank_check(ast_dir: Path, device: str) -> float:
+    """Max |difference| between the filterbank the model computes on ``device`` for a batch
+    and the Hugging Face extractor's, clip by clip on the CPU."""
+    import numpy as np
+    import torch
+    from transformers import ASTFeatureExtractor
+
+    from musiclime.models.features import KaldiFbank
+    fe = ASTFeatureExtractor.from_pretrained(str(ast_dir))
+    rng = np.random.default_rng(0)
+    clips = np.stack([rng.normal(0, s, 16000 * 4).astype(np.float32) for s in (0.01, 0.1, 0.5)])
+    with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16):  # as the stage runs it
+        got = KaldiFbank.from_extractor(fe).to(device)(torch.tensor(clips, device=device)).float().cpu()
+    want = torch.stack([fe([c], sampling_rate=16000, return_tensors="pt")["input_values"][0] for c in clips])
+    return float((got - want).abs().max())
+
+
+def tracks(n: int, seconds: float, separated: bool, offset: int = 0):
+    from bench.common import synthetic_track
+    from musiclime.records import TrackInput
+    from musiclime.separation.base import STEM_NAMES
+    out = []
+    for i in range(n):
+        stems, lyric = synthetic_track(16000, seconds, seed=offset + i)
+        out.append(TrackInput(f"t{offset + i}", i, offset + i, lyric, 16000, None if separated else stems,
+                              STEM_NAMES, mix=stems.sum(0) if separated else None))
+    return out
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--size", choices=["base", "tiny"], default="base")
+    ap.add_argument("--tracks", type=int, default=20)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--num-samples", type=int, default=1000)
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    ap.add_argument("--device", default=None, help="cuda or cpu (default: cuda when there is one)")
+    ap.add_argument("--out", default=None, help="folder for gpu_stage.json (default: bench/results)")
+    args = ap.parse_args(argv)
+    import torch
+
+    from bench.common import write_result
+    from musiclime.explainer import ExplainerSpec
+    from musiclime.gpu_stage import ExplainStage
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cuda = device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    work = Path(tempfile.mkdtemp(prefix="musiclime-gpu-"))
+    t0 = time.perf_counter()
+    ckpt, repo = build_models(work, args.size)
+    print(f"models written in {time.perf_counter() - t0:.1f} s", flush=True)
+    fbank_err = fbank_check(ckpt.parent / "ast", device)
+    print(f"filterbank on {device} vs the extractor: max |diff| {fbank_err:.2e}", flush=True)
+    spec = ExplainerSpec(num_samples=args.num_samples, design="iid")
+    runs = {}
+    for name, separated in (("provided_stems", False), ("demucs_in_stage", True)):
+        separator = ("demucs", {"model_name": "htdemucs_random", "repo": str(repo)}, str(work / "stems")) \
+            if separated else None
+        stage = ExplainStage(str(ckpt), spec, "both", 10, device=device, separator=separator,
+                             precision=args.precision)
+        stage(tracks(1, args.seconds, separated, offset=10_000)[0])   # warm-up: kernels, allocator
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        batch = tracks(args.tracks, args.seconds, separated)
+        sync()
+        t0 = time.perf_counter()
+        results = [stage(inp) for inp in batch]
+        sync()
+        wall = time.perf_counter() - t0
+        bad = [r for r in results if not isinstance(r, dict)]
+        if bad:
+            raise SystemExit(f"{name}: {bad[0]}")
+        predict_s = sum(r["timings"]["predict_s"] for r in results)
+        separate_s = sum(r["input"].timings.get("separate_s", 0.0) for r in results)
+        runs[name] = {"tracks": len(results), "seconds": wall, "tracks_per_gpu_hour": 3600 * len(results) / wall,
+                      "s_per_track": wall / len(results), "predict_s_per_track": predict_s / len(results),
+                      "separate_s_per_track": separate_s / len(results),
+                      "masks_per_s": args.num_samples * len(results) / predict_s,
+                      "model_rows_per_track": sum(r["model_rows"] for r in results) / len(results),
+                      "peak_gpu_mem_gb": torch.cuda.max_memory_allocated() / 1e9 if cuda else None}
+        print(name, json.dumps(runs[name]), flush=True)
+        model = stage.model
+    # the bare forward limit of the same model: predict_proba on ready inputs, best batch
+    from bench.common import synthetic_track
+    stems, lyric = synthetic_track(16000, args.seconds, seed=99)
+    audio = torch.tensor(stems.sum(0), device=device)[None]
+    limit = {}
+    for bs in ((1, 4, 16) if not cuda else (16, 64, 128, 256)):
+        a, t = audio.expand(bs, -1).contiguous(), [lyric] * bs
+        with stage.autocast():
+            model.predict_proba(a, t)
+            sync()
+            t0, rows = time.perf_counter(), 0
+            while time.perf_counter() - t0 < (0.3 if not cuda else 2.0):
+                model.predict_proba(a, t)
+                rows += bs
+            sync()
+        limit[bs] = rows / (time.perf_counter() - t0)
+    best = max(limit, key=limit.get)
+    for r in runs.values():
+        r["limit_ratio"] = r["masks_per_s"] / limit[best]
+    result = {"device": torch.cuda.get_device_name(0) if cuda else "cpu", "size": args.size,
+              "model": ("AST-base (12 x 768, 1024 frames x 128 mels) + RoBERTa-base (12 x 768), late fusion, "
+                        "random init, from a musiclime checkpoint; htdemucs-size demucs, random init")
+              if args.size == "base" else "tiny sizes (script check)",
+              "precision": args.precision, "num_samples": args.num_samples, "seconds_per_track": args.seconds,
+              "fbank_max_abs_diff": fbank_err, "limit_rows_per_s": limit[best], "best_batch": best, "limit_per_batch": limit, "runs": runs}
+    print(json.dumps(result, indent=2))
+    print("wrote", write_result("gpu_stage" if args.size == "base" else "gpu_stage_smoke", result, args.out))
+    return result
+
+
+if __name__ == "__main__":
+    main()
