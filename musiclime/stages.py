@@ -48,17 +48,18 @@ def decode(row: dict, cfg, sample_rate: int) -> TrackInput | ErrorRecord:
     from musiclime.separation import StemCache, get_separator, read_provided_stems
     t0 = time.perf_counter()
     tid, idx = row["track_id"], row["catalogue_row"]
+    window = cfg.max_seconds if not cfg.model_window else min(cfg.max_seconds, cfg.model_window)
     try:
         lyrics, truncated = truncate_words(read_lyrics(row), cfg.max_words)
         flags: list[str] = ["lyrics_truncated"] if truncated else []
         mix = None
         if cfg.separator == "provided":
             stems_t, stem_flags = read_provided_stems({s: row.get(f"{s}_path") for s in STEMS}, sample_rate,
-                                                      max_seconds=cfg.max_seconds)
+                                                      max_seconds=window)
             flags += stem_flags
             stems, names = stems_t.numpy(), STEMS
         else:
-            mix, audio_flags = read_audio(row.get("audio_path") or "", sample_rate, max_seconds=cfg.max_seconds)
+            mix, audio_flags = read_audio(row.get("audio_path") or "", sample_rate, max_seconds=window)
             flags += audio_flags
             if len(mix) and float(np.abs(mix).max()) <= SILENCE_PEAK:
                 raise InputError("silent_audio", "the audio is digital silence")
@@ -76,6 +77,8 @@ def decode(row: dict, cfg, sample_rate: int) -> TrackInput | ErrorRecord:
             stems = np.ascontiguousarray(stems, dtype=np.float32)
         if not lyrics.strip():
             flags.append("no_lyrics")
+        if "cropped" in flags and window < cfg.max_seconds:  # cut to what the model sees, not to --max-seconds
+            flags[flags.index("cropped")] = "cropped_to_model"
         true_label = None
         if cfg.label_column:
             v = row.get(cfg.label_column)

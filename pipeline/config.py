@@ -86,6 +86,7 @@ class ExplainConfig:
     stall_timeout: float = 1800.0         # a predictor holding tracks that finishes none for this long is replaced
     format: str = "auto"                  # OutputFormat; a standing output keeps the format it has
     precision: str = "auto"               # Precision of the model's forward passes on a GPU (autocast)
+    model_window: float | None = None     # seconds of audio the model sees (set from the model, e.g. AST 10.24)
     incremental: bool = False             # explain only rows whose content key has no explanation yet
     extra: dict = field(default_factory=dict)
 

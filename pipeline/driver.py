@@ -271,6 +271,10 @@ def run_explain(cfg: ExplainConfig, log=None, show_progress: bool = True) -> Run
         return RunSummary(cfg.run_id or "", EXIT_USAGE, message=str(e))
     cfg = replace(cfg, run_id=run_id, label_column=label_column,
                   stem_cache=cfg.stem_cache or str(musiclime_home() / "stems"))
+    try:
+        cfg = resolve_model(cfg, log)
+    except (ValueError, FileNotFoundError) as e:
+        return RunSummary(run_id, EXIT_USAGE, message=str(e))
     from musiclime import storage
     from pipeline.lease import make_lease
     from pipeline.output import resolve_format
@@ -295,6 +299,23 @@ def run_explain(cfg: ExplainConfig, log=None, show_progress: bool = True) -> Run
         return RunSummary(run_id, EXIT_FATAL, message="interrupted before any commit; rerun the same command")
     finally:
         lease.release()
+
+
+def resolve_model(cfg: ExplainConfig, log) -> ExplainConfig:
+    """``--model`` resolved once, before Ray (see :mod:`musiclime.models.registry`): actors
+    load the pinned location (a hub revision as its commit); a classifier of one modality
+    implies ``--modality`` and caps the window at what it sees."""
+    from musiclime.models.registry import resolve
+    ref = resolve(cfg.model)
+    modality = cfg.modality
+    if ref.modality and modality != ref.modality:
+        if modality != "both":
+            raise ValueError(f"--model {cfg.model} is a {ref.kind} and explains {ref.modality} alone: "
+                             f"--modality {modality} is not possible")
+        log(f"--model {cfg.model} is a {ref.kind}: explained on {ref.modality} alone, "
+            f"{'lyrics' if ref.modality == 'audio' else 'audio'} ignored")
+        modality = ref.modality
+    return replace(cfg, model=ref.location, modality=modality, model_window=ref.max_seconds)
 
 
 def _is_local(cfg: ExplainConfig) -> bool:

@@ -8,7 +8,6 @@ import torch
 from musiclime import AudioFactorization, LyricsFactorization, MusicLIME
 from musiclime.models import (BagOfWordsEncoder, LateFusionClassifier, LogMelCNN, TransformerLyricsEncoder,
                               load_checkpoint, load_model, save_checkpoint)
-from musiclime.models.checkpoint import UnsafeCheckpointError
 from tests.toys import planted_stems
 
 SR = 16000
@@ -38,15 +37,33 @@ def test_checkpoint_roundtrip_is_exact(tmp_path):
     assert back.model_id and load_model(str(tmp_path / "ckpt")).model_id == back.model_id
 
 
-@pytest.mark.parametrize("name", ["pytorch_model.bin", "weights.pt", "extra/state.pkl"])
-def test_checkpoint_with_a_pickle_is_refused(tmp_path, name):
-    save_checkpoint(light_model(), tmp_path)
-    p = tmp_path / name
+class _Trap:
+    """Unpickling this writes a marker file: proof that a pickle was opened."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("name", ["training_args.bin", "pytorch_model.bin", "extra/state.pkl"])
+def test_checkpoint_files_beside_the_weights_are_never_opened(tmp_path, name):
+    import pickle
+    ckpt = tmp_path / "ckpt"
+    save_checkpoint(light_model(), ckpt)
+    p = ckpt / name
     p.parent.mkdir(exist_ok=True)
-    torch.save({"x": torch.ones(1)}, p)
-    with pytest.raises(UnsafeCheckpointError, match="pickle"):
-        load_checkpoint(tmp_path)
-    with pytest.raises(UnsafeCheckpointError):
+    p.write_bytes(pickle.dumps(_Trap(tmp_path / "opened")))
+    a, t = inputs()
+    assert load_model(str(ckpt)).predict_proba(a, t).shape == (3, 3)
+    assert not (tmp_path / "opened").exists()
+
+
+def test_checkpoint_without_safetensors_is_refused(tmp_path):
+    save_checkpoint(light_model(), tmp_path)
+    (tmp_path / "model.safetensors").rename(tmp_path / "pytorch_model.bin")
+    with pytest.raises(FileNotFoundError, match="safetensors"):
         load_model(str(tmp_path))
 
 
@@ -91,7 +108,7 @@ def test_plugin_model_by_module_factory(tmp_path, monkeypatch):
     assert exp.as_list(1)[0][1] == "drums@3"  # the loudest stem-segment
     with pytest.raises(ValueError, match="plugin"):
         load_model("my_plugin:nothing_here")
-    with pytest.raises(ValueError, match="neither"):
+    with pytest.raises(ValueError, match="hf:ORG/NAME"):  # the message lists every form
         load_model("no-such-thing")
 
 

@@ -18,14 +18,6 @@ from musiclime.models.fusion import LateFusionClassifier
 FORMAT = "musiclime-checkpoint"
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
-# Suffixes of files torch/HF would load with pickle: refused wherever they appear.
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".th", ".ckpt", ".joblib", ".npy")
-
-
-class UnsafeCheckpointError(ValueError):
-    """A checkpoint directory holds a file that could only be loaded by unpickling."""
-
-
 def build_encoder(spec: dict) -> nn.Module:
     from musiclime.models.audio import ASTEncoder, LogMelCNN
     from musiclime.models.lyrics import BagOfWordsEncoder, TransformerLyricsEncoder
@@ -91,25 +83,16 @@ def save_checkpoint(model: LateFusionClassifier, directory: str | Path, **extra)
     return d
 
 
-def check_no_pickles(directory: str | Path) -> None:
-    """Refuse a directory that holds pickle-based weight files."""
-    bad = sorted(str(p.relative_to(directory)) for p in Path(directory).rglob("*")
-                 if p.is_file() and p.name.lower().endswith(PICKLE_SUFFIXES))
-    if bad:
-        raise UnsafeCheckpointError(
-            f"refusing to load {directory}: it contains pickle-based files {bad}; musiclime loads "
-            f"safetensors only (convert the weights with safetensors.torch.save_file)")
-
-
 def load_checkpoint(directory: str | Path, device: str | torch.device | None = None) -> LateFusionClassifier:
-    """Load a checkpoint written by :func:`save_checkpoint`, in eval mode."""
+    """Load a checkpoint written by :func:`save_checkpoint`, in eval mode. Only
+    ``config.json`` and ``model.safetensors`` are read: other files in the folder (a
+    ``training_args.bin``, say) are never opened."""
     from safetensors.torch import load_file
     d = Path(directory)
     if not (d / CONFIG).is_file():
         raise FileNotFoundError(f"{d} is not a musiclime checkpoint: no {CONFIG}")
-    check_no_pickles(d)
     if not (d / WEIGHTS).is_file():
-        raise FileNotFoundError(f"{d} has no {WEIGHTS}")
+        raise FileNotFoundError(f"{d} has no {WEIGHTS} (musiclime loads safetensors weights only)")
     config = json.loads((d / CONFIG).read_text())
     if config.get("format") != FORMAT:
         raise ValueError(f"{d / CONFIG} is not a {FORMAT} config")
