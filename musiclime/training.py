@@ -18,7 +18,6 @@ from torch import nn
 
 from musiclime.audio_io import read_audio
 from musiclime.factorization import STEM_NAMES
-from musiclime.masks import Modality
 from musiclime.models.fusion import LateFusionClassifier
 
 
@@ -197,25 +196,6 @@ def metrics(labels: np.ndarray, probs: np.ndarray, n_classes: int) -> dict:
             "n": int(len(labels))}
 
 
-def default_model(classes: list[str], sample_rate: int, modality: str = "both") -> LateFusionClassifier:
-    """The offline default: log-mel CNN + frozen all-MiniLM-L6-v2 + MLP head."""
-    from musiclime.models.audio import LogMelCNN
-    from musiclime.models.lyrics import TransformerLyricsEncoder
-    lyrics = TransformerLyricsEncoder() if Modality.parse(modality) is not Modality.AUDIO else _NoLyrics()
-    return LateFusionClassifier(LogMelCNN(sample_rate), lyrics, classes, sample_rate, modality)
-
-
-class _NoLyrics(nn.Module):
-    """Stands in for the lyrics encoder of an audio-only model (never run)."""
-    emb_dim = 0
-
-    def spec(self) -> dict:
-        return {"type": "none"}
-
-    def forward(self, lyrics):
-        return torch.zeros(len(lyrics), 0)
-
-
 def library_hash(catalogue: str | Path) -> str:
     import hashlib
     p = Path(catalogue)
@@ -232,6 +212,7 @@ def train_default(library: str | Path, task: str, modality: str, out: str | Path
     train = load_split(library, task, "train", sample_rate)
     test = load_split(library, task, "test", sample_rate, classes=train.classes)
     torch.manual_seed(seed)
+    from musiclime.models.fusion import default_model
     model = default_model(train.classes, sample_rate, modality)
     hist = train_model(model, train, epochs=epochs, seed=seed, verbose=verbose)
     m = metrics(test.labels, predict(model, test), len(train.classes))

@@ -41,3 +41,17 @@ def test_the_stages_run_without_ray_or_polars():
     code = "import sys, actors; print(sorted(m for m in ('polars', 'pipeline') if m in sys.modules))"
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.stdout.strip() == "[]", r.stderr[-1000:]
+
+
+def test_model_definitions_live_under_models_and_never_import_training():
+    """musiclime/models holds every model definition (the default model and the no-lyrics
+    encoder included); training imports the models, never the other way round."""
+    modules = {}
+    for f in (ROOT / "musiclime" / "models").rglob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                modules.setdefault(str(f.relative_to(ROOT)), set()).add(node.module)
+    assert {f: m for f, m in modules.items() if "musiclime.training" in m} == {}
+    from musiclime.models.fusion import default_model
+    from musiclime.models.lyrics import NoLyrics
+    assert default_model(["a", "b"], 16000, "audio").lyrics_encoder.__class__ is NoLyrics

@@ -20,12 +20,11 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 def build_encoder(spec: dict) -> nn.Module:
     from musiclime.models.audio import ASTEncoder, LogMelCNN
-    from musiclime.models.lyrics import BagOfWordsEncoder, TransformerLyricsEncoder
+    from musiclime.models.lyrics import BagOfWordsEncoder, NoLyrics, TransformerLyricsEncoder
     kind = spec.get("type")
     args = {k: v for k, v in spec.items() if k != "type"}
-    from musiclime.training import _NoLyrics
     builders = {"logmel_cnn": LogMelCNN, "ast": ASTEncoder, "bow": BagOfWordsEncoder,
-                "transformer": TransformerLyricsEncoder, "none": _NoLyrics}
+                "transformer": TransformerLyricsEncoder, "none": NoLyrics}
     if kind not in builders:
         raise ValueError(f"unknown encoder type {kind!r}; known: {sorted(builders)}")
     if kind == "logmel_cnn" and "channels" in args:

@@ -17,6 +17,14 @@ if TYPE_CHECKING:
     from musiclime.factorization import LyricsFactorization
 
 
+def default_model(classes: list[str], sample_rate: int, modality: str = "both") -> "LateFusionClassifier":
+    """The offline default: log-mel CNN + frozen all-MiniLM-L6-v2 + MLP head (untrained)."""
+    from musiclime.models.audio import LogMelCNN
+    from musiclime.models.lyrics import NoLyrics, TransformerLyricsEncoder
+    lyrics = TransformerLyricsEncoder() if Modality.parse(modality) is not Modality.AUDIO else NoLyrics()
+    return LateFusionClassifier(LogMelCNN(sample_rate), lyrics, classes, sample_rate, modality)
+
+
 class LateFusionClassifier(nn.Module):
     """Args:
         audio_encoder: module ``[B, n_samples] -> [B, Da]`` with attribute ``emb_dim``.

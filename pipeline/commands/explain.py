@@ -15,7 +15,11 @@ def num_samples(text: str) -> int | str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("catalogue", help="Parquet, CSV, JSONL, or a folder of audio files with sidecar .txt lyrics")
-    p.add_argument("--model", default="default", help="default | checkpoint directory | package.module:factory")
+    p.add_argument("--model", default="default",
+                   help="default | default:emotion | a folder (musiclime checkpoint, or a Hugging Face audio or "
+                        "text classifier saved with save_pretrained: its config.json says which) | "
+                        "hf:ORG/NAME[@REVISION] (Hugging Face hub; offline: from the HF cache) | "
+                        "package.module:factory (a plugin)")
     p.add_argument("--out", required=True,
                    help="output folder or URI (s3://bucket/prefix): tables partitioned by run_id=")
     p.add_argument("--format", default="auto", choices=["auto", "parquet", "delta"],
