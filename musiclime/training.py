@@ -203,6 +203,35 @@ def library_hash(catalogue: str | Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()[:16]
 
 
+def train_paper(library: str | Path, task: str, audio_encoder: str, text_encoder: str, out: str | Path,
+                unfreeze_audio: int = 0, unfreeze_text: int = 0, modality: str = "both", epochs: int = 10,
+                seed: int = 0, batch_size: int = 16, limit: int | None = None, max_steps: int | None = None,
+                verbose: bool = True) -> Path:
+    """Train the paper-style fusion (AST + RoBERTa-style encoders, each a folder or
+    ``hf:ORG/NAME[@REVISION]``; frozen, or their last N layers unfrozen; the head trained)
+    on the library's train split and save it with its held-out metrics."""
+    from musiclime.models.checkpoint import save_checkpoint
+    from musiclime.models.paper import paper_model
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    from transformers import AutoFeatureExtractor
+
+    from musiclime.models.registry import encoder_source
+    sr = int(AutoFeatureExtractor.from_pretrained(encoder_source(audio_encoder)[0]).sampling_rate)
+    train = load_split(library, task, "train", sr, limit=limit)
+    test = load_split(library, task, "test", sr, classes=train.classes, limit=limit)
+    model = paper_model(audio_encoder, text_encoder, train.classes, modality, trainable=False,
+                        unfreeze_audio=unfreeze_audio, unfreeze_text=unfreeze_text)
+    hist = train_model(model, train, epochs=epochs, batch_size=batch_size, seed=seed, max_steps=max_steps,
+                       verbose=verbose)
+    m = metrics(test.labels, predict(model, test), len(train.classes))
+    if verbose:
+        log(f"held-out {task}/{modality} (paper style): accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f} "
+            f"(n={m['n']}; {time.perf_counter() - t0:.0f}s)")
+    return save_checkpoint(model, out, task=task, library=library_hash(library), seed=seed, epochs=epochs,
+                           test_metrics=m, history=hist["history"], arch="paper")
+
+
 def train_default(library: str | Path, task: str, modality: str, out: str | Path, epochs: int = 30,
                   seed: int = 0, sample_rate: int = 16000, verbose: bool = True) -> Path:
     """Train the default model for ``task`` on the library's train split and save it,

@@ -8,11 +8,11 @@ TEXTS = ["the fire burns and we run through the night", "love and rain in the ci
          "dance until the morning comes", "neon pulse and a digital wave"] * 5
 
 
-def tiny_ast(directory: Path) -> Path:
+def tiny_ast(directory: Path, layers: int = 1) -> Path:
     import torch
     from transformers import ASTConfig, ASTFeatureExtractor, ASTModel
     torch.manual_seed(0)
-    cfg = ASTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+    cfg = ASTConfig(hidden_size=32, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=64,
                     num_mel_bins=64, max_length=256)
     ASTModel(cfg).save_pretrained(directory)
     ASTFeatureExtractor(num_mel_bins=64, max_length=256).save_pretrained(directory)

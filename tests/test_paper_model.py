@@ -92,3 +92,69 @@ def test_the_gpu_stage_benchmark_runs_on_cpu_with_tiny_sizes(tmp_path):
         assert run["tracks"] == 1 and run["tracks_per_gpu_hour"] > 0 and run["model_rows_per_track"] == 64
     assert r["runs"]["demucs_in_stage"]["separate_s_per_track"] > 0
     assert json.loads((tmp_path / "gpu_stage_smoke.json").read_text())["size"] == "tiny"
+
+
+def test_train_paper_style_frozen_hub_encoders_through_the_cli(demo_library, tmp_path):
+    """`musiclime train --arch paper` with encoders named by hub ids (from the HF cache,
+    offline): the head trains, the frozen encoders are referenced by their pinned commit and
+    weight hash, not copied; the checkpoint loads and explains; changed encoder weights are
+    refused at load."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    from tests.hf_tiny import as_hub_cache
+    hf = tmp_path / "hf"
+    commit = "a" * 40
+    as_hub_cache(tiny_ast(tmp_path / "ast"), hf, "acme/ast-tiny", commit)
+    as_hub_cache(tiny_roberta(tmp_path / "roberta"), hf, "acme/roberta-tiny", commit)
+    env = dict(os.environ, HF_HOME=str(hf), HF_HUB_OFFLINE="1")
+    out = tmp_path / "paper-ckpt"
+    r = subprocess.run([str(Path(sys.executable).parent / "musiclime"), "train", "--arch", "paper", "--library",
+                        str(demo_library), "--audio-encoder", "hf:acme/ast-tiny", "--text-encoder",
+                        "hf:acme/roberta-tiny@main", "--out", str(out), "--epochs", "1", "--limit", "8",
+                        "--batch-size", "4"], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["arch"] == "paper" and cfg["audio_encoder"]["path"] == f"hf:acme/ast-tiny@{commit}"
+    assert cfg["lyrics_encoder"]["path"] == f"hf:acme/roberta-tiny@{commit}"
+    assert len(cfg["audio_encoder"]["weights_sha256"]) == 64 and cfg["test_metrics"]["n"] > 0
+    with safe_open(str(out / "model.safetensors"), framework="pt") as f:
+        keys = list(f.keys())
+    assert keys and not any(k.startswith(("audio_encoder.model.", "lyrics_encoder.model.")) for k in keys)
+    code = ("import sys, torch; from musiclime.models import load_model; m = load_model(sys.argv[1]); "
+            "print(m.predict_proba(torch.zeros(1, 32000), ['fire night']).shape)")
+    ok = subprocess.run([sys.executable, "-c", code, str(out)], env=env, capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0 and "torch.Size([1," in ok.stdout, ok.stderr[-2000:]
+    weights = hf / "hub" / "models--acme--ast-tiny" / "snapshots" / commit / "model.safetensors"
+    from safetensors.torch import load_file, save_file
+    state = load_file(str(weights))
+    save_file({k: v + 1 for k, v in state.items()}, str(weights))
+    bad = subprocess.run([sys.executable, "-c", code, str(out)], env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "holds other weights than the checkpoint was trained with" in bad.stderr
+
+
+def test_train_paper_style_with_the_last_layer_unfrozen(demo_library, tmp_path):
+    """--unfreeze 1 trains the last encoder layer (and AST's final norm) with the head and
+    stores the encoders in the checkpoint; the earlier layer stays as it was."""
+    from safetensors import safe_open
+
+    from musiclime.training import train_paper
+    ast_dir = tiny_ast(tmp_path / "ast2", layers=2)
+    roberta_dir = tiny_roberta(tmp_path / "roberta")
+    out = train_paper(demo_library, "genre", str(ast_dir), str(roberta_dir), tmp_path / "ckpt", unfreeze_audio=1,
+                      unfreeze_text=1, epochs=1, batch_size=4, limit=8, verbose=False)
+    from transformers import ASTModel
+    before = ASTModel.from_pretrained(str(ast_dir)).state_dict()  # the names the model uses
+    with safe_open(str(out / "model.safetensors"), framework="pt") as f:
+        after = {k.removeprefix("audio_encoder.model."): f.get_tensor(k) for k in f.keys()
+                 if k.startswith("audio_encoder.model.")}
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(("layers.1.", "layernorm.")) for k in changed)
+    assert any(k.startswith("layers.1.") for k in changed)
+    back = load_model(str(out))
+    assert back.predict_proba(torch.zeros(1, 32000), ["fire"]).shape[0] == 1

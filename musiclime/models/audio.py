@@ -55,21 +55,23 @@ class ASTEncoder(nn.Module):
     (:class:`~musiclime.models.features.KaldiFbank`, equal to the extractor's).
     """
 
-    def __init__(self, path: str | Path, trainable: bool = True):
+    def __init__(self, path: str | Path, trainable: bool = True, unfreeze: int = 0, weights_sha256: str | None = None):
         super().__init__()
         from transformers import ASTFeatureExtractor, ASTModel
-        self.path = str(path)
-        self.extractor = ASTFeatureExtractor.from_pretrained(self.path, local_files_only=True)
-        self.model = ASTModel.from_pretrained(self.path, local_files_only=True, use_safetensors=True)
+
+        from musiclime.models.pretrained import freeze, load_source
+        folder, self.path, self.weights_sha256 = load_source(path, weights_sha256, trainable or unfreeze > 0)
+        self.extractor = ASTFeatureExtractor.from_pretrained(folder, local_files_only=True)
+        self.model = ASTModel.from_pretrained(folder, local_files_only=True, use_safetensors=True)
         from musiclime.models.features import KaldiFbank
         self.fbank = KaldiFbank.from_extractor(self.extractor)
         self.sample_rate = int(self.extractor.sampling_rate)
         self.emb_dim = int(self.model.config.hidden_size)
-        self.model.requires_grad_(trainable)
-        self.trainable = trainable
+        self.trainable, self.unfreeze = freeze(self.model, trainable, unfreeze, final=("layernorm",))
 
     def spec(self) -> dict:
-        return {"type": "ast", "path": self.path, "trainable": self.trainable}
+        return {"type": "ast", "path": self.path, "trainable": self.trainable, "unfreeze": self.unfreeze,
+                "weights_sha256": self.weights_sha256}
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         device = next(self.model.parameters()).device

@@ -76,20 +76,25 @@ class TransformerLyricsEncoder(nn.Module):
     """
 
     def __init__(self, path: str | Path | None = None, max_length: int = 128,
-                 trainable: bool = False, normalize: bool = True):
+                 trainable: bool = False, normalize: bool = True, unfreeze: int = 0,
+                 weights_sha256: str | None = None):
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
+
+        from musiclime.models.pretrained import freeze, load_source
         hf_logging.disable_progress_bar()  # batch jobs log lines, not bars
-        self.source = None if path is None else str(path)  # None: the bundled MiniLM
-        self.path = self.source or str(minilm_path())
-        self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
-        self.model = AutoModel.from_pretrained(self.path, local_files_only=True, use_safetensors=True)
-        self.model.requires_grad_(trainable)
+        if path is None:  # the bundled MiniLM
+            self.source, self.weights_sha256, folder = None, None, str(minilm_path())
+        else:
+            folder, self.source, self.weights_sha256 = load_source(path, weights_sha256, trainable or unfreeze > 0)
+        self.path = folder
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        self.model = AutoModel.from_pretrained(folder, local_files_only=True, use_safetensors=True)
         self.max_length = max_length
         self.normalize = normalize
         self.emb_dim = int(self.model.config.hidden_size)
-        self.trainable = trainable
+        self.trainable, self.unfreeze = freeze(self.model, trainable, unfreeze)
         self._prefix, self._suffix = self._special_template()
 
     def _special_template(self) -> tuple[list[int], list[int]]:
@@ -103,7 +108,8 @@ class TransformerLyricsEncoder(nn.Module):
 
     def spec(self) -> dict:
         return {"type": "transformer", "path": self.source, "max_length": self.max_length,
-                "trainable": self.trainable, "normalize": self.normalize}
+                "trainable": self.trainable, "normalize": self.normalize, "unfreeze": self.unfreeze,
+                "weights_sha256": self.weights_sha256}
 
     @property
     def device(self) -> torch.device:

@@ -1,7 +1,9 @@
 """The paper's architecture: AST audio encoder + RoBERTa lyrics encoder, late fusion.
 
-Both encoders load from local directories in ``save_pretrained`` layout (a user with
-fine-tuned or downloaded weights points at them); nothing is fetched from a hub.
+Each encoder comes from a folder in ``save_pretrained`` layout or from the Hugging Face hub
+(``hf:ORG/NAME[@REVISION]``, pinned to its commit; offline from the HF cache). Frozen, an
+encoder is referenced by the checkpoint (with a hash of its weights); fine-tuned (all of
+it, or its last ``unfreeze`` layers), it is stored in the checkpoint.
 """
 from __future__ import annotations
 
@@ -13,7 +15,11 @@ from musiclime.models.lyrics import TransformerLyricsEncoder
 
 
 def paper_model(ast_path: str | Path, roberta_path: str | Path, classes: list[str], modality: str = "both",
-                trainable: bool = True, max_length: int = 128, hidden: int = 128) -> LateFusionClassifier:
-    audio = ASTEncoder(ast_path, trainable=trainable)
-    lyrics = TransformerLyricsEncoder(roberta_path, max_length=max_length, trainable=trainable, normalize=False)
+                trainable: bool = True, max_length: int = 128, hidden: int = 128,
+                unfreeze_audio: int = 0, unfreeze_text: int = 0) -> LateFusionClassifier:
+    """``trainable`` fine-tunes both encoders whole; with it False, ``unfreeze_audio`` /
+    ``unfreeze_text`` train only that many last layers of each (0: frozen). The head trains."""
+    audio = ASTEncoder(ast_path, trainable=trainable, unfreeze=unfreeze_audio)
+    lyrics = TransformerLyricsEncoder(roberta_path, max_length=max_length, trainable=trainable, normalize=False,
+                                      unfreeze=unfreeze_text)
     return LateFusionClassifier(audio, lyrics, classes, audio.sample_rate, modality, hidden=hidden)

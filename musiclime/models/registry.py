@@ -147,6 +147,20 @@ def hub_snapshot(repo: str, revision: str | None) -> str:
             f"--include {' '.join(repr(p) for p in HUB_FILES)}` with the same HF_HOME") from None
 
 
+def encoder_source(source: str | Path) -> tuple[str, str]:
+    """A pretrained encoder named by a folder or ``hf:ORG/NAME[@REVISION]``: ``(local
+    folder, the source pinned: an absolute folder or hf:ORG/NAME@<commit>)``."""
+    hub = HUB.fullmatch(str(source))
+    if hub:
+        folder = hub_snapshot(hub["repo"], hub["rev"])
+        return folder, f"hf:{hub['repo']}@{Path(folder).name}"
+    if str(source).startswith("hf:"):
+        raise ValueError(f"encoder {source!r}: a hub model is hf:ORG/NAME or hf:ORG/NAME@REVISION")
+    if not Path(source).is_dir():
+        raise FileNotFoundError(f"encoder {source!r} is neither a folder nor hf:ORG/NAME[@REVISION]")
+    return str(source), str(Path(source).resolve())
+
+
 def folder_hash(folder: str | Path) -> str:
     """sha256 of a model folder's config and safetensors weights (its model hash)."""
     h = hashlib.sha256()
