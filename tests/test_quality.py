@@ -9,7 +9,7 @@ from musiclime.quality import planted_by_track, pooled_precision, precision_at_k
 
 def test_planted_evidence_in_top5_of_default_genre_model(demo_library, genre_model_dir):
     model = load_checkpoint(genre_model_dir)
-    rows = [r for r in pq.read_table(demo_library / "catalogue.parquet").to_pylist() if r["split"] == "test"][:12]
+    rows = [r for r in pq.read_table(demo_library / "catalogue.parquet").to_pylist() if r["split"] == "test"][:20]
     planted = planted_by_track(pq.read_table(demo_library / "ground_truth.parquet").to_pylist(), "genre")
     explainer = MusicLIME(num_samples=1000, seed=0)  # the default design (foldover)
     per_track, by_abs, correct = [], [], 0
@@ -22,8 +22,7 @@ def test_planted_evidence_in_top5_of_default_genre_model(demo_library, genre_mod
             per_track.append(precision_at_k(exp, label, planted[r["track_id"]], k=5))
             by_abs.append(precision_at_k(exp, label, planted[r["track_id"]], k=5, rank="abs"))
     p, p_abs = pooled_precision(per_track), pooled_precision(by_abs)
-    print(f"correct {correct}/12, precision {p}, by |weight| {p_abs}")
-    assert correct >= 10, f"the model itself is weak: {correct}/12 correct"
+    assert correct >= 16, f"the model itself is weak: {correct}/20 correct"
     # Measured (seed 0), features ranked by support for the label: overall 0.90, audio
     # 0.96, lyrics 0.88 (29/33 words). Ranked by |weight| instead, lyrics is 0.79: the
     # model also pushes away from the label on a few filler words, strong counter-evidence
