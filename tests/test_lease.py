@@ -150,7 +150,7 @@ def test_s3_lease_heartbeat_keeps_it_and_a_taken_over_driver_cannot_commit(s3):
     other.release()
 
 
-def test_an_s3_output_with_another_driver_exits_2(s3, tmp_path):
+def test_an_s3_output_with_another_driver_exits_2(s3, plugin_path, tmp_path):
     """The driver refuses an output whose lease another live driver holds (exit 2)."""
     from pipeline.config import ExplainConfig
     from pipeline.driver import EXIT_USAGE, run_explain
@@ -158,6 +158,6 @@ def test_an_s3_output_with_another_driver_exits_2(s3, tmp_path):
     cat = tmp_path / "c.csv"
     cat.write_text("track_id,audio_path\na,a.wav\n")
     with make_lease("s3://lib/lease-driver", "other", stale_after=30):
-        s = run_explain(ExplainConfig(catalogue=str(cat), model="default", out="s3://lib/lease-driver"),
+        s = run_explain(ExplainConfig(catalogue=str(cat), model="mlplugins:make", out="s3://lib/lease-driver"),
                         show_progress=False)
     assert s.exit_code == EXIT_USAGE and "in use by another musiclime driver" in s.message
