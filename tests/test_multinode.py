@@ -307,10 +307,12 @@ def test_plans_are_checked_against_what_the_autoscaler_can_add(cluster_env, demo
         assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-2000:]
         assert "the autoscaler's config" in two.stdout and "2 x gpu (2 CPU, 1 GPU)" in two.stdout, two.stdout
         # and runs: the autoscaler adds the two GPU nodes the pool asks for, on which it is placed
-        run = subprocess.run(_explain(demo_library, out, "two", "--predictors", "2", "--limit", "4",
-                                      "--num-samples", "200"), env=env, capture_output=True, text=True, timeout=300)
+        # (enough work that the first node's actor cannot finish it all before the second node
+        # is up: with 4 short tracks it once did, and the second actor was never used)
+        run = subprocess.run(_explain(demo_library, out, "two", "--predictors", "2", "--limit", "12",
+                                      "--num-samples", "600"), env=env, capture_output=True, text=True, timeout=300)
         assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
-        exactly_once(out, 4, "two")
+        exactly_once(out, 12, "two")
         placed = re.findall(r"GPU-stage actor pid \d+ on node \S* \((\w+)\)", run.stderr)
         fake_head = "f" * 51 + "00000"  # the fake provider's node ids: the head's, then 00001, 00002...
         assert len(set(placed)) == 2 and fake_head not in placed and all(p.startswith("f" * 51) for p in placed), \
