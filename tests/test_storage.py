@@ -183,7 +183,7 @@ def test_explain_aggregate_report_from_s3_to_s3(bucket_library, plugin_path, s3,
     assert remote_expl.select(*key, "weight").rows() == q(qw)
     tracks = pl.from_arrow(DeltaTable(f"{out}/tracks").to_pyarrow_table())  # deltalake, from S3
     assert sorted(tracks["track_id"]) == sorted({r[0] for r in q(qw)}) and tracks.height == N
-    assert tracks["content_key"].null_count() == 0 and tracks["format" if False else "config_hash"].n_unique() == 1
+    assert tracks["content_key"].null_count() == 0 and tracks["config_hash"].n_unique() == 1
     doc = json.loads(storage.read_bytes(f"{out}/runs/s3.json"))
     assert doc["format"] == "delta" and doc["config"]["catalogue"] == f"{bucket_library}/catalogue.parquet"
     assert not storage.is_file(f"{out}/_lease.json")  # released
