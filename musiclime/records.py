@@ -15,11 +15,12 @@ class ErrorRecord:
     error_type: str
     message: str
     attempt: int = 1
+    content_key: str | None = None
 
     def row(self, invocation_id: str) -> dict:
         return dict(track_id=self.track_id, catalogue_row=self.catalogue_row, stage=self.stage,
                     error_type=self.error_type, message=self.message, attempt=self.attempt,
-                    invocation_id=invocation_id)
+                    invocation_id=invocation_id, content_key=self.content_key)
 
 
 @dataclass

@@ -464,7 +464,7 @@ def _run_locked(cfg: ExplainConfig, reader: CatalogueReader, manifest: Manifest,
             if job is None:
                 return summary
         bar = Progress(plan.n_work, "tracks", status_every=cfg.status_every) if show_progress else None
-        _drive(job, cfg, rows_to_do(reader, plan), writer, summary, bar, plan)
+        _drive(job, cfg, rows_to_do(reader, plan, cfg.label_column), writer, summary, bar)
         if job is not None:
             summary.actors = _actor_infos(job)
             names = {n["NodeID"]: n.get("NodeName", "") for n in job.ray.nodes()}
@@ -528,10 +528,10 @@ def _commit_quietly(writer, log) -> None:
         log(f"could not commit the last batch ({type(e).__name__}: {e}); the rerun recomputes it")
 
 
-def _drive(job, cfg: ExplainConfig, items, writer, summary: RunSummary, bar, plan) -> None:
+def _drive(job, cfg: ExplainConfig, items, writer, summary: RunSummary, bar) -> None:
     """Feed rows to the job with at most ``cfg.in_flight`` in flight; error records go
-    straight to the writer. ``items`` is a stream: the driver never holds the catalogue;
-    each row's content key comes from the plan (by catalogue row)."""
+    straight to the writer. ``items`` is a stream: the driver never holds the catalogue
+    (only the content keys of the rows in flight, for their tables' rows)."""
     t0 = time.perf_counter()
     inflight: dict = {}     # ref -> (row, attempt, predictor index)
     crashes: dict = {}      # track id -> infrastructure deaths while alone on its predictor
@@ -547,18 +547,21 @@ def _drive(job, cfg: ExplainConfig, items, writer, summary: RunSummary, bar, pla
     timed_out: set = set()      # refs to record as timeout when they fail
     waiting: list = []          # (row, attempt) to retry once a predictor is ready again
     counts = {"ok": 0, "failed": 0}
+    keys: dict = {}             # catalogue row -> content key, while the row is in the pipeline
     items = iter(items)
     exhausted = False
 
     def record(res) -> None:
         if isinstance(res, TrackResult):
-            res.track["content_key"] = plan.key(res.track["catalogue_row"])
+            res.track["content_key"] = keys.pop(res.track["catalogue_row"], None)
             writer.add_track(res.track, res.explanations)
             summary.model_rows += res.model_rows
             summary.computed += 1
             counts["ok"] += 1
         else:
-            writer.add_error(dict(res.row(writer.invocation_id), content_key=plan.key(res.catalogue_row)))
+            row = res.row(writer.invocation_id)
+            row["content_key"] = keys.pop(res.catalogue_row, row["content_key"])
+            writer.add_error(row)
             summary.errors.append(res)
             counts["failed"] += 1
         writer.maybe_commit()
@@ -682,6 +685,7 @@ def _drive(job, cfg: ExplainConfig, items, writer, summary: RunSummary, bar, pla
                 elif isinstance(item, ErrorRecord):
                     record(item)
                 else:
+                    keys[item["catalogue_row"]] = item.get("content_key")
                     submit(item, 1)
             if not inflight:
                 if exhausted and not solo and not waiting:

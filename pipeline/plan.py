@@ -7,10 +7,11 @@ digests, committed rows by looking them up in the digests of this run's ``tracks
 lets a resume see rows inserted or appended to the catalogue: new rows are explained,
 committed ones never recomputed.
 
-Each row also gets a content key (:func:`pipeline.catalogue.content_keys`, 32 bytes per
-row). An incremental night (``history``) counts a row as done when an earlier run under the
-same model and config committed its (track_id, content key): unchanged tracks are not
-explained again, new and changed ones are.
+Each row also gets a content key (:func:`pipeline.catalogue.content_keys`), computed per
+batch and not kept: an incremental night (``history``) counts a row as done when an earlier
+run under the same model and config committed its (track_id, content key), so unchanged
+tracks are not explained again and new and changed ones are; the second pass attaches the
+key to the rows it yields (``content_key``).
 
 Rows without an identity of their own (no ``track_id``, a repeated ``track_id``, a row
 that could not be decoded and has no id) are counted per (track_id, error type): the
@@ -29,7 +30,6 @@ from pipeline.catalogue import DECODE_ERROR, CatalogueError, CatalogueReader, co
 from musiclime.records import ErrorRecord
 
 DIGEST = np.dtype("S16")
-KEY = np.dtype("S32")   # content keys: hex, so numpy's trailing-NUL stripping never applies
 ANONYMOUS = ("missing_track_id", "duplicate_track_id")
 
 
@@ -58,14 +58,7 @@ class RowPlan:
     bad: np.ndarray              # bool [n_rows]: catalogue_decode_error
     done: np.ndarray             # bool [n_rows]: the id is in tracks or errors already
     anonymous_done: Counter = field(default_factory=Counter)   # (track_id, error_type) -> committed
-    keys: np.ndarray | None = None     # S32 [n_rows]: content keys (hex)
     unchanged: np.ndarray | None = None  # bool [n_rows]: explained (or failed) by an earlier night as it is
-
-    def key(self, catalogue_row: int) -> str | None:
-        """The content key of a catalogue row (None for rows past the plan)."""
-        if self.keys is None or not 0 <= catalogue_row < len(self.keys):
-            return None
-        return self.keys[catalogue_row].decode()
 
     @property
     def n_unchanged(self) -> int:
@@ -135,12 +128,11 @@ def make_plan(reader: CatalogueReader, writer, history: np.ndarray | None = None
     """The plan of a run. ``history``: sorted :func:`version_digest` values of earlier
     nights (incremental runs); ``members``: an object whose ``add(track_ids, rows, keys)``
     receives each catalogue batch (the run's ``members`` table)."""
-    chunks, bad_chunks, key_chunks, seen_chunks = [], [], [], []
+    chunks, bad_chunks, seen_chunks = [], [], []
     for batch in reader.batches():
         keys = content_keys(batch, label_column)
         chunks.append(np.array([digest(r["track_id"]) if r["track_id"] else b"" for r in batch], dtype=DIGEST))
         bad_chunks.append(np.array([DECODE_ERROR in r for r in batch], dtype=bool))
-        key_chunks.append(np.array([k.encode() for k in keys], dtype=KEY))
         if history is not None:
             seen_chunks.append(_in_sorted(history, np.array(
                 [version_digest(r["track_id"], k) if r["track_id"] else b"" for r, k in zip(batch, keys)],
@@ -150,7 +142,6 @@ def make_plan(reader: CatalogueReader, writer, history: np.ndarray | None = None
     digests = np.concatenate(chunks) if chunks else np.zeros(0, DIGEST)
     del chunks
     bad = np.concatenate(bad_chunks) if bad_chunks else np.zeros(0, bool)
-    keys = np.concatenate(key_chunks) if key_chunks else np.zeros(0, KEY)
     index = _Index(digests)
     first = index.first_rows()
     ok, err, anonymous = committed(writer)
@@ -161,7 +152,7 @@ def make_plan(reader: CatalogueReader, writer, history: np.ndarray | None = None
     if history is not None:
         unchanged = (np.concatenate(seen_chunks) if seen_chunks else np.zeros(0, bool)) & first & ~done & ~bad
         done |= unchanged
-    return RowPlan(digests, first, bad, done, anonymous, keys, unchanged)
+    return RowPlan(digests, first, bad, done, anonymous, unchanged)
 
 
 def _in_sorted(sorted_digests: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -171,12 +162,13 @@ def _in_sorted(sorted_digests: np.ndarray, query: np.ndarray) -> np.ndarray:
     return (sorted_digests[pos] == query) & (query != b"")
 
 
-def rows_to_do(reader: CatalogueReader, plan: RowPlan) -> Iterator[dict | ErrorRecord]:
+def rows_to_do(reader: CatalogueReader, plan: RowPlan, label_column: str | None = None) -> Iterator[dict | ErrorRecord]:
     """The second pass: rows for the model, and error records for rows that cannot be
-    explained and are not committed yet."""
+    explained and are not committed yet, each with its content key."""
     seen: Counter = Counter()
     for batch in reader.batches():
-        for r in batch:
+        for r, ckey in zip(batch, content_keys(batch, label_column)):
+            r["content_key"] = ckey
             i, tid = r["catalogue_row"], r["track_id"]
             if i >= plan.n_rows or plan.digests[i] != (digest(tid) if tid else b""):
                 # rows appended are left for the next run; rows changed in place are not
@@ -188,7 +180,7 @@ def rows_to_do(reader: CatalogueReader, plan: RowPlan) -> Iterator[dict | ErrorR
                     continue
                 if plan.bad[i]:
                     yield ErrorRecord(tid, i, "catalogue", "catalogue_decode_error",
-                                      f"track {tid!r} (catalogue row {i}): {r[DECODE_ERROR]}")
+                                      f"track {tid!r} (catalogue row {i}): {r[DECODE_ERROR]}", content_key=ckey)
                 else:
                     yield r
                 continue
@@ -203,7 +195,7 @@ def rows_to_do(reader: CatalogueReader, plan: RowPlan) -> Iterator[dict | ErrorR
             seen[key] += 1
             if seen[key] > plan.anonymous_done[key]:
                 yield ErrorRecord(tid or "", i, "validate" if kind != "catalogue_decode_error" else "catalogue",
-                                  kind, message)
+                                  kind, message, content_key=ckey)
 
 
 @dataclass
