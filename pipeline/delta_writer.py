@@ -24,37 +24,28 @@ driver writes at a time and the read-version-then-commit of step 3 is not raced.
 from __future__ import annotations
 
 import json
-import time
 from typing import Iterator
 
 from musiclime import storage
-from pipeline import failpoints, signals
-from schemas.tables import ERRORS, EXPLANATIONS, TRACKS
+from pipeline import failpoints
+from pipeline.writer import BatchBuffer
 
 TABLES = ("tracks", "explanations", "errors")  # commit order; a resume rolls any of them forward
-SCHEMAS = {"tracks": TRACKS, "explanations": EXPLANATIONS, "errors": ERRORS}
 
 
 def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-class DeltaRunWriter:
+class DeltaRunWriter(BatchBuffer):
     def __init__(self, out: str, run_id: str, invocation_id: str, commit_every: int = 64,
                  commit_seconds: float = 120.0, lease=None):
+        super().__init__(run_id, invocation_id, commit_every, commit_seconds, lease)
         self.out = str(out).rstrip("/")
-        self.run_id, self.invocation_id = run_id, invocation_id
-        self.commit_every, self.commit_seconds = max(1, commit_every), commit_seconds
-        self.lease = lease
         self.app_id = f"musiclime:{run_id}"
         self.manifests = storage.join(self.out, f"_manifests/run_id={run_id}")
         self.staging = storage.join(self.out, f"_staging/run_id={run_id}")
-        self._tracks: list[dict] = []
-        self._expl: list = []
-        self._errors: list[dict] = []
-        self._last_commit = time.monotonic()
         self._seq: int | None = None
-        self.commits = 0
 
     def uri(self, table: str) -> str:
         """Where a table lives (a path or URI deltalake opens)."""
@@ -126,28 +117,7 @@ class DeltaRunWriter:
         if dt is not None:
             dt.delete(f"run_id = {_quote(self.run_id)}")
 
-    # ---------------------------------------------------------------- buffering and commits
-
-    def add_track(self, track: dict, explanations) -> None:
-        self._tracks.append(track)
-        self._expl.append(explanations)
-
-    def add_error(self, row: dict) -> None:
-        self._errors.append(row)
-
-    @property
-    def pending(self) -> int:
-        return len(self._tracks) + len(self._errors)
-
-    def maybe_commit(self) -> bool:
-        due = self.pending >= self.commit_every or (
-            self.pending and time.monotonic() - self._last_commit >= self.commit_seconds)
-        return self.commit() if due else False
-
-    def commit(self) -> bool:
-        """Commit the buffer as one batch; False when there was nothing to commit."""
-        with signals.deferred():
-            return self._commit()
+    # ---------------------------------------------------------------- commits
 
     def _commit(self) -> bool:
         if self._seq is None:
@@ -161,10 +131,8 @@ class DeltaRunWriter:
             self.lease.check()
         seq = self._seq
         manifest = self._stage(seq)
-        self._tracks, self._expl, self._errors = [], [], []
+        self._batch_done()
         self._seq += 1
-        self.commits += 1
-        self._last_commit = time.monotonic()
         failpoints.hit("manifest")
         self._roll_forward(manifest)
         return True
@@ -172,11 +140,7 @@ class DeltaRunWriter:
     def _stage(self, seq: int) -> str:
         import pyarrow as pa
         import pyarrow.parquet as pq
-        tables = {
-            "explanations": pa.concat_tables([t.cast(EXPLANATIONS) for t in self._expl]) if self._expl else None,
-            "errors": pa.Table.from_pylist(self._errors, schema=ERRORS) if self._errors else None,
-            "tracks": pa.Table.from_pylist(self._tracks, schema=TRACKS) if self._tracks else None,
-        }
+        tables = self._batch_tables()
         folder = storage.join(self.staging, f"{seq:010d}")
         files = {}
         for name in TABLES:

@@ -100,11 +100,7 @@ class Lease:
             age = time.time() - self.path.stat().st_mtime
         except FileNotFoundError:
             return True
-        if holder is None:  # unreadable (being written): only stale once old
-            return age > self.stale_after
-        if holder.get("host") == socket.gethostname() and not _pid_alive(int(holder.get("pid", -1))):
-            return True
-        return age > float(holder.get("stale_after_s", self.stale_after))
+        return is_stale(holder, age, self.stale_after)
 
     def release(self) -> None:
         self._stop.set()
@@ -214,7 +210,7 @@ class ObjectLease:
                 holder, old, age = self._get()
                 if old is None:
                     continue  # released meanwhile: create again
-                if not self._stale(holder, age):
+                if not is_stale(holder, age, self.stale_after):
                     raise LeaseHeld(holder or {}, self)
                 etag = self._put(IfMatch=old)  # of two drivers taking over, one wins
                 if etag is None:
@@ -224,13 +220,6 @@ class ObjectLease:
             self._thread.start()
             return self
         raise LeaseHeld(self.read() or {}, self)
-
-    def _stale(self, holder: dict | None, age: float) -> bool:
-        if holder is None:
-            return age > self.stale_after
-        if holder.get("host") == socket.gethostname() and not _pid_alive(int(holder.get("pid", -1))):
-            return True
-        return age > float(holder.get("stale_after_s", self.stale_after))
 
     def read(self) -> dict | None:
         return self._get()[0]
@@ -279,6 +268,17 @@ def make_lease(out: str, run_id: str, stale_after: float = 60.0):
     if storage.is_object_store(out):
         return ObjectLease(out, run_id, stale_after)
     return Lease(storage.filesystem(out)[1], run_id, stale_after)
+
+
+def is_stale(holder: dict | None, age: float, stale_after: float) -> bool:
+    """A lease ``age`` seconds after its last heartbeat may be taken over: its holder is a
+    dead process on this host, or silent past its deadline (an unreadable lease, one being
+    written, only once older than ``stale_after``)."""
+    if holder is None:
+        return age > stale_after
+    if holder.get("host") == socket.gethostname() and not _pid_alive(int(holder.get("pid", -1))):
+        return True
+    return age > float(holder.get("stale_after_s", stale_after))
 
 
 def _read_json(path: Path) -> dict | None:
