@@ -1,20 +1,22 @@
-"""Work to a trustworthy explanation: i.i.d. vs grid sampling, fixed vs ``num_samples="auto"``.
+"""Model work to a trustworthy explanation: sampling designs against the paper's setting.
 
-On the trained demo model (late fusion: log-mel CNN + MiniLM), per held-out track and
-seed, samples grow in rounds exactly as ``num_samples="auto"`` grows them (each round a
-superset of the last; outputs of masks already seen are reused), for both designs:
+On the trained demo models (late fusion: log-mel CNN + MiniLM), per held-out track:
 
-- i.i.d.: 250, 500, 1000, 2000, 4000 joint rows (two encoder passes per row);
-- grid: sides 32 .. 512 (one audio and one lyrics pass per half-mask, 16 rows each).
+- **reference**: a 16,000-sample i.i.d. explanation of the true label
+  (``bench/sampling_reference.py``; cached in ``bench/results``);
+- **baseline**: the paper's setting, 1,000 i.i.d. samples (``--design iid``);
+- the designs, each at a fixed size and with ``--num-samples auto``.
 
-Every round records its encoder passes, cumulative wall time, bootstrap stability (the
-stopping rule), top-10 Jaccard to an independent 8,000-sample i.i.d. explanation (the
-"truth" of the track), top-10 Jaccard across seeds, and deletion AOPC (faithfulness).
-The reference is the i.i.d. round at 1,000 samples (the reference implementation draws
-the same masks and runs the model on every one: 2,000 encoder passes). From the rounds,
-``auto`` at a stability target stops at the first round that reaches it.
+Each setting runs twice: on the late-fusion model (the explainer runs each encoder once per
+distinct half-mask) and on the same model seen as ``predict_proba`` only (every joint row
+is one full model pass). Work is counted where it happens: audio-encoder rows and
+text-encoder rows (a counting wrapper around the model), or full model rows. Quality per
+track and seed: top-10 Jaccard to the reference, deletion AOPC (mean drop of the label's
+probability as the top 1..10 positive features are removed), and the top-10 Jaccard
+across seeds (stability: per track the mean over seed pairs; median and 10th percentile
+over tracks).
 
-    python bench/bench_sampling.py --library LIB --model genre=CKPT [--tracks 4 --seeds 3]
+    python bench/bench_sampling.py [--tracks 20 --ref-tracks 10 --seeds 5 --baseline-seeds 3]
 """
 from __future__ import annotations
 
@@ -25,125 +27,176 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import add_demo_arguments, demo_assets, write_result  # noqa: E402
 from bench.quality import deletion_aopc  # noqa: E402
+from bench.sampling_reference import held_out, references  # noqa: E402
 
 TOP = 10
+# name -> (model view, MusicLIME kwargs); the baseline is the paper's setting
+SETTINGS = {
+    "late_fusion": {
+        "iid 1000 (paper)": dict(num_samples=1000, design="iid"),
+        "orthogonal-grid, 1 block": dict(blocks=1, design="orthogonal-grid"),
+        "orthogonal-grid, 2 blocks": dict(blocks=2, design="orthogonal-grid"),
+    },
+    "predict_proba": {
+        "iid 1000 (paper)": dict(num_samples=1000, design="iid"),
+        "orthogonal, 1 block": dict(blocks=1, design="orthogonal"),
+        "orthogonal, 2 blocks": dict(blocks=2, design="orthogonal"),
+    },
+}
+# settings measured on every track with all seeds (stability over --tracks); the others on
+# the reference tracks with --baseline-seeds seeds
+FULL = {"orthogonal-grid, 1 block"}
+BASELINE = "iid 1000 (paper)"
 
 
-def top_set(exp, label: int, k: int = TOP) -> set[str]:
-    return {f for _, f, _ in exp.as_list(label)[:k]}
+class Counting:
+    """The model, counting the rows each part of it runs. ``joint=True`` hides the
+    late-fusion methods, so the explainer sees a ``predict_proba``-only model."""
+
+    def __init__(self, model, joint: bool):
+        self.model, self.classes, self.sample_rate = model, model.classes, model.sample_rate
+        self.audio_rows = self.text_rows = self.full_rows = 0
+        if not joint:
+            self.embed_audio, self.embed_lyrics, self.head = self._embed_audio, self._embed_lyrics, self._head
+            self.embed_lyrics_masks = self._embed_lyrics_masks
+
+    def predict_proba(self, audio, lyrics):
+        self.full_rows += len(lyrics)
+        return self.model.predict_proba(audio, lyrics)
+
+    def _embed_audio(self, audio):
+        self.audio_rows += len(audio)
+        return self.model.embed_audio(audio)
+
+    def _embed_lyrics(self, lyrics):
+        self.text_rows += len(lyrics)
+        return self.model.embed_lyrics(lyrics)
+
+    def _embed_lyrics_masks(self, lf, masks):
+        self.text_rows += len(masks)
+        return self.model.embed_lyrics_masks(lf, masks)
+
+    def _head(self, a, b):
+        return self.model.head(a, b)
+
+    def work(self) -> dict:
+        if self.full_rows:  # a full pass runs both encoders
+            return {"audio_rows": self.full_rows, "text_rows": self.full_rows, "model_rows": self.full_rows}
+        return {"audio_rows": self.audio_rows, "text_rows": self.text_rows,
+                "model_rows": self.audio_rows + self.text_rows}
+
+
+def top_set(weights: dict[str, float] | list, k: int = TOP) -> set[str]:
+    items = weights.items() if isinstance(weights, dict) else weights
+    return {f for f, _ in sorted(items, key=lambda t: -abs(t[1]))[:k]}
 
 
 def jaccard(a: set, b: set) -> float:
     return len(a & b) / len(a | b) if a | b else 1.0
 
 
-def run_rounds(explainer, steps, model, af, lf, label: int, ref: set) -> list[dict]:
-    """The rounds of ``num_samples="auto"``, without stopping, each measured."""
-    from musiclime.explainer import OutputCache
-    cache, out, explaining, checking = OutputCache(), [], 0.0, 0.0
-    for n, grid in steps:
-        t0 = time.perf_counter()
-        plan = explainer.plan(af, lf, "both", num_samples=n, grid_size=grid)
-        probs, _ = explainer.predict(model, af, lf, plan.masks, cache=cache)
-        exp = explainer.fit(plan, probs, model.classes, [label])
-        t1 = time.perf_counter()
-        stab = explainer.bootstrap_stability(plan, probs, exp)
-        explaining += t1 - t0
-        checking += time.perf_counter() - t1
-        w = exp.fits[label].weights
-        order = [i for i, x in w if x > 0] + [i for i, x in w if x <= 0]
-        out.append({"num_samples": len(plan.masks), "grid_side": grid[0] if grid else None,
-                    "encoder_passes": cache.rows_computed, "seconds": explaining + checking,
-                    "seconds_explaining": explaining,
-                    "stability": stab, "jaccard_to_8000": jaccard(top_set(exp, label), ref),
-                    "aopc": deletion_aopc(model, af, lf, label, order), "top": sorted(top_set(exp, label))})
+def run_one(model, view: str, kwargs: dict, af, lf, label: int, seed: int, ref: dict | None) -> dict:
+    from musiclime import MusicLIME, designs
+    from musiclime.masks import Modality
+    counting = Counting(model, joint=view == "predict_proba")
+    if "blocks" in kwargs:  # the design's size at that many blocks, as joint rows
+        kwargs = dict(kwargs)
+        blocks = kwargs.pop("blocks")
+        layout = designs.Layout(af.n_features, lf.n_features, Modality.BOTH)
+        kwargs["num_samples"] = designs.get(kwargs["design"]).rounds(layout, 10 ** 9)[blocks - 1].num_samples
+    t0 = time.perf_counter()
+    exp = MusicLIME(seed=seed, **kwargs).explain(counting, af, lf, labels=[label])
+    seconds = time.perf_counter() - t0
+    ranked = exp.as_list(label)
+    index = {n: i for i, n in enumerate(exp.features.names)}
+    order = [index[n] for _, n, w in ranked if w > 0] + [index[n] for _, n, w in ranked if w <= 0]
+    out = {"seed": seed, "seconds": seconds, "num_samples": exp.num_samples, **counting.work(),
+           "topk": exp.topk, "separation": exp.separation, "rounds": len(exp.rounds) or 1,
+           "top": sorted(top_set([(n, w) for _, n, w in ranked])),
+           "aopc": deletion_aopc(model, af, lf, label, order)}
+    if ref is not None:
+        out["jaccard_to_ref"] = jaccard(set(out["top"]), top_set(ref["weights"]))
     return out
 
 
-def auto_stop(rounds: list[dict], target: float) -> dict:
-    """What ``num_samples="auto"`` with this target would have returned."""
-    for r in rounds:
-        if r["stability"] >= target:
-            return r
-    return rounds[-1]
-
-
-def summarize(per_track: list[dict], targets) -> dict:
-    """Means over tracks and seeds, per design and round; and auto at each target."""
-    out = {}
-    for design in ("iid", "grid"):
-        runs = [(t, s, rounds) for t in per_track for s, rounds in enumerate(t[design])]
-        n_rounds = min(len(r) for _, _, r in runs)
-        curve = []
-        for i in range(n_rounds):
-            rows = [r[i] for _, _, r in runs]
-            across = [jaccard(set(a[design][s1][i]["top"]), set(a[design][s2][i]["top"]))
-                      for a in per_track for s1, s2 in itertools.combinations(range(len(a[design])), 2)]
-            curve.append({k: statistics.mean(r[k] for r in rows)
-                          for k in ("num_samples", "encoder_passes", "seconds", "stability", "jaccard_to_8000", "aopc")}
-                         | {"jaccard_across_seeds": statistics.mean(across) if across else None})
-        auto = {}
-        for tau in targets:
-            stops = [auto_stop(r, tau) for _, _, r in runs]
-            auto[str(tau)] = {k: statistics.mean(r[k] for r in stops)
-                              for k in ("num_samples", "encoder_passes", "seconds", "jaccard_to_8000", "aopc")}
-        out[design] = {"rounds": curve, "auto": auto}
-    return out
+def summarize(per_track: list[dict], name: str) -> dict:
+    runs = [r for t in per_track for r in t["settings"].get(name, [])]
+    with_ref = [r for r in runs if "jaccard_to_ref" in r]
+    stab = []
+    for t in per_track:
+        tops = [set(r["top"]) for r in t["settings"].get(name, [])]
+        if len(tops) >= 2:
+            stab.append(statistics.mean(jaccard(a, b) for a, b in itertools.combinations(tops, 2)))
+    mean = lambda rows, k: statistics.mean(r[k] for r in rows) if rows else None  # noqa: E731
+    return {"runs": len(runs), "tracks": len(per_track), "audio_rows": mean(runs, "audio_rows"),
+            "text_rows": mean(runs, "text_rows"), "model_rows": mean(runs, "model_rows"),
+            "num_samples": mean(runs, "num_samples"), "seconds": mean(runs, "seconds"),
+            "jaccard_to_ref": mean(with_ref, "jaccard_to_ref"), "ref_runs": len(with_ref),
+            "aopc": mean(with_ref, "aopc"),
+            "stability_median": float(np.median(stab)) if stab else None,
+            "stability_p10": float(np.percentile(stab, 10)) if stab else None, "stability_tracks": len(stab),
+            "topk_resolved": mean([{"v": r["topk"] == "resolved"} for r in runs], "v") if runs else None}
 
 
 def main(argv=None) -> dict:
-    import pyarrow.parquet as pq
-
-    from musiclime import MusicLIME
     from musiclime.library import track_factorizations
     from musiclime.models import load_checkpoint
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_demo_arguments(ap)
-    ap.add_argument("--tracks", type=int, default=4)
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--ref-samples", type=int, default=8000)
-    ap.add_argument("--iid-max", type=int, default=4000)
-    ap.add_argument("--grid-max", type=int, default=512)
-    ap.add_argument("--targets", type=float, nargs="+", default=[0.8, 0.85, 0.9, 0.95])
+    ap.add_argument("--tracks", type=int, default=20, help="held-out tracks for stability")
+    ap.add_argument("--ref-tracks", type=int, default=10, help="of those, tracks with a 16k reference")
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--baseline-seeds", type=int, default=3)
+    ap.add_argument("--ref-samples", type=int, default=16000)
+    ap.add_argument("--views", nargs="+", default=list(SETTINGS))
     args = ap.parse_args(argv)
     lib, models = demo_assets(args)
-    rows = [r for r in pq.read_table(lib / "catalogue.parquet").to_pylist() if r["split"] == "test"][:args.tracks]
-    result = {"tracks": len(rows), "seeds": args.seeds, "ref_samples": args.ref_samples, "top_k": TOP, "tasks": {}}
+    rows = held_out(lib, args.tracks)
+    result = {"tracks": len(rows), "ref_tracks": args.ref_tracks, "seeds": args.seeds,
+              "baseline_seeds": args.baseline_seeds, "ref_samples": args.ref_samples, "top_k": TOP, "tasks": {}}
     for task, ckpt in models:
+        refs = references(lib, task, ckpt, rows[:args.ref_tracks], args.ref_samples)
         model = load_checkpoint(ckpt)
-        per_track = []
-        for r in rows:
-            af, lf = track_factorizations(lib, r, model.sample_rate)
-            label = model.classes.index(r[task])
-            t0 = time.perf_counter()
-            ref_exp = MusicLIME(num_samples=args.ref_samples, design="iid", seed=10_000).explain(model, af, lf, labels=[label])
-            ref = top_set(ref_exp, label)
-            entry = {"track_id": r["track_id"], "ref_seconds": time.perf_counter() - t0, "iid": [], "grid": []}
-            for seed in range(args.seeds):
-                iid = MusicLIME(num_samples="auto", design="iid", max_samples=args.iid_max, seed=seed)
-                entry["iid"].append(run_rounds(iid, iid.schedule(lf), model, af, lf, label, ref))
-                grid = MusicLIME(num_samples="auto", design="grid", seed=seed)
-                entry["grid"].append(run_rounds(grid, [s for s in grid.schedule(lf) if s[1][0] <= args.grid_max],
-                                                model, af, lf, label, ref))
-                print(task, r["track_id"], seed, "iid", [(x["num_samples"], round(x["jaccard_to_8000"], 2),
-                                                         round(x["stability"], 2)) for x in entry["iid"][-1]],
-                      "grid", [(x["grid_side"], round(x["jaccard_to_8000"], 2), round(x["stability"], 2))
-                               for x in entry["grid"][-1]], flush=True)
-            per_track.append(entry)
-        summary = summarize(per_track, args.targets)
-        ref_round = min(summary["iid"]["rounds"], key=lambda x: abs(x["num_samples"] - 1000))
-        summary["reference_1000"] = ref_round
-        result["tasks"][task] = {"summary": summary, "per_track": per_track}
-        print(task, "reference@1000", ref_round, flush=True)
-        for design in ("iid", "grid"):
-            for tau, a in summary[design]["auto"].items():
-                print(task, design, "auto", tau, {k: round(v, 3) for k, v in a.items()},
-                      "work ratio", round(ref_round["encoder_passes"] / a["encoder_passes"], 2), flush=True)
+        task_out = {}
+        for view in args.views:
+            per_track = []
+            for i, r in enumerate(rows):
+                af, lf = track_factorizations(lib, r, model.sample_rate)
+                label = model.classes.index(r[task])
+                ref = refs.get(r["track_id"]) if i < args.ref_tracks else None
+                entry = {"track_id": r["track_id"], "settings": {}}
+                for name, kwargs in SETTINGS[view].items():
+                    if name == BASELINE and view == "predict_proba":
+                        continue  # the same masks and probabilities as in the late-fusion view
+                    if name not in FULL and ref is None:
+                        continue
+                    seeds = args.seeds if name in FULL else args.baseline_seeds
+                    entry["settings"][name] = [run_one(model, view, kwargs, af, lf, label, s, ref) for s in range(seeds)]
+                per_track.append(entry)
+                print(task, view, r["track_id"], {n: (round(statistics.mean(x["model_rows"] for x in v)),
+                                                      round(statistics.mean(x.get("jaccard_to_ref", -1) for x in v), 2))
+                                                  for n, v in entry["settings"].items()}, flush=True)
+            summary = {name: summarize(per_track, name) for name in SETTINGS[view]}
+            if view == "predict_proba":  # the paper's masks are the same; count its rows as full passes
+                base = dict(task_out["late_fusion"]["summary"][BASELINE]) if "late_fusion" in task_out else None
+                if base:
+                    base["model_rows"] = base["num_samples"]
+                    base["audio_rows"] = base["text_rows"] = base["num_samples"]
+                    summary[BASELINE] = base
+            base = summary.get(BASELINE)
+            for name, s in summary.items():
+                if base and s.get("model_rows"):
+                    s["work_ratio"] = base["model_rows"] / s["model_rows"]
+                print(task, view, name, {k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items()},
+                      flush=True)
+            task_out[view] = {"summary": summary, "per_track": per_track}
+        result["tasks"][task] = task_out
     print("wrote", write_result("sampling", result))
     return result
 

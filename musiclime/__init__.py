@@ -22,7 +22,8 @@ _EXPORTS = {
     "LyricsFactorization": "musiclime.factorization",
     "MusicLIME": "musiclime.explainer",
     "Explanation": "musiclime.explanation",
-    "FeatureSpace": "musiclime.explanation",
+    "FeatureLayout": "musiclime.layout",
+    "FeatureSpace": "musiclime.layout",
     "sample_masks": "musiclime.masks",
     "Modality": "musiclime.masks",
     "fit_surrogate": "musiclime.surrogate",
@@ -37,7 +38,8 @@ __all__ = sorted(_EXPORTS) + ["__version__"]
 if TYPE_CHECKING:
     from musiclime.errors import InputError
     from musiclime.explainer import MusicLIME
-    from musiclime.explanation import Explanation, FeatureSpace
+    from musiclime.explanation import Explanation
+    from musiclime.layout import FeatureLayout, FeatureSpace
     from musiclime.factorization import AudioFactorization, LyricsFactorization
     from musiclime.masks import Modality, sample_masks
     from musiclime.protocol import LateFusionModel, MusicModel

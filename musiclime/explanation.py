@@ -8,51 +8,10 @@ import numpy as np
 
 from musiclime.surrogate import SurrogateFit
 
+from musiclime.layout import AUDIO, LYRICS, FeatureLayout
+
 if TYPE_CHECKING:
     import pyarrow as pa
-
-    from musiclime.factorization import AudioFactorization, LyricsFactorization
-
-AUDIO, LYRICS = "audio", "lyrics"
-
-
-@dataclass(frozen=True)
-class FeatureSpace:
-    """Names and metadata of the joint features ``[audio..., lyrics...]`` of one track.
-
-    Small and picklable: no audio, only what tables and reports need per feature.
-    """
-    n_audio: int
-    n_lyrics: int
-    names: tuple[str, ...]
-    stems: tuple[str | None, ...]
-    segments: tuple[int | None, ...]
-    start_s: tuple[float | None, ...]
-    end_s: tuple[float | None, ...]
-    token_index: tuple[int | None, ...]
-    stem_names: tuple[str, ...]
-    n_segments: int
-
-    @classmethod
-    def from_factorizations(cls, af: "AudioFactorization", lf: "LyricsFactorization") -> "FeatureSpace":
-        audio = [af.feature_info(f) for f in range(af.n_features)]
-        nl = lf.n_features
-        return cls(
-            n_audio=af.n_features, n_lyrics=nl,
-            names=tuple(af.feature_names) + tuple(lf.feature_names),
-            stems=tuple(a[0] for a in audio) + (None,) * nl,
-            segments=tuple(a[1] for a in audio) + (None,) * nl,
-            start_s=tuple(a[2] for a in audio) + (None,) * nl,
-            end_s=tuple(a[3] for a in audio) + (None,) * nl,
-            token_index=(None,) * af.n_features + tuple(lf.token_index(f) for f in range(nl)),
-            stem_names=tuple(af.stem_names), n_segments=af.n_segments)
-
-    @property
-    def n_features(self) -> int:
-        return self.n_audio + self.n_lyrics
-
-    def modality(self, f: int) -> str:
-        return AUDIO if f < self.n_audio else LYRICS
 
 
 @dataclass(frozen=True)
@@ -72,16 +31,22 @@ class Explanation:
         num_samples: perturbations drawn (row 0 included).
         model_rows: rows the model evaluated (distinct perturbations).
         seed: the mask seed.
-        stability: with ``num_samples="auto"``, the bootstrap top-k Jaccard the sampling
-            stopped at (None otherwise).
+        design: the sampling design (:mod:`musiclime.designs`).
+        target: what the surrogates fitted: ``probability`` or ``log_odds``.
+        top_k: the k of ``topk`` and ``separation``.
+        topk: ``resolved`` (every label's top-k is separated from the rest with the
+            explainer's confidence), ``tied`` (the k-th and (k+1)-th are equal within the
+            tie tolerance) or ``unresolved`` (:func:`musiclime.adaptive.topk_state`).
+        separation: the smallest gap between a label's k-th and (k+1)-th |weight|, in
+            standard errors of the gap.
         rounds: with ``num_samples="auto"``, per round ``(num_samples, model_rows so far,
-            stability)``.
+            separation)``.
     """
     classes: list[str]
     probabilities: np.ndarray
     labels: list[int]
     top_labels: list[int]
-    features: FeatureSpace
+    features: FeatureLayout
     fits: dict[int, SurrogateFit]
     modality: str
     flags: tuple[str, ...] = ()
@@ -89,8 +54,16 @@ class Explanation:
     model_rows: int = 0
     seed: int = 0
     timings: dict[str, float] = field(default_factory=dict)
-    stability: float | None = None
+    design: str = "iid"
+    target: str = "probability"
+    top_k: int = 10
+    topk: str = "unresolved"
+    separation: float = float("nan")
     rounds: tuple[tuple[int, int, float], ...] = ()
+
+    @property
+    def topk_resolved(self) -> bool:
+        return self.topk == "resolved"
 
     def _fit(self, label: int) -> SurrogateFit:
         try:
@@ -110,10 +83,14 @@ class Explanation:
     def local_pred(self) -> dict[int, float]:
         return {k: f.local_pred for k, f in self.fits.items()}
 
-    def as_list(self, label: int) -> list[tuple[str, str, float]]:
-        """``[(modality, feature_name, weight)]`` by |weight| descending."""
-        fs = self.features
-        return [(fs.modality(i), fs.names[i], w) for i, w in self._fit(label).weights]
+    def as_list(self, label: int, with_se: bool = False) -> list[tuple]:
+        """``[(modality, feature_name, weight)]`` by |weight| descending; with ``with_se``,
+        ``[(modality, feature_name, weight, weight_se)]``."""
+        fs, fit = self.features, self._fit(label)
+        if with_se:
+            se = fit.se if len(fit.se) == len(fit.weights) else (float("nan"),) * len(fit.weights)
+            return [(fs.modality(i), fs.names[i], w, e) for (i, w), e in zip(fit.weights, se)]
+        return [(fs.modality(i), fs.names[i], w) for i, w in fit.weights]
 
     def modality_share(self, label: int) -> dict[str, float]:
         """Shares of the sum of |weight| per modality; they add up to 1 (0/0 gives 0.5/0.5)."""
@@ -131,8 +108,7 @@ class Explanation:
         out = np.zeros((len(fs.stem_names), fs.n_segments))
         for i, w in self._fit(label).weights:
             if i < fs.n_audio:
-                seg, stem = divmod(i, len(fs.stem_names))
-                out[stem, seg] = w
+                out[fs.stem_segment(i)] = w
         return out
 
     def to_arrow(self) -> "pa.Table":
@@ -141,7 +117,9 @@ class Explanation:
         fs = self.features
         cols: dict[str, list] = {n: [] for n in LOCAL_SCHEMA.names}
         for label in self.labels:
-            for rank, (i, w) in enumerate(self._fit(label).weights, start=1):
+            fit = self._fit(label)
+            se = fit.se if len(fit.se) == len(fit.weights) else (None,) * len(fit.weights)
+            for rank, ((i, w), e) in enumerate(zip(fit.weights, se), start=1):
                 audio = i < fs.n_audio
                 cols["label"].append(self.classes[label])
                 cols["label_index"].append(label)
@@ -154,6 +132,7 @@ class Explanation:
                 cols["token"].append(None if audio else fs.names[i])
                 cols["token_index"].append(fs.token_index[i])
                 cols["weight"].append(w)
+                cols["weight_se"].append(None if e is None or not np.isfinite(e) else e)
                 cols["rank"].append(rank)
         import pyarrow as pa
         return pa.Table.from_pydict(cols, schema=LOCAL_SCHEMA)
@@ -162,18 +141,18 @@ class Explanation:
         """A terminal view: probabilities, fit quality and the top ``k`` features as bars."""
         label = self.labels[0] if label is None else label
         fit = self._fit(label)
-        lines = [f"{self.classes[label]} (p={self.probabilities[label]:.3f}; surrogate R^2={fit.score:.3f}, "
-                 f"intercept={fit.intercept:+.3f}, local pred={fit.local_pred:.3f}; "
-                 f"{self.modality}, {self.num_samples} samples)"]
+        lines = [f"{self.classes[label]} (p={self.probabilities[label]:.3f}; surrogate of {self.target} "
+                 f"R^2={fit.score:.3f}, intercept={fit.intercept:+.3f}, local pred={fit.local_pred:.3f}; "
+                 f"{self.modality}, {self.num_samples} samples, {self.design}; top-{self.top_k} {self.topk})"]
         if self.flags:
             lines.append(f"  flags: {', '.join(self.flags)}")
         share = self.modality_share(label)
         lines.append(f"  share: audio {share[AUDIO]:.0%}, lyrics {share[LYRICS]:.0%}")
-        top = self.as_list(label)[:k]
-        scale = max((abs(w) for _, _, w in top), default=0) or 1.0
-        for mod, name, w in top:
+        top = self.as_list(label, with_se=True)[:k]
+        scale = max((abs(w) for _, _, w, _ in top), default=0) or 1.0
+        for mod, name, w, se in top:
             bar = ("+" if w > 0 else "-") * max(1, round(abs(w) / scale * width))
-            lines.append(f"  {mod:6s} {name:>16s} {w:+.4f} {bar}")
+            lines.append(f"  {mod:6s} {name:>16s} {w:+.4f} ±{se:.4f} {bar}")
         return "\n".join(lines)
 
     def __str__(self) -> str:

@@ -124,22 +124,21 @@ class ExplainStage:
         return torch.autocast("cuda", dtype=torch.bfloat16 if bf16 else torch.float16)
 
     def _explain(self, inp: TrackInput, af, lf, explainer, t1: float) -> dict:
-        stability = None
         if explainer.adaptive:
+            from musiclime.adaptive import sample_until_resolved
             from musiclime.stages import label_indices
             classes = list(self.model.classes)
-            res = explainer.sample_until_stable(
-                self.model, af, lf, lambda p0: label_indices(self.labels, classes, p0, inp.true_label),
+            res = sample_until_resolved(
+                explainer, self.model, af, lf, lambda p0: label_indices(self.labels, classes, p0, inp.true_label),
                 top_labels=None, modality=self.modality, progress=self._beat)
-            plan, probs = res.plan, res.probs
-            rows, stability = res.explanation.model_rows, res.explanation.stability
+            plan, probs, rows = res.plan, res.probs, res.explanation.model_rows
         else:
-            plan = explainer.plan(af, lf, self.modality)                  # masks: numpy, CPU, from the seed
+            plan = explainer.plan(af, lf, self.modality, model=self.model)  # masks: numpy, CPU, from the seed
             probs, rows = explainer.predict(self.model, af, lf, plan.masks, progress=self._beat)
         self.tracks_done += 1
         inp.stems = None  # the fit stage needs no audio: keep the object store light
         inp.mix = None
-        return {"input": inp, "plan": plan, "probs": probs, "model_rows": rows, "stability": stability,
+        return {"input": inp, "plan": plan, "probs": probs, "model_rows": rows,
                 "classes": list(self.model.classes),
                 "model_id": self.model_id, "duration_s": af.explained_length / af.sample_rate,
                 "timings": {"predict_s": time.perf_counter() - t1}}

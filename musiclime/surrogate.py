@@ -26,6 +26,32 @@ class FeatureSelection(Choice):
 
 
 
+class Target(Choice):
+    """What the surrogate fits: the explained class's probability (the reference's), or
+    its log-odds ``log(p / (1 - p))`` with ``p`` clipped to ``[1e-6, 1 - 1e-6]`` (SHAP's
+    logit link: a confident model's saturated probability barely moves when features are
+    removed, its log-odds does). ``auto`` is resolved by :data:`AUTO_TARGET`."""
+    AUTO = "auto"
+    PROBABILITY = "probability"
+    LOG_ODDS = "log_odds"
+
+
+AUTO_TARGET = Target.PROBABILITY
+LOGIT_CLIP = 1e-6
+
+
+def target_values(probs: np.ndarray, label: int, target: "str | Target" = Target.PROBABILITY) -> np.ndarray:
+    """``[N]`` values the surrogate of ``label`` fits."""
+    target = Target.parse(target)
+    if target is Target.AUTO:
+        target = AUTO_TARGET
+    p = np.asarray(probs, dtype=np.float64)[:, label]
+    if target is Target.LOG_ODDS:
+        p = np.clip(p, LOGIT_CLIP, 1 - LOGIT_CLIP)
+        return np.log(p) - np.log1p(-p)
+    return p
+
+
 @dataclass(frozen=True)
 class SurrogateFit:
     """One label's local surrogate.
@@ -36,11 +62,82 @@ class SurrogateFit:
             descending (ties keep selection order, as lime's ``sorted`` does).
         score: weighted R^2 of the surrogate on the samples.
         local_pred: the surrogate's prediction for row 0 (the unperturbed input).
+        se: standard error of each weight, in the order of ``weights``
+            (:func:`weight_standard_errors`; NaN where the samples cannot tell).
     """
     intercept: float
     weights: list[tuple[int, float]]
     score: float
     local_pred: float
+    se: tuple[float, ...] = ()
+
+    def topk_separation(self, k: int) -> float:
+        """How far the k-th largest |weight| stands above the (k+1)-th, in standard errors
+        of their difference (inf when there is no (k+1)-th feature, NaN when unknown)."""
+        if k >= len(self.weights):
+            return float("inf")
+        if len(self.se) != len(self.weights):
+            return float("nan")
+        gap = abs(self.weights[k - 1][1]) - abs(self.weights[k][1])
+        sd = float(np.hypot(self.se[k - 1], self.se[k]))
+        return float("inf") if sd == 0 and gap > 0 else (gap / sd if sd > 0 else float("nan"))
+
+
+def weight_standard_errors(data: np.ndarray, y: np.ndarray, sample_weight: np.ndarray, coef: np.ndarray,
+                           intercept: float, alpha: float,
+                           clusters: "list[tuple[np.ndarray, np.ndarray | None]] | None" = None) -> np.ndarray:
+    """Cluster-robust sandwich standard errors of a weighted Ridge fit's coefficients, ``[K]``.
+
+    ``V = A^-1 M A^-1`` with ``A = Xc' W Xc + alpha I`` (``Xc`` the weighted-centred
+    design) and ``M`` the outer products of the score ``sum_i w_i xc_i e_i`` summed within
+    each independent unit of the design (``clusters``: ``[(unit id per row [N], the
+    columns that side draws or None)]``; rows alone for i.i.d. masks, a mask and its
+    complement for folded designs), scaled by ``G / (G - K - 1)`` for ``G`` units
+    and ``K`` coefficients (so that an orthogonal design's residual variance is
+    unbiased). Crossed designs (audio x lyrics half-masks) pass two unit arrays and get the
+    two-way estimate ``M_audio + M_lyrics - M_cell`` (Cameron, Gelbach and Miller), where
+    each side's correction counts that side's own columns only. A side marked balanced
+    (a third element True: an orthogonal half-design) first removes from its units' scores
+    of the other side's coefficients the part linear in the unit's half-mask, which such a
+    design averages out exactly. NaN where a side has
+    fewer units than coefficients (the samples cannot estimate their own error).
+    """
+    x = np.asarray(data, dtype=np.float64)
+    n, k = x.shape
+    sw = np.asarray(sample_weight, dtype=np.float64)
+    xc = x - np.average(x, axis=0, weights=sw)
+    resid = y - (x @ coef + intercept)
+    a_inv = np.linalg.pinv(xc.T @ (sw[:, None] * xc) + alpha * np.eye(k))
+    scores = xc * (sw * resid)[:, None]
+    units = clusters or [(np.arange(n), None)]
+
+    def meat(ids: np.ndarray, cols: "np.ndarray | None", balanced: bool = False) -> np.ndarray:
+        _, first, ids = np.unique(ids, return_index=True, return_inverse=True)
+        g = int(ids.max()) + 1
+        summed = np.zeros((g, k))
+        np.add.at(summed, ids.ravel(), scores)
+        kk = k if cols is None else int(np.sum(cols))
+        if balanced and cols is not None and kk:
+            # the side's design averages any part of a unit's score that is linear in the
+            # unit's own half-mask exactly (balanced, orthogonal columns): only the rest varies
+            # (the other side's coefficients: a unit's own coefficients are odd in it)
+            own = np.asarray(cols, bool)
+            z = np.column_stack([np.ones(g), x[first][:, own]])
+            other = summed[:, ~own]
+            summed[:, ~own] = other - z @ np.linalg.lstsq(z, other, rcond=None)[0]
+        scale = g / (g - kk - 1) if g > kk + 1 else np.nan
+        return scale * (summed.T @ summed)
+
+    if len(units) == 1:
+        var = np.diag(a_inv @ meat(*units[0]) @ a_inv)
+    else:
+        (ca, cols_a, *bal_a), (cl, cols_l, *bal_l) = units
+        cells = np.asarray(ca, dtype=np.int64) * (int(np.max(cl)) + 1) + np.asarray(cl)
+        va = np.diag(a_inv @ meat(ca, cols_a, bool(bal_a and bal_a[0])) @ a_inv)
+        vl = np.diag(a_inv @ meat(cl, cols_l, bool(bal_l and bal_l[0])) @ a_inv)
+        vc = np.diag(a_inv @ meat(cells, None) @ a_inv)
+        var = np.maximum(va + vl - vc, np.maximum(va, vl))
+    return np.sqrt(np.clip(var, 0, None))
 
 
 def kernel(distances: np.ndarray, kernel_width: float) -> np.ndarray:
@@ -110,7 +207,9 @@ def select_features(data: np.ndarray, labels: np.ndarray, weights: np.ndarray,
 
 def fit_surrogate(masks, probs, label: int, kernel_width: float = 25, num_features: int | None = None,
                   feature_selection: "str | FeatureSelection" = "auto", distance: str = "cosine",
-                  alpha: float = 1.0, distances: np.ndarray | None = None) -> SurrogateFit:
+                  alpha: float = 1.0, distances: np.ndarray | None = None,
+                  target: "str | Target" = Target.PROBABILITY,
+                  clusters: "list[tuple[np.ndarray, np.ndarray | None]] | None" = None) -> SurrogateFit:
     """Fit the weighted Ridge surrogate of one label.
 
     Args:
@@ -124,6 +223,9 @@ def fit_surrogate(masks, probs, label: int, kernel_width: float = 25, num_featur
         distance: metric of ``sklearn.metrics.pairwise_distances`` to row 0.
         alpha: Ridge regularisation of the final fit.
         distances: precomputed ``[N]`` distances (skips recomputing them per label).
+        target: ``probability`` (lime's) or ``log_odds`` of the label (:class:`Target`).
+        clusters: the design's independent units for the standard errors
+            (:func:`weight_standard_errors`); None: every row is one.
 
     Columns that never vary get weight 0 (Ridge centres them away); they never crash a fit.
     """
@@ -142,7 +244,7 @@ def fit_surrogate(masks, probs, label: int, kernel_width: float = 25, num_featur
     if distances is None:
         distances = mask_distances(data, distance)
     sample_weight = kernel(np.asarray(distances, dtype=np.float64), kernel_width)
-    y = probs[:, label]
+    y = target_values(probs, label, target)
     with warnings.catch_warnings():
         # alpha=0 fits in forward selection on constant columns are singular by design
         warnings.simplefilter("ignore")
@@ -151,6 +253,8 @@ def fit_surrogate(masks, probs, label: int, kernel_width: float = 25, num_featur
         model.fit(data[:, used], y, sample_weight=sample_weight)
         score = model.score(data[:, used], y, sample_weight=sample_weight)
         local_pred = model.predict(data[0, used].reshape(1, -1))
-    weights = sorted(zip(used.tolist(), model.coef_.tolist()), key=lambda x: np.abs(x[1]), reverse=True)
-    return SurrogateFit(float(model.intercept_), [(int(i), float(w)) for i, w in weights],
-                        float(score), float(np.ravel(local_pred)[0]))
+        units = [(u[0], None if u[1] is None else np.asarray(u[1])[used], *u[2:]) for u in clusters or []]
+        se = weight_standard_errors(data[:, used], y, sample_weight, model.coef_, model.intercept_, alpha, units)
+    ranked = sorted(zip(used.tolist(), model.coef_.tolist(), se.tolist()), key=lambda x: np.abs(x[1]), reverse=True)
+    return SurrogateFit(float(model.intercept_), [(int(i), float(w)) for i, w, _ in ranked],
+                        float(score), float(np.ravel(local_pred)[0]), tuple(float(e) for _, _, e in ranked))

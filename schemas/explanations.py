@@ -16,7 +16,10 @@ LOCAL_FIELDS = [
     field("end_s", pa.float64(), "segment end in seconds (audio only)"),
     field("token", pa.string(), "the word as it appears in the lyrics (lyrics only)"),
     field("token_index", pa.int32(), "position of the word's first occurrence among the lyric's words (lyrics only)"),
-    field("weight", pa.float64(), "surrogate (Ridge) coefficient: change in the label's probability when the feature is kept", nullable=False),
+    field("weight", pa.float64(), "surrogate (Ridge) coefficient: change in the label's probability (or log-odds: "
+          "tracks.target) when the feature is kept", nullable=False),
+    field("weight_se", pa.float64(), "standard error of the weight: cluster-robust sandwich over the design's "
+          "independent draws (README 'Error bars'); null where the samples cannot tell"),
     field("rank", pa.int32(), "1 = largest |weight| within the track and label", nullable=False),
 ]
 

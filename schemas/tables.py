@@ -39,8 +39,12 @@ TRACKS = schema([
     field("label_fits", pa.list_(LABEL_FIT), "the same fit numbers for every explained label"),
     field("n_samples", pa.int32(), "perturbations drawn, the whole input included"),
     field("model_rows", pa.int32(), "rows the model evaluated (distinct perturbations or half-masks)"),
-    field("stability", pa.float64(), "--num-samples auto: the bootstrap top-k Jaccard sampling stopped at; "
-                                     "null for a fixed num_samples"),
+    field("design", pa.string(), "sampling design: iid | foldover | grid | orthogonal | orthogonal-grid"),
+    field("target", pa.string(), "what the surrogates fitted: probability | log_odds"),
+    field("topk_resolved", pa.bool_(), "every explained label's top-10 is separated from the 11th with 95% "
+                                       "confidence (weights and weight_se of the written surrogate)"),
+    field("topk_separation", pa.float64(), "smallest gap between a label's 10th and 11th |weight|, in standard "
+                                           "errors of the gap (null: cannot tell)"),
     field("n_features", pa.int32(), "audio + lyrics features of the track"),
     field("n_audio_features", pa.int32(), "stems x segments"),
     field("n_lyrics_features", pa.int32(), "distinct words"),

@@ -1,0 +1,309 @@
+"""Sampling designs: how the perturbation masks of one track are drawn.
+
+Each design is one object in :data:`DESIGNS` (adding a design touches this file only): it
+draws the masks for a requested size, says which rows are independent draws (the units the
+weights' standard errors and the bootstrap resample), and lists the rounds
+``num_samples="auto"`` grows through.
+
+Why orthogonal designs: with the reference kernel every sample weight lies in
+[0.9992, 1], so the surrogate is in effect an unweighted least-squares fit of main effects
+on on/off masks. Its target, the fit on infinitely many i.i.d. masks, is the model's
+first-order Walsh (main-effect) coefficients. A folded orthogonal array estimates them
+with no leakage from the other main effects (columns orthogonal) nor from any pairwise
+interaction (the foldover), where i.i.d. masks pay for both with variance.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from musiclime.masks import (Modality, perturbed_columns, sample_foldover_masks, sample_grid_masks,
+                             sample_masks, seed_bits, unique_rows)
+
+# grid sides of the random grid's rounds, and the joint rows drawn per half-mask pair
+GRID_SIDES = (32, 64, 128, 256, 512)
+IID_SCHEDULE = (250, 500, 1000, 2000, 4000, 8000)
+ORTHOGONAL_BLOCKS = (1, 2, 3, 4, 6, 8)
+MAX_GRID_CELLS = 65536  # joint rows of a crossed orthogonal design (the head runs on each)
+
+
+# ---------------------------------------------------------------------- Hadamard matrices
+
+def _is_prime(q: int) -> bool:
+    return q > 1 and all(q % d for d in range(2, int(q ** 0.5) + 1))
+
+
+@lru_cache(maxsize=None)
+def hadamard_order(at_least: int) -> int:
+    """The smallest Hadamard order >= ``at_least`` that :func:`hadamard` builds: 1, 2, and
+    (q + 1) * 2^k for primes q = 3 mod 4 (Paley I with Sylvester doubling)."""
+    n = max(1, int(at_least))
+    while True:
+        if n in (1, 2):
+            return n
+        m = n
+        while m % 2 == 0 and m > 4:
+            if _is_prime(m - 1) and (m - 1) % 4 == 3:
+                return n
+            m //= 2
+        if (_is_prime(m - 1) and (m - 1) % 4 == 3) or m in (1, 2, 4):
+            return n
+        n += 1
+
+
+@lru_cache(maxsize=None)
+def hadamard(order: int) -> np.ndarray:
+    """A normalized Hadamard matrix ``int8 [order, order]`` (``H @ H.T == order * I``, first
+    column all +1) of an order :func:`hadamard_order` returns."""
+    if order in (1, 2):
+        h = np.array([[1]], dtype=np.int64) if order == 1 else np.array([[1, 1], [1, -1]])
+    elif order % 2 == 0 and _is_prime(order - 1) and (order - 1) % 4 == 3:
+        q = order - 1
+        squares = {(x * x) % q for x in range(1, q)}
+        chi = np.array([0] + [1 if d in squares else -1 for d in range(1, q)])
+        jacobsthal = chi[(np.arange(q)[None, :] - np.arange(q)[:, None]) % q]
+        s = np.zeros((order, order), dtype=np.int64)
+        s[0, 1:], s[1:, 0], s[1:, 1:] = 1, -1, jacobsthal
+        h = s + np.eye(order, dtype=np.int64)
+    elif order % 2 == 0 and order >= 4:
+        half = hadamard(order // 2).astype(np.int64)
+        h = np.block([[half, half], [half, -half]])
+    else:
+        raise ValueError(f"no Hadamard construction here for order {order}")
+    h = h * h[:, :1]                                 # first column all +1
+    if not np.array_equal(h @ h.T, order * np.eye(order, dtype=np.int64)):
+        raise AssertionError(f"Hadamard construction of order {order} failed")
+    return h.astype(np.int8)
+
+
+def orthogonal_block(width: int, rng: np.random.Generator) -> np.ndarray:
+    """One randomized folded orthogonal array: ``uint8 [2 * order, width]``.
+
+    ``width`` columns drawn at random from a normalized Hadamard matrix of the smallest
+    order > ``width`` (its first, constant column dropped), each flipped at random, rows
+    shuffled, then every row followed by its complement. Every column is balanced, every
+    pair of columns orthogonal (+-1 coding), and a mask and its complement cancel every
+    even-order interaction (resolution IV).
+    """
+    if width == 0:
+        return np.ones((2, 0), dtype=np.uint8)
+    order = hadamard_order(width + 1)
+    h = hadamard(order)[:, 1:]
+    cols = rng.permutation(order - 1)[:width]
+    signs = rng.choice(np.array([-1, 1], dtype=np.int8), size=width)
+    block = (h[rng.permutation(order)][:, cols] * signs) > 0
+    out = np.empty((2 * order, width), dtype=np.uint8)
+    out[0::2], out[1::2] = block, ~block
+    return out
+
+
+def orthogonal_masks(blocks: int, width: int, seed: int, stream: int = 0) -> np.ndarray:
+    """``uint8 [2 + blocks * 2 * order, width]``: the all-ones row and its complement (row 0
+    keeps the whole input), then ``blocks`` independently randomized
+    :func:`orthogonal_block` s; block ``b`` depends only on (seed, stream, b), so a design of
+    more blocks extends one of fewer."""
+    rows = [np.ones((1, width), np.uint8), np.zeros((1, width), np.uint8)]
+    for b in range(int(blocks)):
+        rows.append(orthogonal_block(width, np.random.default_rng([seed_bits(seed), 11, stream, b])))
+    return np.concatenate(rows)
+
+
+def orthogonal_block_rows(width: int) -> int:
+    return 2 * hadamard_order(width + 1) if width else 2
+
+
+# ---------------------------------------------------------------------- designs
+
+@dataclass(frozen=True)
+class Layout:
+    """What a design needs to know of a track: feature counts and what is perturbed."""
+    n_audio: int
+    n_lyrics: int
+    modality: Modality
+
+    @property
+    def columns(self) -> slice:
+        return perturbed_columns(self.modality, self.n_audio, self.n_lyrics)
+
+    @property
+    def crossed(self) -> bool:
+        """Both modalities are perturbed: audio and lyrics half-masks can be crossed."""
+        return self.modality is Modality.BOTH and self.n_audio > 0 and self.n_lyrics > 0
+
+
+@dataclass(frozen=True)
+class Size:
+    """A design's size: joint rows, and for crossed designs the half-mask counts or blocks."""
+    num_samples: int
+    grid: tuple[int, int] | None = None
+    blocks: int | None = None
+
+
+class SamplingDesign:
+    """One way of drawing masks. Subclasses set ``name`` and implement the three methods."""
+    name = ""
+    crossed = False  # True: audio and lyrics half-masks are crossed (late fusion pays per half-mask)
+    folded = False   # True: rows come in (mask, complement) pairs
+
+    def size(self, num_samples: int, layout: Layout) -> Size:
+        """The size a fixed ``num_samples`` asks for."""
+        return Size(num_samples)
+
+    def sample(self, layout: Layout, size: Size, seed: int) -> np.ndarray:
+        """``uint8 [N, n_audio + n_lyrics]``; row 0 all ones; deterministic in the arguments."""
+        raise NotImplementedError
+
+    def rounds(self, layout: Layout, max_samples: int) -> list[Size]:
+        """Growing sizes for ``num_samples="auto"``; each round's masks extend the last's."""
+        out = []
+        for n in IID_SCHEDULE:
+            n = min(n, max_samples)
+            if not out or n > out[-1].num_samples:
+                out.append(Size(n))
+        return out
+
+    def clusters(self, masks: np.ndarray, layout: Layout, size: Size) -> list[np.ndarray]:
+        """Independent units of the rows: one int array per crossed factor (``[N]`` each;
+        rows of one unit share a value). Standard errors and bootstraps resample units."""
+        return [np.arange(len(masks)) // 2] if self.folded else [np.arange(len(masks))]
+
+
+class IID(SamplingDesign):
+    """The reference's joint i.i.d. Bernoulli(1/2) masks (:func:`~musiclime.masks.sample_masks`)."""
+    name = "iid"
+
+    def sample(self, layout, size, seed):
+        return sample_masks(size.num_samples, layout.n_audio, layout.n_lyrics, seed, layout.modality)
+
+
+class Foldover(SamplingDesign):
+    """i.i.d. masks each followed by its complement (:func:`~musiclime.masks.sample_foldover_masks`)."""
+    name = "foldover"
+    folded = True
+
+    def sample(self, layout, size, seed):
+        return sample_foldover_masks(size.num_samples, layout.n_audio, layout.n_lyrics, seed, layout.modality)
+
+
+class Grid(SamplingDesign):
+    """Random audio x lyrics half-mask grid (:func:`~musiclime.masks.sample_grid_masks`);
+    i.i.d. when one modality is perturbed."""
+    name = "grid"
+    crossed = True
+
+    def size(self, num_samples, layout):
+        return Size(num_samples, (max(2, num_samples // 4),) * 2)
+
+    def sample(self, layout, size, seed):
+        if not layout.crossed:
+            return IID().sample(layout, size, seed)
+        return sample_grid_masks(size.num_samples, layout.n_audio, layout.n_lyrics, size.grid, seed)
+
+    def rounds(self, layout, max_samples):
+        if not layout.crossed:
+            return IID().rounds(layout, max_samples)
+        # 16 joint rows per half-mask pair drawn: the head is cheap, the encoders are not
+        out = []
+        for g in GRID_SIDES:
+            n = min(g * g, 16 * g, max_samples)
+            if not out or n > out[-1].num_samples:
+                out.append(Size(n, (g, g)))
+        return out
+
+    def clusters(self, masks, layout, size):
+        if not layout.crossed:
+            return [np.arange(len(masks))]
+        _, ia = unique_rows(masks[:, :layout.n_audio])
+        _, il = unique_rows(masks[:, layout.n_audio:])
+        return [ia, il]
+
+
+class Orthogonal(SamplingDesign):
+    """Randomized folded orthogonal arrays over the perturbed features
+    (:func:`orthogonal_masks`): ``2 + blocks * 2 * order`` rows, order the smallest
+    Hadamard order above the feature count. A fixed ``num_samples`` is rounded down to
+    whole blocks (at least one)."""
+    name = "orthogonal"
+    folded = True
+
+    def _width(self, layout):
+        return layout.columns.stop - layout.columns.start
+
+    def size(self, num_samples, layout):
+        per = orthogonal_block_rows(self._width(layout))
+        blocks = max(1, (num_samples - 2) // per)
+        return Size(2 + blocks * per, blocks=blocks)
+
+    def sample(self, layout, size, seed):
+        part = orthogonal_masks(size.blocks, self._width(layout), seed)
+        masks = np.ones((len(part), layout.n_audio + layout.n_lyrics), dtype=np.uint8)
+        masks[:, layout.columns] = part
+        return masks
+
+    def rounds(self, layout, max_samples):
+        per = orthogonal_block_rows(self._width(layout))
+        out = [Size(2 + b * per, blocks=b) for b in ORTHOGONAL_BLOCKS if 2 + b * per <= max_samples]
+        return out or [Size(2 + per, blocks=1)]
+
+
+class OrthogonalGrid(SamplingDesign):
+    """Late fusion: every audio half-mask of a folded orthogonal design crossed with every
+    lyrics half-mask of another (the full product, ``(2 + b*2*o_a) x (2 + b*2*o_l)`` joint
+    rows). The encoders run once per half-mask; the full product keeps the audio columns
+    orthogonal to the lyrics columns, so each modality's weights are estimated as if the
+    other were averaged out. One modality perturbed: :class:`Orthogonal`."""
+    name = "orthogonal-grid"
+    crossed = True
+    folded = True
+
+    def _rows(self, layout, blocks):
+        return (2 + blocks * orthogonal_block_rows(layout.n_audio),
+                2 + blocks * orthogonal_block_rows(layout.n_lyrics))
+
+    def size(self, num_samples, layout):
+        if not layout.crossed:
+            return Orthogonal().size(num_samples, layout)
+        blocks = 1
+        while np.prod(self._rows(layout, blocks + 1)) <= num_samples:
+            blocks += 1
+        return Size(int(np.prod(self._rows(layout, blocks))), self._rows(layout, blocks), blocks)
+
+    def sample(self, layout, size, seed):
+        if not layout.crossed:
+            return Orthogonal().sample(layout, size, seed)
+        audio = orthogonal_masks(size.blocks, layout.n_audio, seed, stream=1)
+        lyrics = orthogonal_masks(size.blocks, layout.n_lyrics, seed, stream=2)
+        ia, il = np.divmod(np.arange(len(audio) * len(lyrics)), len(lyrics))
+        return np.concatenate([audio[ia], lyrics[il]], axis=1)
+
+    def rounds(self, layout, max_samples):
+        if not layout.crossed:
+            return Orthogonal().rounds(layout, max_samples)
+        out = []
+        for b in ORTHOGONAL_BLOCKS:
+            rows = self._rows(layout, b)
+            if int(np.prod(rows)) > min(max_samples, MAX_GRID_CELLS) and out:
+                break
+            out.append(Size(int(np.prod(rows)), rows, b))
+        return out
+
+    def clusters(self, masks, layout, size):
+        if not layout.crossed:
+            return [np.arange(len(masks)) // 2]
+        # rows are audio-major over the full product; a half-mask and its complement are
+        # one draw, so the units are the half-mask pairs of each side
+        ia, il = np.divmod(np.arange(len(masks)), size.grid[1])
+        return [ia // 2, il // 2]
+
+
+DESIGNS: dict[str, SamplingDesign] = {d.name: d for d in (IID(), Foldover(), Grid(), Orthogonal(), OrthogonalGrid())}
+"""Every design by name; the CLI's ``--design`` choices are these plus ``auto``."""
+
+
+def get(name: str) -> SamplingDesign:
+    try:
+        return DESIGNS[name]
+    except KeyError:
+        raise ValueError(f"design must be one of {('auto',) + tuple(DESIGNS)}, got {name!r}") from None
