@@ -32,25 +32,33 @@ def _partials(expl, tracks, topk: int) -> dict:
         tracks.filter(pl.col("true_label").is_not_null())
               .select("run_id", "track_id", pl.col("true_label").alias("label"), pl.lit("true").alias("label_source")),
     ])
+    if "weight_se" not in expl.columns:
+        expl = expl.with_columns(pl.lit(None, dtype=pl.Float64).alias("weight_se"))
     rows = expl.join(src, on=["run_id", "track_id", "label"], how="inner").with_columns(
-        pl.col("weight").abs().alias("abs_w"), (pl.col("rank") <= topk).alias("in_top"))
+        pl.col("weight").abs().alias("abs_w"), (pl.col("rank") <= topk).alias("in_top"),
+        # a variance, and how many rows had none: sums of both merge across batches
+        pl.col("weight_se").pow(2).fill_null(0.0).alias("var_w"), pl.col("weight_se").is_null().alias("no_se"))
     out = {"n_class": rows.group_by(KEYS).agg(pl.col("track_id").n_unique().alias("n"))}
     audio = rows.filter(pl.col("modality") == "audio")
     for level, by in AUDIO_LEVELS.items():
         # per track: the sum over the level's features, and whether any is in the top-k
         out[level] = (audio.group_by(KEYS + ["track_id"] + by)
                       .agg(pl.col("weight").sum().alias("w"), pl.col("abs_w").sum().alias("aw"),
-                           pl.col("in_top").any().alias("top"))
+                           pl.col("in_top").any().alias("top"), pl.col("var_w").sum().alias("v"),
+                           pl.col("no_se").sum().alias("m"))
                       .group_by(KEYS + by)
                       .agg(pl.col("aw").sum().alias("s_abs"), pl.col("w").sum().alias("s_w"),
-                           pl.col("top").sum().alias("s_top")))
+                           pl.col("top").sum().alias("s_top"), pl.col("v").sum().alias("s_var"),
+                           pl.col("m").sum().alias("s_missing")))
     out["word"] = (rows.filter(pl.col("modality") == "lyrics").with_columns(pl.col("token").str.to_lowercase())
                    .group_by(KEYS + ["track_id", "token"])
                    .agg(pl.col("weight").sum().alias("w"), pl.col("abs_w").sum().alias("aw"),
-                        pl.col("in_top").any().alias("top"))
+                        pl.col("in_top").any().alias("top"), pl.col("var_w").sum().alias("v"),
+                        pl.col("no_se").sum().alias("m"))
                    .group_by(KEYS + ["token"])
                    .agg(pl.col("aw").sum().alias("s_abs"), pl.col("w").sum().alias("s_w"),
-                        pl.col("top").sum().alias("s_top"), pl.len().alias("n_tracks")))
+                        pl.col("top").sum().alias("s_top"), pl.col("v").sum().alias("s_var"),
+                        pl.col("m").sum().alias("s_missing"), pl.len().alias("n_tracks")))
     out["share"] = (rows.group_by(KEYS + ["track_id"])
                     .agg((pl.col("abs_w") * (pl.col("modality") == "audio")).sum().alias("a"),
                          pl.col("abs_w").sum().alias("t"))
@@ -66,6 +74,13 @@ def _reduce(parts: list, by: list[str]):
         return df
     sums = [c for c in df.columns if c not in by]
     return df.group_by(by).agg([pl.col(c).sum() for c in sums])
+
+
+def _mean_se(n: str):
+    """sqrt(summed variances) / n, null when any contributing weight had no standard error."""
+    import polars as pl
+    return (pl.when(pl.col("s_missing") == 0).then(pl.col("s_var").sqrt() / pl.col(n))
+            .otherwise(None).alias("mean_weight_se"))
 
 
 def aggregate_batches(batches, topk: int = 5, min_word_tracks: int | None = None):
@@ -95,6 +110,7 @@ def aggregate_batches(batches, topk: int = 5, min_word_tracks: int | None = None
         parts.append(acc[level].join(n_class, on=KEYS).with_columns(
             (pl.col("s_abs") / pl.col("n_class_tracks")).alias("mean_abs_weight"),
             (pl.col("s_w") / pl.col("n_class_tracks")).alias("mean_weight"),
+            _mean_se("n_class_tracks"),
             (pl.col("s_top") / pl.col("n_class_tracks")).alias("topk_frequency"),
             pl.col("n_class_tracks").alias("n_tracks"), pl.lit(level).alias("level"), pl.lit("audio").alias("modality")))
     threshold = (pl.lit(min_word_tracks) if min_word_tracks is not None else
@@ -102,6 +118,7 @@ def aggregate_batches(batches, topk: int = 5, min_word_tracks: int | None = None
     parts.append(acc["word"].join(n_class, on=KEYS).filter(pl.col("n_tracks") >= threshold).with_columns(
         (pl.col("s_abs") / pl.col("n_tracks")).alias("mean_abs_weight"),
         (pl.col("s_w") / pl.col("n_tracks")).alias("mean_weight"),
+        _mean_se("n_tracks"),
         (pl.col("s_top") / pl.col("n_tracks")).alias("topk_frequency"),
         pl.lit("word").alias("level"), pl.lit("lyrics").alias("modality")))
     shares = acc["share"].with_columns(pl.col("t").cast(pl.Float64), (1 - pl.col("audio")).alias("lyrics"))
@@ -113,7 +130,8 @@ def aggregate_batches(batches, topk: int = 5, min_word_tracks: int | None = None
             .with_columns(pl.lit("modality").alias("level"), pl.lit(mod).alias("modality")))
     schema = {"run_id": pl.String, "label": pl.String, "label_source": pl.String, "level": pl.String,
               "modality": pl.String, "stem": pl.String, "segment": pl.Int32, "token": pl.String,
-              "mean_abs_weight": pl.Float64, "mean_weight": pl.Float64, "n_tracks": pl.Int64,
+              "mean_abs_weight": pl.Float64, "mean_weight": pl.Float64, "mean_weight_se": pl.Float64,
+              "n_tracks": pl.Int64,
               "topk_frequency": pl.Float64, "share_mean": pl.Float64, "share_q25": pl.Float64,
               "share_q50": pl.Float64, "share_q75": pl.Float64}
     aligned = [p.with_columns([pl.lit(None, dtype=t).alias(c) for c, t in schema.items() if c not in p.columns])

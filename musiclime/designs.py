@@ -300,6 +300,7 @@ class OrthogonalGrid(SamplingDesign):
 
 DESIGNS: dict[str, SamplingDesign] = {d.name: d for d in (IID(), Foldover(), Grid(), Orthogonal(), OrthogonalGrid())}
 """Every design by name; the CLI's ``--design`` choices are these plus ``auto``."""
+CHOICES = ("auto",) + tuple(DESIGNS)
 
 
 def get(name: str) -> SamplingDesign:

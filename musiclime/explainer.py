@@ -23,7 +23,7 @@ from musiclime.runner import OutputCache, Progress, auto_batch_size  # noqa: F40
 from musiclime.runner import ModelRunner
 from musiclime.surrogate import FeatureSelection, Target, fit_surrogate, mask_distances
 
-DESIGN_CHOICES = ("auto",) + tuple(designs.DESIGNS)
+DESIGN_CHOICES = designs.CHOICES
 # num_samples="auto" with design="auto": the design measured best per model type
 # (bench/bench_sampling.py); a fixed num_samples keeps foldover.
 AUTO_DESIGN = {"late_fusion": "orthogonal-grid", "joint": "orthogonal", "fixed": "foldover"}

@@ -15,17 +15,6 @@ class Modality(Choice):
 
 
 
-class Design(Choice):
-    """Mask designs: ``iid`` (the reference's joint i.i.d. masks), ``foldover`` (each mask
-    followed by its complement), ``grid`` (audio x lyrics half-masks, late fusion), ``auto``
-    (grid for an adaptive sample count on a late-fusion model, else foldover)."""
-    AUTO = "auto"
-    IID = "iid"
-    FOLDOVER = "foldover"
-    GRID = "grid"
-
-
-
 def seed_bits(seed: int) -> int:
     """A seed as the non-negative int numpy's generators take. Seeds are 64 bits; tables
     store them as int64 (warehouses have no unsigned types), so half of the stored values

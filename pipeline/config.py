@@ -38,7 +38,7 @@ class OutputFormat(Choice):
 
 
 # The settings that change a run's numbers (see ExplainConfig.settings).
-RESULT_SETTINGS = ("seed", "num_samples", "design", "segments", "modality", "labels", "label_column", "separator",
+RESULT_SETTINGS = ("seed", "num_samples", "design", "target", "segments", "modality", "labels", "label_column", "separator",
                    "max_seconds", "max_words", "feature_selection", "num_features", "kernel_width", "demucs_model")
 
 
@@ -54,8 +54,9 @@ class ExplainConfig:
     model: str
     out: str
     separator: str = "hpss"
-    num_samples: int | str = 1000        # or "auto": sample until stable (MusicLIME)
-    design: str = "auto"                 # auto | iid | grid (auto: grid for num_samples=auto on late fusion)
+    num_samples: int | str = 1000        # or "auto": sample until the top-k is resolved (MusicLIME)
+    design: str = "auto"                 # "auto" or a name of musiclime.designs.DESIGNS
+    target: str = "auto"                 # auto | probability | log_odds (musiclime.surrogate.Target)
     segments: int = 10
     labels: str = "top1"                 # top1 | true | all
     label_column: str | None = None
@@ -93,14 +94,17 @@ class ExplainConfig:
     def __post_init__(self):
         """Every option is checked here, once: a bad value from the CLI or from Python is a
         ValueError (exit 2) before any catalogue is read or Ray is started."""
-        from musiclime.masks import Design, Modality
-        from musiclime.surrogate import FeatureSelection
+        from musiclime.designs import CHOICES as DESIGN_CHOICES
+        from musiclime.masks import Modality
+        from musiclime.surrogate import FeatureSelection, Target
         Separator.parse(self.separator)
         OutputFormat.parse(self.format)
         Precision.parse(self.precision)
         Labels.parse(self.labels)
         Modality.parse(self.modality)
-        Design.parse(self.design)
+        if self.design not in DESIGN_CHOICES:
+            raise ValueError(f"design must be one of {', '.join(DESIGN_CHOICES)}, got {self.design!r}")
+        Target.parse(self.target)
         FeatureSelection.parse(self.feature_selection)
         if self.num_samples != "auto" and not (isinstance(self.num_samples, int) and self.num_samples >= 2):
             raise ValueError(f"num_samples must be an int >= 2 or 'auto', got {self.num_samples!r}")
@@ -132,7 +136,7 @@ class ExplainConfig:
         from musiclime.explainer import ExplainerSpec
         return ExplainerSpec(num_samples=self.num_samples, kernel_width=self.kernel_width,
                              feature_selection=self.feature_selection, num_features=self.num_features,
-                             design=self.design, batch_size=self.batch_size)
+                             design=self.design, batch_size=self.batch_size, target=self.target)
 
     def settings(self, model_id: str | None = None) -> dict:
         """What decides the numbers a run writes (resolved values; the model by its hash).

@@ -44,7 +44,7 @@ def aggregate(out: str, runs: list[str] | None = None, topk: int = 5, min_word_t
     by_run = sel.partition_by("run_id", as_dict=True)
 
     def batches():
-        expl_cols = ["track_id", "label", "modality", "stem", "segment", "token", "weight", "rank"]
+        expl_cols = ["track_id", "label", "modality", "stem", "segment", "token", "weight", "weight_se", "rank"]
         found = output.files(out, "explanations", sorted(label), fmt)
         for i in range(0, len(found), FILES_PER_READ):
             group = found[i:i + FILES_PER_READ]

@@ -16,6 +16,10 @@ GLOBAL_IMPORTANCE = schema([
     field("mean_abs_weight", pa.float64(), "global average importance: mean over the class's tracks of the track's "
                                            "|weight| (summed over the level's features); words: over tracks containing the word"),
     field("mean_weight", pa.float64(), "the same with signed weights"),
+    field("mean_weight_se", pa.float64(), "standard error of mean_weight from the local fits' weight_se (their "
+          "sampling error only, tracks independent, a level's features summed as independent): "
+          "sqrt(sum weight_se^2) / n_tracks; null where an explanation has no weight_se (older releases) "
+          "and for level modality"),
     field("n_tracks", pa.int64(), "tracks averaged over"),
     field("topk_frequency", pa.float64(), "share of those tracks where a feature of the row is among the track's top-k"),
     field("share_mean", pa.float64(), "level modality: mean share of sum |weight| on this modality"),

@@ -32,11 +32,15 @@ def test_bad_values_from_python_fail_when_the_config_is_built(option, value, say
 
 
 def test_good_values_and_the_designs_registry():
-    from musiclime.explainer import DESIGNS
-    from musiclime.masks import Design
-    assert DESIGNS == tuple(d.value for d in Design)
-    for d in DESIGNS:
+    from musiclime.designs import CHOICES, DESIGNS
+    from musiclime.explainer import DESIGN_CHOICES
+    assert DESIGN_CHOICES == CHOICES == ("auto",) + tuple(DESIGNS)
+    for d in CHOICES:
         ExplainConfig(**BASE, design=d, num_samples="auto")
+    for t in ("auto", "probability", "log_odds"):
+        ExplainConfig(**BASE, target=t)
+    with pytest.raises(ValueError, match="log_odds"):
+        ExplainConfig(**BASE, target="logit")
     from pipeline.config import PoolSize
     from pipeline.resources import pool_target
     pools = {v: ExplainConfig(**BASE, predictors=v).pool for v in (3, "3", "2:5", "auto")}

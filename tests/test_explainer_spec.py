@@ -3,6 +3,7 @@ surrogate the fit stage writes (feature selection, num_features, kernel width in
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from musiclime.gpu_stage import ExplainStage
 from pipeline.catalogue import read_catalogue
@@ -24,9 +25,12 @@ def test_predict_and_fit_build_the_same_explainer(plugin_path, demo_library):
     again = cfg.explainer_spec().build(inp.seed)
     from musiclime.factorization import AudioFactorization, LyricsFactorization
     stems = decode(read_catalogue(demo_library / "catalogue.parquet", limit=1)[0], cfg, 16000).stems
-    res = again.sample_until_stable(actor.model, AudioFactorization(stems, 16000, cfg.segments),
-                                    LyricsFactorization(inp.lyrics), lambda p0: [int(np.argmax(p0))], top_labels=None)
-    assert pred["stability"] == res.explanation.stability
+    from musiclime.adaptive import sample_until_resolved
+    res = sample_until_resolved(again, actor.model, AudioFactorization(stems, 16000, cfg.segments),
+                                LyricsFactorization(inp.lyrics), lambda p0: [int(np.argmax(p0))], top_labels=None)
+    assert pred["model_rows"] == res.explanation.model_rows
     written = fit(pred, cfg, "inv")
+    assert written.track["topk_resolved"] == res.explanation.topk_resolved
+    assert written.track["topk_separation"] == pytest.approx(res.explanation.separation)
     weights = written.explanations.column("weight").to_numpy()
     assert np.count_nonzero(weights) <= 6  # the written surrogate keeps num_features

@@ -31,11 +31,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(track_id + checksum column, or size/mtime of its files, + inline lyrics) has no "
                         "explanation under the same model and config; earlier errors only with --retry-errors")
     p.add_argument("--separator", default="hpss", choices=["demucs", "provided", "hpss", "none"])
+    from musiclime.designs import CHOICES as DESIGN_CHOICES
     p.add_argument("--num-samples", type=num_samples, default=1000,
-                   help="perturbations per track, or 'auto': sample in rounds until the explanation is stable")
-    p.add_argument("--design", default="auto", choices=["auto", "iid", "foldover", "grid"],
-                   help="mask design: iid (the reference's), grid (late-fusion models: few encoder "
-                        "passes), or auto: grid with --num-samples auto on a late-fusion model, else iid")
+                   help="perturbations per track, or 'auto': sample in rounds until every explained label's "
+                        "top-10 is separated from the rest with 95%% confidence (or tied), at most the design's cap")
+    p.add_argument("--design", default="auto", choices=DESIGN_CHOICES,
+                   help="mask design: iid (the reference's exactly), foldover, grid, orthogonal (folded "
+                        "orthogonal arrays), orthogonal-grid (late fusion: audio x lyrics orthogonal "
+                        "half-masks); auto: with --num-samples auto orthogonal-grid on a late-fusion model, "
+                        "orthogonal otherwise; with a fixed count foldover")
+    p.add_argument("--target", default="auto", choices=["auto", "probability", "log_odds"],
+                   help="what the surrogate fits: the class probability (the reference's) or its log-odds "
+                        "(for confident models); auto: probability (README 'Targets')")
     p.add_argument("--segments", type=int, default=10, help="temporal segments per track")
     p.add_argument("--labels", default="top1", choices=["top1", "true", "all"], help="which classes to explain")
     p.add_argument("--label-column", default=None, help="catalogue column with the true label")
@@ -120,7 +127,7 @@ def _config(args: argparse.Namespace, batch):
     from pipeline.config import ExplainConfig
     return ExplainConfig(
         catalogue=args.catalogue, model=args.model, out=args.out, separator=args.separator,
-        num_samples=args.num_samples, design=args.design, segments=args.segments, labels=args.labels,
+        num_samples=args.num_samples, design=args.design, target=args.target, segments=args.segments, labels=args.labels,
         label_column=args.label_column,
         modality=args.modality, seed=args.seed, run_id=args.run_id, address=args.address,
         predictors=int(args.predictors) if args.predictors.strip().isdigit() else args.predictors, gpus_per_predictor=args.gpus_per_predictor,
