@@ -42,11 +42,13 @@ SETTINGS = {
         "iid 1000 (paper)": dict(num_samples=1000, design="iid"),
         "orthogonal-grid, 1 block": dict(blocks=1, design="orthogonal-grid"),
         "orthogonal-grid, 2 blocks": dict(blocks=2, design="orthogonal-grid"),
+        "grid 128x128 (before)": dict(num_samples=2048, design="grid", grid_size=(128, 128)),
     },
     "predict_proba": {
         "iid 1000 (paper)": dict(num_samples=1000, design="iid"),
         "orthogonal, 1 block": dict(blocks=1, design="orthogonal"),
         "orthogonal, 2 blocks": dict(blocks=2, design="orthogonal"),
+        "iid 250 (before)": dict(num_samples=250, design="iid"),
     },
 }
 # settings measured on every track with all seeds (stability over --tracks); the others on

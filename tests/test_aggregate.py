@@ -152,24 +152,25 @@ def test_delta_aggregate_replaces_the_rows_of_its_runs(explained, tmp_path):
     table = pl.from_arrow(dt.to_pyarrow_table())
     assert table.height == g.height
     assert set(table["run_id"]) == {"both", "audio"}
-    key = [c for c in table.columns if c not in ("mean_abs_weight", "mean_weight", "n_tracks", "topk_frequency")]
+    key = [c for c in table.columns if c not in ("mean_abs_weight", "mean_weight", "mean_weight_se", "n_tracks", "topk_frequency")]
     assert table.select(key).is_duplicated().sum() == 0
     assert pl.read_delta(str(out / "global_importance_delta")).height == g.height
 
 
 def test_a_standing_output_reads_across_releases_that_add_columns(explained, tmp_path):
-    """A later release adds columns (weight_se on explanations, a new tracks column), an
-    earlier one lacked one this release has (stability): aggregate, report, Polars (through
-    pipeline.output) and DuckDB (union_by_name) read the mixed output."""
+    """A later release adds columns (on explanations and tracks), an earlier one lacked some
+    this release has (weight_se, topk_resolved): aggregate, report, Polars (through
+    pipeline.output) and DuckDB (union_by_name) read the mixed output; the older run's
+    global mean_weight_se is null (its weights had none), this release's is not."""
     from pipeline.output import frame
     out = tmp_path / "copy"
     shutil.copytree(explained, out)
     for run, table, change in (("later", "explanations", lambda t: t.append_column(
-                                    "weight_se", pa.array([0.01] * t.num_rows, pa.float64()))),
+                                    "weight_p", pa.array([0.01] * t.num_rows, pa.float64()))),
                                ("later", "tracks", lambda t: t.append_column(
                                     "new_metric", pa.array([1.5] * t.num_rows, pa.float64()))),
-                               ("older", "explanations", lambda t: t),
-                               ("older", "tracks", lambda t: t.drop_columns(["stability"]))):
+                               ("older", "explanations", lambda t: t.drop_columns(["weight_se"])),
+                               ("older", "tracks", lambda t: t.drop_columns(["topk_resolved"]))):
         src = sorted((out / table / "run_id=both").rglob("*.parquet"))[0]
         dst = out / table / f"run_id={run}" / src.name
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -177,10 +178,14 @@ def test_a_standing_output_reads_across_releases_that_add_columns(explained, tmp
     tracks = frame(out, "tracks")
     n = {r: tracks.filter(pl.col("run_id") == r).height for r in ("both", "later", "older")}
     assert n["later"] == n["older"] > 0 and "new_metric" not in tracks.columns
-    assert tracks.filter(pl.col("run_id") == "older")["stability"].null_count() == n["older"]
+    assert tracks.filter(pl.col("run_id") == "older")["topk_resolved"].null_count() == n["older"]
     assert frame(out, "explanations").filter(pl.col("run_id") == "later").height > 0
     g = aggregate(out, runs=["both", "audio", "later", "older"])
     assert {"both", "audio", "later", "older"} <= set(g["run_id"])
+    feats = g.filter(pl.col("level") != "modality")
+    assert feats.filter(pl.col("run_id") == "older")["mean_weight_se"].null_count() == \
+        feats.filter(pl.col("run_id") == "older").height
+    assert (feats.filter(pl.col("run_id") == "both")["mean_weight_se"] > 0).all()
     write_global_importance(out, g)
     assert build_report(out, run_id="later").is_file()
     con = duckdb.connect()

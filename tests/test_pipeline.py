@@ -225,10 +225,12 @@ def test_auto_num_samples_with_the_grid_design(ray_session, demo_library, light_
                         labels="true", label_column="genre"), show_progress=False)
     assert s.exit_code == 0 and s.explained == 3
     tracks = pl.read_parquet(f"{out}/tracks/**/*.parquet", hive_partitioning=True)
-    # every track stopped somewhere on the schedule, with its stability recorded, and the
-    # grid spent far fewer encoder passes than it drew joint samples
-    assert tracks["stability"].is_not_null().all() and tracks["stability"].is_between(0, 1).all()
+    # every track stopped somewhere on the schedule, with whether its top-10 is resolved
+    # recorded, and the grid spent far fewer encoder passes than it drew joint samples
+    assert tracks["topk_resolved"].is_not_null().all() and set(tracks["design"]) == {"grid"}
+    assert set(tracks["target"]) == {"probability"}
     assert (tracks["model_rows"] * 4 <= tracks["n_samples"]).all()
     expl = pl.read_parquet(f"{out}/explanations/**/*.parquet", hive_partitioning=True)
     assert expl.height == (tracks["n_audio_features"] + tracks["n_lyrics_features"]).sum()
     assert set(expl["label"]) <= set(tracks["true_label"])
+    assert (expl["weight_se"] > 0).all()
