@@ -112,7 +112,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
     ap.add_argument("--device", default=None, help="cuda or cpu (default: cuda when there is one)")
     ap.add_argument("--out", default=None, help="folder for gpu_stage.json (default: bench/results)")
+    ap.add_argument("--designs", action="store_true",
+                    help="instead: the sampling designs on provided stems (the paper's iid 1000, one block of "
+                         "orthogonal-grid, --num-samples auto) and each encoder's cost per row -> gpu_designs.json")
     args = ap.parse_args(argv)
+    if args.designs:
+        return compare_designs(args)
     import torch
 
     from bench.common import write_result
@@ -183,6 +188,64 @@ def main(argv=None) -> dict:
               "fbank_max_abs_diff": fbank_err, "limit_rows_per_s": limit[best], "best_batch": best, "limit_per_batch": limit, "runs": runs}
     print(json.dumps(result, indent=2))
     print("wrote", write_result("gpu_stage" if args.size == "base" else "gpu_stage_smoke", result, args.out))
+    return result
+
+
+def compare_designs(args) -> dict:
+    """Seconds per track of the product's GPU stage under each sampling design, and what one
+    audio-encoder row and one text-encoder row cost at batch 256 (to turn the encoder rows
+    bench/bench_sampling.py counts on the demo models into time on paper-size models)."""
+    import torch
+
+    from bench.common import synthetic_track, write_result
+    from musiclime.explainer import ExplainerSpec
+    from musiclime.gpu_stage import ExplainStage
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cuda = device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    work = Path(tempfile.mkdtemp(prefix="musiclime-gpu-"))
+    ckpt, _ = build_models(work, args.size)
+    specs = {"iid 1000 (paper)": ExplainerSpec(num_samples=1000, design="iid"),
+             "orthogonal-grid, 1 block": ExplainerSpec(num_samples=2, design="orthogonal-grid"),
+             "auto (orthogonal-grid)": ExplainerSpec(num_samples="auto")}
+    runs = {}
+    for name, spec in specs.items():
+        stage = ExplainStage(str(ckpt), spec, "both", 10, device=device, precision=args.precision)
+        stage(tracks(1, args.seconds, False, offset=10_000)[0])
+        batch = tracks(args.tracks, args.seconds, False)
+        sync()
+        t0 = time.perf_counter()
+        results = [stage(inp) for inp in batch]
+        sync()
+        wall = time.perf_counter() - t0
+        bad = [r for r in results if not isinstance(r, dict)]
+        if bad:
+            raise SystemExit(f"{name}: {bad[0]}")
+        runs[name] = {"tracks": len(results), "s_per_track": wall / len(results),
+                      "tracks_per_gpu_hour": 3600 * len(results) / wall,
+                      "model_rows_per_track": sum(r["model_rows"] for r in results) / len(results),
+                      "num_samples_per_track": sum(len(r["plan"].masks) for r in results) / len(results)}
+        print(name, json.dumps(runs[name]), flush=True)
+        model = stage.model
+    stems, lyric = synthetic_track(16000, args.seconds, seed=99)
+    bs = 256 if cuda else 4
+    audio = torch.tensor(stems.sum(0), device=device)[None].expand(bs, -1).contiguous()
+    cost = {}
+    for part, call in (("audio", lambda: model.embed_audio(audio)), ("text", lambda: model.embed_lyrics([lyric] * bs))):
+        with torch.inference_mode(), stage.autocast():
+            call()
+            sync()
+            t0, rows = time.perf_counter(), 0
+            while time.perf_counter() - t0 < (2.0 if cuda else 0.3):
+                call()
+                rows += bs
+            sync()
+        cost[part] = (time.perf_counter() - t0) / rows
+    result = {"device": torch.cuda.get_device_name(0) if cuda else "cpu", "size": args.size,
+              "precision": args.precision, "seconds_per_track": args.seconds, "runs": runs,
+              "s_per_encoder_row": cost, "batch": bs}
+    print(json.dumps(result, indent=2))
+    print("wrote", write_result("gpu_designs" if args.size == "base" else "gpu_designs_smoke", result, args.out))
     return result
 
 

@@ -10,4 +10,5 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH=.:.gpu_pkgs PYTHONUNBUFFERED=1
 OUT=${OUT:-bench/results}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-python3 bench/bench_gpu_stage.py --size base --tracks "${TRACKS:-20}" --out "$OUT"
+# DESIGNS=1: the sampling designs and per-encoder costs instead (gpu_designs.json)
+python3 bench/bench_gpu_stage.py --size base --tracks "${TRACKS:-20}" --out "$OUT" ${DESIGNS:+--designs}
