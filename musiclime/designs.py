@@ -25,7 +25,7 @@ from musiclime.masks import (Modality, perturbed_columns, sample_foldover_masks,
 # grid sides of the random grid's rounds, and the joint rows drawn per half-mask pair
 GRID_SIDES = (32, 64, 128, 256, 512)
 IID_SCHEDULE = (250, 500, 1000, 2000, 4000, 8000)
-ORTHOGONAL_BLOCKS = (1, 2, 3, 4, 6, 8)
+ORTHOGONAL_BLOCKS = (1, 2, 3, 4)  # auto's rounds: at most 4 blocks, near the paper's budget
 MAX_GRID_CELLS = 65536  # joint rows of a crossed orthogonal design (the head runs on each)
 
 
