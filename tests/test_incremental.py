@@ -128,7 +128,7 @@ def test_content_keys_follow_what_decides_unchanged(tmp_path):
 
 def test_a_standing_delta_output_takes_columns_added_and_missing(tmp_path):
     """Releases change the tables under a standing Delta output: an older one wrote tracks
-    without content_key, a newer one explanations with weight_se (the efficiency work). This
+    without content_key, a newer one explanations with weight_p (a column this release does not know). This
     release still commits (the schema merges: new columns added, absent ones null), and
     aggregate and the readers take every run."""
     import deltalake
@@ -154,7 +154,7 @@ def test_a_standing_delta_output_takes_columns_added_and_missing(tmp_path):
     write_deltalake(f"{out}/explanations", old_e, partition_by=["run_id"])
     later_t, later_e = rows("later", ["c"])
     write_deltalake(f"{out}/tracks", later_t, mode="append", partition_by=["run_id"], schema_mode="merge")
-    write_deltalake(f"{out}/explanations", later_e.append_column("weight_se", pa.array([0.01] * later_e.num_rows)),
+    write_deltalake(f"{out}/explanations", later_e.append_column("weight_p", pa.array([0.01] * later_e.num_rows)),
                     mode="append", partition_by=["run_id"], schema_mode="merge")
     w = DeltaRunWriter(out, "now", "inv")
     w.recover()
@@ -163,11 +163,11 @@ def test_a_standing_delta_output_takes_columns_added_and_missing(tmp_path):
         w.add_track(dict(track, content_key=f"{i:032x}"), expl)
     assert w.commit()
     expl = pl.read_delta(f"{out}/explanations")
-    assert expl.filter(pl.col("run_id") == "now")["weight_se"].null_count() == 2 * 3
+    assert expl.filter(pl.col("run_id") == "now")["weight_p"].null_count() == 2 * 3
     assert "content_key" in deltalake.DeltaTable(f"{out}/tracks").schema().to_arrow().names
     tracks = output.frame(out, "tracks", None, None, "delta")
     assert sorted(tracks["track_id"]) == ["a", "b", "c", "d", "e"]
     assert tracks.filter(pl.col("run_id") == "old")["content_key"].null_count() == 2
-    assert "weight_se" not in output.frame(out, "explanations", None, None, "delta").columns  # this release's schema
+    assert "weight_p" not in output.frame(out, "explanations", None, None, "delta").columns  # this release's schema
     g = aggregate(out, runs=["old", "later", "now"])
     assert set(g["run_id"]) == {"old", "later", "now"}

@@ -32,7 +32,8 @@ def test_planted_evidence_in_top5_of_default_genre_model(demo_library, genre_mod
 
 
 def test_precision_ranks_supporting_evidence_first():
-    from musiclime.explanation import Explanation, FeatureSpace
+    from musiclime.explanation import Explanation
+    from musiclime.layout import FeatureSpace
     from musiclime.factorization import AudioFactorization, LyricsFactorization
     from musiclime.quality import Planted
     from musiclime.surrogate import SurrogateFit
