@@ -11,8 +11,8 @@ from musiclime.adaptive import RESOLVED, TIED, UNRESOLVED, topk_state
 from musiclime.masks import Modality
 from musiclime.surrogate import SurrogateFit, fit_surrogate, target_values
 
-SR, SEG = 8000, 8000
-FREQS = (200, 500, 900, 1400)   # one pure tone per stem: a segment's stems are read back exactly
+SR, SEG = 8000, 1000
+FREQS = (200, 504, 904, 1400)   # one pure tone per stem: a segment's stems are read back exactly
 WORDS = [f"w{i}" for i in range(20)]
 LYRICS = " ".join(WORDS)
 
