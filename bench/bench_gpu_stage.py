@@ -103,6 +103,23 @@ def tracks(n: int, seconds: float, separated: bool, offset: int = 0):
     return out
 
 
+def timed_stage(name: str, stage, warm_up, batch, sync, after_warm_up=None) -> tuple[list, float]:
+    """``stage`` over ``batch`` after one warm-up track (kernels, allocator): its results
+    and the wall seconds; a track that did not explain stops the benchmark."""
+    stage(warm_up)
+    if after_warm_up:
+        after_warm_up()
+    sync()
+    t0 = time.perf_counter()
+    results = [stage(inp) for inp in batch]
+    sync()
+    wall = time.perf_counter() - t0
+    bad = [r for r in results if not isinstance(r, dict)]
+    if bad:
+        raise SystemExit(f"{name}: {bad[0]}")
+    return results, wall
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--size", choices=["base", "tiny"], default="base")
@@ -139,18 +156,9 @@ def main(argv=None) -> dict:
             if separated else None
         stage = ExplainStage(str(ckpt), spec, "both", 10, device=device, separator=separator,
                              precision=args.precision)
-        stage(tracks(1, args.seconds, separated, offset=10_000)[0])   # warm-up: kernels, allocator
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        batch = tracks(args.tracks, args.seconds, separated)
-        sync()
-        t0 = time.perf_counter()
-        results = [stage(inp) for inp in batch]
-        sync()
-        wall = time.perf_counter() - t0
-        bad = [r for r in results if not isinstance(r, dict)]
-        if bad:
-            raise SystemExit(f"{name}: {bad[0]}")
+        results, wall = timed_stage(name, stage, tracks(1, args.seconds, separated, offset=10_000)[0],
+                                    tracks(args.tracks, args.seconds, separated), sync,
+                                    torch.cuda.reset_peak_memory_stats if cuda else None)
         predict_s = sum(r["timings"]["predict_s"] for r in results)
         separate_s = sum(r["input"].timings.get("separate_s", 0.0) for r in results)
         runs[name] = {"tracks": len(results), "seconds": wall, "tracks_per_gpu_hour": 3600 * len(results) / wall,
@@ -211,16 +219,8 @@ def compare_designs(args) -> dict:
     runs = {}
     for name, spec in specs.items():
         stage = ExplainStage(str(ckpt), spec, "both", 10, device=device, precision=args.precision)
-        stage(tracks(1, args.seconds, False, offset=10_000)[0])
-        batch = tracks(args.tracks, args.seconds, False)
-        sync()
-        t0 = time.perf_counter()
-        results = [stage(inp) for inp in batch]
-        sync()
-        wall = time.perf_counter() - t0
-        bad = [r for r in results if not isinstance(r, dict)]
-        if bad:
-            raise SystemExit(f"{name}: {bad[0]}")
+        results, wall = timed_stage(name, stage, tracks(1, args.seconds, False, offset=10_000)[0],
+                                    tracks(args.tracks, args.seconds, False), sync)
         runs[name] = {"tracks": len(results), "s_per_track": wall / len(results),
                       "tracks_per_gpu_hour": 3600 * len(results) / wall,
                       "model_rows_per_track": sum(r["model_rows"] for r in results) / len(results),

@@ -138,7 +138,7 @@ class ModelRunner:
         cache = OutputCache() if cache is None else cache
         before = cache.rows_computed
         with torch.inference_mode():
-            if is_late_fusion(model):
+            if self.late_fusion:
                 probs = self._predict_late_fusion(model, af, lf, masks, batcher, n_classes, progress, cache)
             else:
                 uniq, inverse = unique_rows(masks)
