@@ -11,7 +11,7 @@ STAMP := $(VENV)/.musiclime-installed
 # Created if missing, reinstalled when the lock or pyproject.toml changes.
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --require-hashes --no-deps -r requirements.lock
+	$(PY) -m pip install -q --no-cache-dir --require-hashes --no-deps -r requirements.lock
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	$(PY) -m musiclime.install_check
 	@touch $@
