@@ -21,7 +21,7 @@ from musiclime.masks import Modality, seed_bits
 from musiclime.protocol import is_late_fusion
 from musiclime.runner import OutputCache, Progress, auto_batch_size  # noqa: F401  (re-exported)
 from musiclime.runner import ModelRunner
-from musiclime.surrogate import FeatureSelection, Target, fit_surrogate, mask_distances
+from musiclime.surrogate import FeatureSelection, fit_surrogate, mask_distances, resolve_target
 
 DESIGN_CHOICES = designs.CHOICES
 # num_samples="auto" with design="auto": the design measured best per model type
@@ -81,8 +81,8 @@ class MusicLIME:
         num_features: features kept per label; None keeps all of the explained modality.
         seed: mask seed, used when ``explain`` gets none.
         alpha: Ridge regularisation of the surrogate.
-        target: ``probability`` (the reference's), ``log_odds`` or ``auto``
-            (:data:`musiclime.surrogate.AUTO_TARGET`).
+        target: ``probability`` (the reference's), ``log_odds`` or ``auto``: log-odds,
+            except probability under ``design="iid"`` (:func:`musiclime.surrogate.resolve_target`).
         top_k, confidence, tie_tolerance: the stopping rule of ``num_samples="auto"``.
         max_samples: cap of ``num_samples="auto"`` in joint rows (default: the design's).
     """
@@ -112,9 +112,7 @@ class MusicLIME:
         self.num_features = num_features
         self.seed = seed_bits(seed)
         self.alpha = float(alpha)
-        target = Target.parse(target)
-        from musiclime.surrogate import AUTO_TARGET
-        self.target = AUTO_TARGET if target is Target.AUTO else target
+        self.target = resolve_target(target, design)
 
     # ------------------------------------------------------------------ the steps
 

@@ -144,6 +144,9 @@ class ExplainConfig:
         limits, the output) may change between invocations."""
         doc = {k: getattr(self, k) for k in RESULT_SETTINGS}
         doc["num_samples"] = str(doc["num_samples"])
+        from musiclime.surrogate import resolve_target
+        # auto's meaning may change between releases; a resume compares what was fitted
+        doc["target"] = resolve_target(self.target, self.design).value
         if model_id is not None:
             doc["model_id"] = model_id
         return doc

@@ -33,7 +33,7 @@ TRACKS = schema([
     field("explained_labels", pa.list_(pa.string()), "classes explained, primary first", nullable=False),
     field("score", pa.float64(), "weighted R^2 of the primary label's surrogate"),
     field("intercept", pa.float64(), "surrogate intercept (primary label)"),
-    field("local_pred", pa.float64(), "surrogate prediction for the whole input (primary label); compare with its probability"),
+    field("local_pred", pa.float64(), "surrogate prediction for the whole input (primary label), in the units of target: compare with its probability, or its log-odds"),
     field("audio_share", pa.float64(), "share of sum |weight| on audio features (primary label)"),
     field("lyrics_share", pa.float64(), "share of sum |weight| on lyrics features (primary label)"),
     field("label_fits", pa.list_(LABEL_FIT), "the same fit numbers for every explained label"),

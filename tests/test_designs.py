@@ -147,23 +147,27 @@ def test_unknown_design_is_refused():
 
 # ---------------------------------------------------------------- weight_se calibration
 
-CALIBRATION = [("iid", dict(num_samples=400), False, True), ("foldover", dict(num_samples=400), False, True),
-               ("orthogonal", dict(num_samples=258), True, False), ("orthogonal-grid", dict(num_samples=2), False, False)]
+CALIBRATION = [("iid", dict(num_samples=400), False, "probability"), ("iid", dict(num_samples=400), False, "log_odds"),
+               ("foldover", dict(num_samples=400), False, "probability"),
+               ("foldover", dict(num_samples=400), False, "log_odds"),
+               ("orthogonal", dict(num_samples=258), True, "auto"), ("orthogonal-grid", dict(num_samples=2), False, "auto")]
 
 
-@pytest.mark.parametrize("design,kwargs,joint,exact", CALIBRATION, ids=[c[0] for c in CALIBRATION])
-def test_weight_se_is_calibrated_over_50_seeds(design, kwargs, joint, exact):
+@pytest.mark.parametrize("design,kwargs,joint,target", CALIBRATION, ids=[f"{c[0]}-{c[3]}" for c in CALIBRATION])
+def test_weight_se_is_calibrated_over_50_seeds(design, kwargs, joint, target):
     """Over 50 seeds, each top-10 weight's standard deviation is within 25% of the mean
-    standard error the fits reported (i.i.d. and foldover: the estimator's own assumptions).
-    Orthogonal designs average more than the unit-level estimator can see (pairwise products
-    of a half-design's columns sum to zero exactly), so their errors are conservative for
-    the largest weights: never more than 25% too small, and no weight's error overstated
-    more than 2.5x (README 'Error bars')."""
+    standard error the fits reported (i.i.d. and foldover, either target: the estimator's
+    own assumptions). Orthogonal designs average out more than the unit-level estimator can
+    see (a feature's three-way interactions with pairs of the same half-design cancel
+    exactly: pairwise products of its columns sum to zero), so their errors are
+    conservative for the weights with such interactions: never more than 25% too small,
+    and no weight's error overstated more than 5x (measured: up to 4x for the crossed
+    design on log-odds; README 'Error bars')."""
     af, lf = factorizations()
     model = SyntheticModel(seed=1, joint=joint)
     weights, ses = [], []
     for seed in range(50):
-        exp = MusicLIME(design=design, seed=seed, **kwargs).explain(model, af, lf, labels=[1])
+        exp = MusicLIME(design=design, seed=seed, target=target, **kwargs).explain(model, af, lf, labels=[1])
         got = {n: (w, s) for _, n, w, s in exp.as_list(1, with_se=True)}
         names = sorted(got)
         weights.append([got[n][0] for n in names])
@@ -171,10 +175,10 @@ def test_weight_se_is_calibrated_over_50_seeds(design, kwargs, joint, exact):
     weights, ses = np.array(weights), np.array(ses)
     top = np.argsort(-np.abs(weights.mean(axis=0)))[:10]
     ratio = weights[:, top].std(axis=0, ddof=1) / ses[:, top].mean(axis=0)
-    if exact:
+    if design in ("iid", "foldover"):
         assert ((ratio > 0.75) & (ratio < 1.25)).all(), ratio
     else:
-        assert (ratio < 1.25).all() and (ratio > 0.4).all(), ratio
+        assert (ratio < 1.25).all() and (ratio > 0.2).all(), ratio
 
 
 def test_weight_se_in_tables_and_views():
@@ -259,6 +263,26 @@ def test_log_odds_target():
     af, lf = factorizations()
     exp = MusicLIME(num_samples=200, target="log_odds").explain(SyntheticModel(), af, lf, labels=[1])
     assert exp.target == "log_odds" and "log_odds" in exp.to_text(1)
+
+
+def test_auto_target_is_log_odds_except_under_the_reference_design():
+    from musiclime.surrogate import Target, resolve_target
+    assert resolve_target("auto", "iid") is Target.PROBABILITY
+    assert {resolve_target("auto", d) for d in ("auto", "foldover", "orthogonal", "grid")} == {Target.LOG_ODDS}
+    assert resolve_target("probability", "orthogonal") is Target.PROBABILITY
+    assert resolve_target("log_odds", "iid") is Target.LOG_ODDS
+    assert MusicLIME().target is Target.LOG_ODDS and MusicLIME(design="iid").target is Target.PROBABILITY
+    af, lf = factorizations()
+    exp = MusicLIME(num_samples=200).explain(SyntheticModel(), af, lf, labels=[1])
+    assert exp.target == "log_odds"
+    # a resume compares the fitted target, not the word auto: an older run's auto (probability)
+    # is not mistaken for this one's
+    from pipeline.config import ExplainConfig
+    base = dict(catalogue="c.parquet", model="m", out="o")
+    assert ExplainConfig(**base).settings()["target"] == "log_odds"
+    assert ExplainConfig(**base, design="iid").settings()["target"] == "probability"
+    assert (ExplainConfig(**base).config_hash("m") == ExplainConfig(**base, target="log_odds").config_hash("m")
+            != ExplainConfig(**base, target="probability").config_hash("m"))
 
 
 def test_iid_design_stays_the_reference():

@@ -228,7 +228,7 @@ def test_auto_num_samples_with_the_grid_design(ray_session, demo_library, light_
     # every track stopped somewhere on the schedule, with whether its top-10 is resolved
     # recorded, and the grid spent far fewer encoder passes than it drew joint samples
     assert tracks["topk_resolved"].is_not_null().all() and set(tracks["design"]) == {"grid"}
-    assert set(tracks["target"]) == {"probability"}
+    assert set(tracks["target"]) == {"log_odds"}        # auto's target outside the iid design
     assert (tracks["model_rows"] * 4 <= tracks["n_samples"]).all()
     expl = pl.read_parquet(f"{out}/explanations/**/*.parquet", hive_partitioning=True)
     assert expl.height == (tracks["n_audio_features"] + tracks["n_lyrics_features"]).sum()
