@@ -119,6 +119,9 @@ def gpu(r) -> str:
 
 def sampling(r) -> str:
     out = []
+    if r.get("target", "probability") != "probability":
+        out += [f"Target: {r['target']} for every row and for the reference; the `iid 1000` row is the "
+                f"paper's sampling with that target.", ""]
     f = lambda v, d=2: "–" if v is None else f"{v:.{d}f}"  # noqa: E731
     for task, t in r["tasks"].items():
         for view, v in t.items():
@@ -232,7 +235,8 @@ def incremental(r) -> str:
 
 SECTIONS = {"core": ("core", core), "incremental": ("incremental", incremental), "gpu_stage": ("gpu_stage", gpu_stage), "chaos": ("chaos", chaos), "separation": ("separation", separation), "scale": ("scale", scale),
             "aggregate_memory": ("aggregate_memory", aggregate_memory), "gpu": ("gpu", gpu),
-            "sampling": ("sampling", sampling), "quality": ("quality", quality), "target": ("target", target),
+            "sampling": ("sampling", sampling), "sampling_log_odds": ("sampling_log_odds", sampling),
+            "quality": ("quality", quality), "target": ("target", target),
             "catalogue_memory": ("catalogue_memory", catalogue_memory)}
 
 

@@ -42,7 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "orthogonal otherwise; with a fixed count foldover")
     p.add_argument("--target", default="auto", choices=["auto", "probability", "log_odds"],
                    help="what the surrogate fits: the class probability (the reference's) or its log-odds "
-                        "(for confident models); auto: probability (README 'Targets')")
+                        "(for confident models); auto: log_odds, but probability under --design iid (the paper's "
+                        "setting; README 'Targets')")
     p.add_argument("--segments", type=int, default=10, help="temporal segments per track")
     p.add_argument("--labels", default="top1", choices=["top1", "true", "all"], help="which classes to explain")
     p.add_argument("--label-column", default=None, help="catalogue column with the true label")
