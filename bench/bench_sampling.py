@@ -164,12 +164,16 @@ def main(argv=None) -> dict:
     ap.add_argument("--ref-samples", type=int, default=16000)
     ap.add_argument("--views", nargs="+", default=list(SETTINGS))
     ap.add_argument("--target", choices=("probability", "log_odds"), default="probability")
+    ap.add_argument("--no-before", action="store_true",
+                    help="skip the settings marked (before), which an earlier run already compared")
     args = ap.parse_args(argv)
+    settings = {view: {n: k for n, k in named.items() if not (args.no_before and n.endswith("(before)"))}
+                for view, named in SETTINGS.items()}
     lib, models = demo_assets(args)
     rows = held_out(lib, args.tracks)
     result = {"tracks": len(rows), "ref_tracks": args.ref_tracks, "seeds": args.seeds,
               "baseline_seeds": args.baseline_seeds, "ref_samples": args.ref_samples, "top_k": TOP,
-              "target": args.target, "tasks": {}}
+              "target": args.target, "no_before": args.no_before, "tasks": {}}
     for task, ckpt in models:
         refs = references(lib, task, ckpt, rows[:args.ref_tracks], args.ref_samples, target=args.target)
         model = load_checkpoint(ckpt)
@@ -181,7 +185,7 @@ def main(argv=None) -> dict:
                 label = model.classes.index(r[task])
                 ref = refs.get(r["track_id"]) if i < args.ref_tracks else None
                 entry = {"track_id": r["track_id"], "settings": {}}
-                for name, kwargs in SETTINGS[view].items():
+                for name, kwargs in settings[view].items():
                     if name == BASELINE and view == "predict_proba":
                         continue  # the same masks and probabilities as in the late-fusion view
                     if name not in FULL and ref is None:
@@ -193,7 +197,7 @@ def main(argv=None) -> dict:
                 print(task, view, r["track_id"], {n: (round(statistics.mean(x["model_rows"] for x in v)),
                                                       round(statistics.mean(x.get("jaccard_to_ref", -1) for x in v), 2))
                                                   for n, v in entry["settings"].items()}, flush=True)
-            summary = {name: summarize(per_track, name) for name in SETTINGS[view]}
+            summary = {name: summarize(per_track, name) for name in settings[view]}
             if view == "predict_proba":  # the paper's masks are the same; count its rows as full passes
                 base = dict(task_out["late_fusion"]["summary"][BASELINE]) if "late_fusion" in task_out else None
                 if base:
@@ -220,7 +224,7 @@ def merge_tasks(name: str, result: dict) -> Path:
     import json
     from bench.common import RESULTS
     path = RESULTS / f"{name}.json"
-    same = ("tracks", "ref_tracks", "seeds", "baseline_seeds", "ref_samples", "target")
+    same = ("tracks", "ref_tracks", "seeds", "baseline_seeds", "ref_samples", "target", "no_before")
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         old = json.loads(path.read_text()) if path.exists() else None
