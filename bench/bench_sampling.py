@@ -213,26 +213,19 @@ def main(argv=None) -> dict:
             task_out[view] = {"summary": summary, "per_track": per_track}
         result["tasks"][task] = task_out
     name = "sampling" if args.target == "probability" else f"sampling_{args.target}"
-    print("wrote", merge_tasks(name, result))
+    print("wrote", write_result(name, result, merge=merge_tasks))
     return result
 
 
-def merge_tasks(name: str, result: dict) -> Path:
-    """Write ``result``, keeping the other tasks of an earlier result with the same
-    settings (one process per task can run side by side; ``--model TASK``)."""
-    import fcntl
-    import json
-    from bench.common import RESULTS
-    path = RESULTS / f"{name}.json"
+def merge_tasks(old: dict | None, result: dict) -> dict:
+    """``result`` with the other tasks of an earlier result of the same settings (one
+    process per task can run side by side; ``--model TASK``)."""
     same = ("tracks", "ref_tracks", "seeds", "baseline_seeds", "ref_samples", "target", "no_before")
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        old = json.loads(path.read_text()) if path.exists() else None
-        if old and all(old.get(k) == result.get(k) for k in same):
-            tasks = {**old["tasks"], **result["tasks"]}
-            order = ("genre", "emotion")  # the demo's, as the README tables list them
-            result["tasks"] = dict(sorted(tasks.items(), key=lambda kv: (order + (kv[0],)).index(kv[0])))
-        return write_result(name, result)
+    if old and all(old.get(k) == result.get(k) for k in same):
+        tasks = {**old["tasks"], **result["tasks"]}
+        order = ("genre", "emotion")  # the demo's, as the README tables list them
+        result["tasks"] = dict(sorted(tasks.items(), key=lambda kv: (order + (kv[0],)).index(kv[0])))
+    return result
 
 
 if __name__ == "__main__":

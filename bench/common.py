@@ -77,13 +77,26 @@ def machine() -> dict:
     return info
 
 
-def write_result(name: str, result: dict, out_dir: str | Path | None = None) -> Path:
-    out = Path(out_dir or os.environ.get("OUT") or RESULTS)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{name}.json"
-    result = {"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine(), **result}
-    path.write_text(json.dumps(result, indent=2, default=float))
+def update_json(path: Path, change, indent: int = 2) -> Path:
+    """Replace the JSON file ``path`` with ``change(its content or None)``, under a lock and
+    by rename, so that benchmark processes running side by side merge rather than clobber."""
+    import fcntl
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        doc = change(json.loads(path.read_text()) if path.exists() else None)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc, indent=indent, default=float))
+        os.replace(tmp, path)
     return path
+
+
+def write_result(name: str, result: dict, out_dir: str | Path | None = None, merge=None) -> Path:
+    """``<out>/<name>.json``; ``merge(earlier result or None, result)`` decides what of an
+    earlier result is kept (default: nothing)."""
+    path = Path(out_dir or os.environ.get("OUT") or RESULTS) / f"{name}.json"
+    result = {"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine(), **result}
+    return update_json(path, lambda old: merge(old, result) if merge else result)
 
 
 def add_demo_arguments(ap, tasks=("genre", "emotion")) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import RESULTS, add_demo_arguments, demo_assets, machine  # noqa: E402
+from bench.common import RESULTS, add_demo_arguments, demo_assets, machine, update_json  # noqa: E402
 
 CACHE = RESULTS / "sampling_references.json"
 REF_SEED = 10_000
@@ -46,19 +46,15 @@ def load(path: Path = CACHE) -> dict:
 
 
 def save(path: Path, entries: dict[str, dict[str, dict]]) -> None:
-    """Merge ``{store key: {track_id: reference}}`` into the cache file under a lock, so
-    that one process per task can compute references side by side."""
-    import fcntl
-    import os
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        cache = load(path)
+    """Merge ``{store key: {track_id: reference}}`` into the cache file (one process per
+    task can compute references side by side)."""
+    def merge(cache):
+        cache = cache or {"references": {}}
         for key, tracks in entries.items():
             cache["references"].setdefault(key, {}).update(tracks)
         cache["machine"] = machine()
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(cache, indent=1))
-        os.replace(tmp, path)
+        return cache
+    update_json(path, merge, indent=1)
 
 
 def references(lib: Path, task: str, ckpt: str, rows: list[dict], samples: int = 16000,
