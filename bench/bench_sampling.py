@@ -47,19 +47,22 @@ SETTINGS = {
         "iid 1000 (paper)": dict(num_samples=1000, design="iid"),
         "orthogonal-grid, 1 block": dict(blocks=1, design="orthogonal-grid"),
         "orthogonal-grid, 2 blocks": dict(blocks=2, design="orthogonal-grid"),
+        "orthogonal-grid, at 10x": dict(work=10, design="orthogonal-grid"),
         "grid 128x128 (before)": dict(num_samples=2048, design="grid", grid_size=(128, 128)),
     },
     "predict_proba": {
         "iid 1000 (paper)": dict(num_samples=1000, design="iid"),
         "orthogonal, 1 block": dict(blocks=1, design="orthogonal"),
         "orthogonal, 2 blocks": dict(blocks=2, design="orthogonal"),
+        "orthogonal, at 4x": dict(work=4, design="orthogonal"),
         "iid 250 (before)": dict(num_samples=250, design="iid"),
     },
 }
 # settings measured on every track with all seeds (stability over --tracks); the others on
 # the reference tracks with --baseline-seeds seeds
-FULL = {"orthogonal-grid, 1 block"}
+FULL = {"orthogonal-grid, 1 block", "orthogonal-grid, at 10x", "orthogonal, at 4x"}
 BASELINE = "iid 1000 (paper)"
+BASELINE_SAMPLES = 1000
 
 
 class Counting:
@@ -99,6 +102,22 @@ class Counting:
                 "model_rows": self.audio_rows + self.text_rows}
 
 
+def blocks_within(design: str, layout, ratio: float, view: str):
+    """The size of the most blocks (whole, then pairs of the next) whose work is at most the
+    paper's / ``ratio``: encoder rows (audio + text) for late fusion, model rows otherwise."""
+    from musiclime import designs
+    d = designs.get(design)
+    if view == "late_fusion" and d.crossed:
+        cost, budget = (lambda b: sum(d.side_rows(layout, b))), 2 * BASELINE_SAMPLES / ratio
+    else:
+        cost, budget = (lambda b: d.at(layout, b).num_samples), BASELINE_SAMPLES / ratio
+    per = designs.hadamard_order(layout.n_audio + layout.n_lyrics + 1)  # finer than either side's
+    k = per
+    while cost((k + 1) / per) <= budget:
+        k += 1
+    return d.at(layout, k / per)
+
+
 def top_set(weights: dict[str, float] | list, k: int = TOP) -> set[str]:
     items = weights.items() if isinstance(weights, dict) else weights
     return {f for f, _ in sorted(items, key=lambda t: -abs(t[1]))[:k]}
@@ -113,11 +132,13 @@ def run_one(model, view: str, kwargs: dict, af, lf, label: int, seed: int, ref: 
     from musiclime import MusicLIME, designs
     from musiclime.masks import Modality
     counting = Counting(model, joint=view == "predict_proba")
+    layout = designs.Layout(af.n_features, lf.n_features, Modality.BOTH)
     if "blocks" in kwargs:  # the design's size at that many blocks, as joint rows
         kwargs = dict(kwargs)
-        blocks = kwargs.pop("blocks")
-        layout = designs.Layout(af.n_features, lf.n_features, Modality.BOTH)
-        kwargs["num_samples"] = designs.get(kwargs["design"]).rounds(layout, 10 ** 9)[blocks - 1].num_samples
+        kwargs["num_samples"] = designs.get(kwargs["design"]).at(layout, kwargs.pop("blocks")).num_samples
+    if "work" in kwargs:  # the most (fractional) blocks within the baseline's work / ``work``
+        kwargs = dict(kwargs)
+        kwargs["num_samples"] = blocks_within(kwargs["design"], layout, kwargs.pop("work"), view).num_samples
     t0 = time.perf_counter()
     exp = MusicLIME(seed=seed, target=target, **kwargs).explain(counting, af, lf, labels=[label])
     seconds = time.perf_counter() - t0
@@ -166,8 +187,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--target", choices=("probability", "log_odds"), default="probability")
     ap.add_argument("--no-before", action="store_true",
                     help="skip the settings marked (before), which an earlier run already compared")
+    ap.add_argument("--only", nargs="+", default=None, metavar="SETTING",
+                    help="run only these settings, merged into the earlier result of the same options")
     args = ap.parse_args(argv)
-    settings = {view: {n: k for n, k in named.items() if not (args.no_before and n.endswith("(before)"))}
+    settings = {view: {n: k for n, k in named.items() if not (args.no_before and n.endswith("(before)"))
+                       and (args.only is None or n in args.only)}
                 for view, named in SETTINGS.items()}
     lib, models = demo_assets(args)
     rows = held_out(lib, args.tracks)
@@ -199,32 +223,50 @@ def main(argv=None) -> dict:
                                                   for n, v in entry["settings"].items()}, flush=True)
             summary = {name: summarize(per_track, name) for name in settings[view]}
             if view == "predict_proba":  # the paper's masks are the same; count its rows as full passes
-                base = dict(task_out["late_fusion"]["summary"][BASELINE]) if "late_fusion" in task_out else None
+                base = dict(task_out["late_fusion"]["summary"][BASELINE]) \
+                    if BASELINE in task_out.get("late_fusion", {}).get("summary", {}) else None
                 if base:
                     base["model_rows"] = base["num_samples"]
                     base["audio_rows"] = base["text_rows"] = base["num_samples"]
                     summary[BASELINE] = base
-            base = summary.get(BASELINE)
-            for name, s in summary.items():
-                if base and s.get("model_rows"):
-                    s["work_ratio"] = base["model_rows"] / s["model_rows"]
-                print(task, view, name, {k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items()},
-                      flush=True)
             task_out[view] = {"summary": summary, "per_track": per_track}
         result["tasks"][task] = task_out
     name = "sampling" if args.target == "probability" else f"sampling_{args.target}"
-    print("wrote", write_result(name, result, merge=merge_tasks))
+    path = write_result(name, result, merge=merge_results)
+    for task, t in __import__("json").loads(path.read_text())["tasks"].items():
+        for view, v in t.items():
+            for setting, x in v["summary"].items():
+                print(task, view, setting, {k: (round(y, 3) if isinstance(y, float) else y) for k, y in x.items()})
+    print("wrote", path)
     return result
 
 
-def merge_tasks(old: dict | None, result: dict) -> dict:
-    """``result`` with the other tasks of an earlier result of the same settings (one
-    process per task can run side by side; ``--model TASK``)."""
-    same = ("tracks", "ref_tracks", "seeds", "baseline_seeds", "ref_samples", "target", "no_before")
+def merge_results(old: dict | None, result: dict) -> dict:
+    """``result`` merged into an earlier result of the same options: the tasks, views and
+    settings it did not run are kept (one process per task can run side by side; ``--only``
+    adds settings), then every setting's work ratio is taken against the baseline."""
+    same = ("tracks", "ref_tracks", "seeds", "baseline_seeds", "ref_samples", "target")
     if old and all(old.get(k) == result.get(k) for k in same):
-        tasks = {**old["tasks"], **result["tasks"]}
+        tasks = old["tasks"]
+        for task, t in result["tasks"].items():
+            for view, v in t.items():
+                into = tasks.setdefault(task, {}).setdefault(view, {"summary": {}, "per_track": []})
+                into["summary"].update(v["summary"])
+                by_id = {e["track_id"]: e for e in into["per_track"]}
+                for e in v["per_track"]:
+                    by_id.setdefault(e["track_id"], {"track_id": e["track_id"], "settings": {}})["settings"].update(e["settings"])
+                into["per_track"] = list(by_id.values())
         order = ("genre", "emotion")  # the demo's, as the README tables list them
         result["tasks"] = dict(sorted(tasks.items(), key=lambda kv: (order + (kv[0],)).index(kv[0])))
+        result["no_before"] = old.get("no_before", False) and result["no_before"]
+    for t in result["tasks"].values():
+        for view, v in t.items():
+            # the README lists the settings in the order they are declared
+            v["summary"] = {n: v["summary"][n] for n in SETTINGS[view] if n in v["summary"]}
+            base = v["summary"].get(BASELINE)
+            for s in v["summary"].values():
+                if base and s.get("model_rows"):
+                    s["work_ratio"] = base["model_rows"] / s["model_rows"]
     return result
 
 

@@ -168,6 +168,28 @@ def target(r) -> str:
     return "\n".join(out)
 
 
+def precision(r) -> str:
+    f = lambda v, d=2: "–" if v is None else f"{v:,.{d}f}"  # noqa: E731
+    rows, notes = [], []
+    for task, t in r["tasks"].items():
+        for d in t["designs"].values():
+            view = "late fusion" if d["view"] == "late_fusion" else "predict_proba"
+            rows.append([task, f"{d['name']} ({view})", f(d["work_ratio"], 1) + "x", f(d["jaccard_to_ref"]),
+                         f(d["real_iid_equivalent_n"], 0), f(d["work_ratio_at_paper_jaccard"], 1) + "x",
+                         f(d["work_ratio_at_stability_goal"], 1) + "x"])
+        need = t["n_for_goal"]
+        notes.append(f"{task}: the stability goal needs the precision of {f(t['real_n_star'], 0)} i.i.d. samples "
+                     f"(median >= {r['goal']['stability_median']} at {f(need['stability_median'] / t['anchor'], 0)}, "
+                     f"10th percentile >= {r['goal']['stability_p10']} at {f(need['stability_p10'] / t['anchor'], 0)}); "
+                     f"the model counts the paper's 1,000 samples as {f(t['anchor'] * r['base_n'], 0)}.")
+    out = table(["task", "setting", "less work (measured)", "top-10 Jaccard to 16k (measured)",
+                 "worth i.i.d. samples", "less work at the paper's Jaccard", "less work at the stability goal"], rows)
+    out += [""] + [f"- {n}" for n in notes] + ["", f"{r['tracks']} tracks with a {r['ref_n']:,}-sample reference a task, "
+                                                   f"{r['reps']} simulated sets of {r['seeds']} seeds per track and N, target "
+                                                   f"{r['target']} (`python bench/bench_precision.py`, measured {r['when']})."]
+    return "\n".join(out)
+
+
 def quality(r) -> str:
     rows = []
     for task, t in r["tasks"].items():
@@ -236,7 +258,7 @@ def incremental(r) -> str:
 SECTIONS = {"core": ("core", core), "incremental": ("incremental", incremental), "gpu_stage": ("gpu_stage", gpu_stage), "chaos": ("chaos", chaos), "separation": ("separation", separation), "scale": ("scale", scale),
             "aggregate_memory": ("aggregate_memory", aggregate_memory), "gpu": ("gpu", gpu),
             "sampling": ("sampling", sampling), "sampling_log_odds": ("sampling_log_odds", sampling),
-            "quality": ("quality", quality), "target": ("target", target),
+            "quality": ("quality", quality), "precision": ("precision", precision), "target": ("target", target),
             "catalogue_memory": ("catalogue_memory", catalogue_memory)}
 
 

@@ -99,15 +99,35 @@ def orthogonal_block(width: int, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def orthogonal_masks(blocks: int, width: int, seed: int, stream: int = 0) -> np.ndarray:
-    """``uint8 [2 + blocks * 2 * order, width]``: the all-ones row and its complement (row 0
-    keeps the whole input), then ``blocks`` independently randomized
-    :func:`orthogonal_block` s; block ``b`` depends only on (seed, stream, b), so a design of
-    more blocks extends one of fewer."""
+def orthogonal_masks(blocks: float, width: int, seed: int, stream: int = 0) -> np.ndarray:
+    """``uint8 [orthogonal_rows(blocks, width), width]``: the all-ones row and its
+    complement (row 0 keeps the whole input), then ``int(blocks)`` independently randomized
+    :func:`orthogonal_block` s, then, for a fractional ``blocks``, the first
+    :func:`split_blocks` pairs of the next one (its rows are shuffled: a random subset,
+    balanced pair by pair, orthogonal only on average). Block ``b`` depends only on
+    (seed, stream, b), so a design of more blocks extends one of fewer."""
+    whole, pairs = split_blocks(blocks, width)
     rows = [np.ones((1, width), np.uint8), np.zeros((1, width), np.uint8)]
-    for b in range(int(blocks)):
-        rows.append(orthogonal_block(width, np.random.default_rng([seed_bits(seed), 11, stream, b])))
+    for b in range(whole + (pairs > 0)):
+        block = orthogonal_block(width, np.random.default_rng([seed_bits(seed), 11, stream, b]))
+        rows.append(block if b < whole else block[:2 * pairs])
     return np.concatenate(rows)
+
+
+def split_blocks(blocks: float, width: int) -> tuple[int, int]:
+    """(whole blocks, mask pairs of the next block) of a possibly fractional ``blocks``: the
+    fraction of the next block's ``order`` pairs, rounded down."""
+    # fractions are k / order of some order below 10^4: an integer k * order / order' is at
+    # least 1e-4 from the next, so 1e-6 absorbs float error only
+    whole = int(np.floor(blocks + 1e-6))
+    order = hadamard_order(width + 1) if width else 1
+    return whole, min(order - 1, max(0, int(np.floor((blocks - whole) * order + 1e-6))))
+
+
+def orthogonal_rows(blocks: float, width: int) -> int:
+    """Rows of :func:`orthogonal_masks`."""
+    whole, pairs = split_blocks(blocks, width)
+    return 2 + whole * orthogonal_block_rows(width) + 2 * pairs
 
 
 def orthogonal_block_rows(width: int) -> int:
@@ -135,10 +155,11 @@ class Layout:
 
 @dataclass(frozen=True)
 class Size:
-    """A design's size: joint rows, and for crossed designs the half-mask counts or blocks."""
+    """A design's size: joint rows, the half-mask counts of crossed designs, and the
+    (possibly fractional: :func:`split_blocks`) blocks of orthogonal designs."""
     num_samples: int
     grid: tuple[int, int] | None = None
-    blocks: int | None = None
+    blocks: float | None = None
 
 
 class SamplingDesign:
@@ -223,8 +244,8 @@ class Grid(SamplingDesign):
 class Orthogonal(SamplingDesign):
     """Randomized folded orthogonal arrays over the perturbed features
     (:func:`orthogonal_masks`): ``2 + blocks * 2 * order`` rows, order the smallest
-    Hadamard order above the feature count. A fixed ``num_samples`` is rounded down to
-    whole blocks (at least one)."""
+    Hadamard order above the feature count. A fixed ``num_samples`` fills whole blocks
+    (at least one), then as many mask pairs of the next block as fit."""
     name = "orthogonal"
     folded = True
 
@@ -232,9 +253,14 @@ class Orthogonal(SamplingDesign):
         return layout.columns.stop - layout.columns.start
 
     def size(self, num_samples, layout):
-        per = orthogonal_block_rows(self._width(layout))
-        blocks = max(1, (num_samples - 2) // per)
-        return Size(2 + blocks * per, blocks=blocks)
+        width = self._width(layout)
+        order = hadamard_order(width + 1) if width else 1
+        pairs = max(order, (num_samples - 2) // 2)       # at least one block
+        return self.at(layout, pairs // order + (pairs % order) / order)
+
+    def at(self, layout: Layout, blocks: float) -> Size:
+        """The size of ``blocks`` (possibly fractional) blocks."""
+        return Size(orthogonal_rows(blocks, self._width(layout)), blocks=blocks)
 
     def sample(self, layout, size, seed):
         part = orthogonal_masks(size.blocks, self._width(layout), seed)
@@ -243,9 +269,8 @@ class Orthogonal(SamplingDesign):
         return masks
 
     def rounds(self, layout, max_samples):
-        per = orthogonal_block_rows(self._width(layout))
-        out = [Size(2 + b * per, blocks=b) for b in ORTHOGONAL_BLOCKS if 2 + b * per <= max_samples]
-        return out or [Size(2 + per, blocks=1)]
+        out = [self.at(layout, b) for b in ORTHOGONAL_BLOCKS if self.at(layout, b).num_samples <= max_samples]
+        return out or [self.at(layout, 1)]
 
 
 class OrthogonalGrid(SamplingDesign):
@@ -253,22 +278,33 @@ class OrthogonalGrid(SamplingDesign):
     lyrics half-mask of another (the full product, ``(2 + b*2*o_a) x (2 + b*2*o_l)`` joint
     rows). The encoders run once per half-mask; the full product keeps the audio columns
     orthogonal to the lyrics columns, so each modality's weights are estimated as if the
-    other were averaged out. One modality perturbed: :class:`Orthogonal`."""
+    other were averaged out. A fixed ``num_samples`` takes the most blocks (whole, then a
+    fraction of the next on both sides alike) whose product fits, at least one. One
+    modality perturbed: :class:`Orthogonal`."""
     name = "orthogonal-grid"
     crossed = True
     folded = True
 
-    def _rows(self, layout, blocks):
-        return (2 + blocks * orthogonal_block_rows(layout.n_audio),
-                2 + blocks * orthogonal_block_rows(layout.n_lyrics))
+    def side_rows(self, layout: Layout, blocks: float) -> tuple[int, int]:
+        """Audio and lyrics half-masks (the encoders' rows) of ``blocks`` blocks."""
+        return orthogonal_rows(blocks, layout.n_audio), orthogonal_rows(blocks, layout.n_lyrics)
+
+    def at(self, layout: Layout, blocks: float) -> Size:
+        """The size of ``blocks`` (possibly fractional) blocks."""
+        if not layout.crossed:
+            return Orthogonal().at(layout, blocks)
+        rows = self.side_rows(layout, blocks)
+        return Size(int(np.prod(rows)), rows, blocks)
 
     def size(self, num_samples, layout):
         if not layout.crossed:
             return Orthogonal().size(num_samples, layout)
-        blocks = 1
-        while np.prod(self._rows(layout, blocks + 1)) <= num_samples:
-            blocks += 1
-        return Size(int(np.prod(self._rows(layout, blocks))), self._rows(layout, blocks), blocks)
+        # the fractions at which one side gains a pair: the largest that fits wins
+        per = max(hadamard_order(layout.n_audio + 1), hadamard_order(layout.n_lyrics + 1))
+        k = per
+        while self.at(layout, (k + 1) / per).num_samples <= num_samples:
+            k += 1
+        return self.at(layout, k / per)
 
     def sample(self, layout, size, seed):
         if not layout.crossed:
@@ -283,10 +319,10 @@ class OrthogonalGrid(SamplingDesign):
             return Orthogonal().rounds(layout, max_samples)
         out = []
         for b in ORTHOGONAL_BLOCKS:
-            rows = self._rows(layout, b)
-            if int(np.prod(rows)) > min(max_samples, MAX_GRID_CELLS) and out:
+            size = self.at(layout, b)
+            if size.num_samples > min(max_samples, MAX_GRID_CELLS) and out:
                 break
-            out.append(Size(int(np.prod(rows)), rows, b))
+            out.append(size)
         return out
 
     def clusters(self, masks, layout, size):

@@ -133,6 +133,37 @@ def test_orthogonal_designs_balanced_orthogonal_folded_and_extending(name):
     assert np.abs(gram - np.diag(np.diag(gram))).max() <= 2 * len(x) / 40
 
 
+@pytest.mark.parametrize("name", ["orthogonal", "orthogonal-grid"])
+def test_a_fixed_size_takes_pairs_of_the_next_block(name):
+    """Between whole blocks, a fixed num_samples takes as many (mask, complement) pairs of
+    the next block as fit: the design extends the whole blocks', stays folded, and asking
+    for its own size gives it back."""
+    layout = designs.Layout(40, 27, Modality.BOTH)
+    d = designs.get(name)
+    one, two = d.at(layout, 1), d.at(layout, 2)
+    assert d.size(one.num_samples + 1, layout).num_samples == one.num_samples
+    whole = d.sample(layout, one, 3)
+    seen = set()
+    step = (two.num_samples - one.num_samples) // 7
+    for n in range(one.num_samples + step, two.num_samples, step):
+        size = d.size(n, layout)
+        assert one.num_samples < size.num_samples <= n and d.size(size.num_samples, layout).num_samples == size.num_samples
+        masks = d.sample(layout, size, 3)
+        assert masks.shape == (size.num_samples, 67) and np.array_equal(masks, d.sample(layout, size, 3))
+        if name == "orthogonal":
+            assert n - size.num_samples < 2                      # every pair that fits
+            sides = [(masks, whole)]
+        else:
+            assert one.grid < size.grid < two.grid and size.grid[0] * size.grid[1] == len(masks)
+            sides = [(masks[::size.grid[1], :40], whole[::one.grid[1], :40]),
+                     (masks[:size.grid[1], 40:], whole[:one.grid[1], 40:])]
+        for got, prefix in sides:
+            assert np.array_equal(got[:len(prefix)], prefix)     # it extends the whole block
+            assert np.array_equal(got[2::2], 1 - got[3::2])      # still folded
+        seen.add(size.num_samples)
+    assert len(seen) >= 5
+
+
 def test_orthogonal_block_exact():
     block = designs.orthogonal_block(40, np.random.default_rng(0))
     x = 2.0 * block - 1
