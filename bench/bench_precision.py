@@ -86,6 +86,11 @@ def inverse(rows: list[dict], key: str, value: float) -> float | None:
     return None
 
 
+def value_at(rows: list[dict], n: float, key: str) -> float:
+    """``key`` at ``n`` samples, log-interpolated on the curve."""
+    return float(np.interp(np.log(n), np.log([r["n"] for r in rows]), [r[key] for r in rows]))
+
+
 def measured(task: str, ref_ids: list[str]) -> dict[str, dict]:
     """Per setting of ``sampling_log_odds.json`` (view, name): mean Jaccard to the reference
     over ``ref_ids``, stability median over the same tracks, and model rows."""
@@ -167,7 +172,9 @@ def main(argv=None) -> dict:
                   flush=True)
         for x in rows_n:
             print(task, x, flush=True)
-        result["tasks"][task] = {"curve": rows_n, "anchor": anchor, "n_for_goal": need, "n_star": n_star,
+        # the anchored model's stability of the paper's setting, to set beside the measured
+        modelled = {k: value_at(rows_n, anchor * BASE_N, k) for k in ("stability_median", "stability_p10")}
+        result["tasks"][task] = {"curve": rows_n, "anchor": anchor, "paper_modelled": modelled, "n_for_goal": need, "n_star": n_star,
                                  "real_n_star": None if n_star is None else n_star / anchor,
                                  "designs": designs, "tracks": tracks}
     print("wrote", write_result("precision", result))

@@ -5,7 +5,8 @@ On the trained demo models (late fusion: log-mel CNN + MiniLM), per held-out tra
 - **reference**: a 16,000-sample i.i.d. explanation of the true label
   (``bench/sampling_reference.py``; cached in ``bench/results``);
 - **baseline**: the paper's setting, 1,000 i.i.d. samples (``--design iid``);
-- the designs, each at a fixed size and with ``--num-samples auto``.
+- the designs, each at whole blocks and at exactly the goal's work (``at 10x`` late fusion,
+  ``at 4x`` ``predict_proba``: whole blocks, then pairs of the next, sized per track).
 
 Each setting runs twice: on the late-fusion model (the explainer runs each encoder once per
 distinct half-mask) and on the same model seen as ``predict_proba`` only (every joint row
@@ -21,7 +22,10 @@ Every setting, the baseline and the reference fit the same ``--target``: ``proba
 ``--design iid``; results in ``sampling_log_odds.json``).
 
     python bench/bench_sampling.py [--tracks 20 --ref-tracks 10 --seeds 5 --baseline-seeds 3]
-                                   [--target log_odds]
+                                   [--target log_odds] [--only SETTING ...]
+
+``--only`` runs the named settings and merges them into the earlier result of the same
+options (as does one process per task: ``--model genre`` beside ``--model emotion``).
 """
 from __future__ import annotations
 

@@ -181,7 +181,10 @@ def precision(r) -> str:
         notes.append(f"{task}: the stability goal needs the precision of {f(t['real_n_star'], 0)} i.i.d. samples "
                      f"(median >= {r['goal']['stability_median']} at {f(need['stability_median'] / t['anchor'], 0)}, "
                      f"10th percentile >= {r['goal']['stability_p10']} at {f(need['stability_p10'] / t['anchor'], 0)}); "
-                     f"the model counts the paper's 1,000 samples as {f(t['anchor'] * r['base_n'], 0)}.")
+                     f"the model counts the paper's 1,000 samples as {f(t['anchor'] * r['base_n'], 0)}, and "
+                     f"so puts their stability at {f(t['paper_modelled']['stability_median'])} / "
+                     f"{f(t['paper_modelled']['stability_p10'])} (measured: "
+                     f"{f(t['designs']['late_fusion: iid 1000 (paper)']['stability_median'])} median).")
     out = table(["task", "setting", "less work (measured)", "top-10 Jaccard to 16k (measured)",
                  "worth i.i.d. samples", "less work at the paper's Jaccard", "less work at the stability goal"], rows)
     out += [""] + [f"- {n}" for n in notes] + ["", f"{r['tracks']} tracks with a {r['ref_n']:,}-sample reference a task, "

@@ -335,3 +335,24 @@ def test_grid_pairs_share_units():
             half = np.unique(masks[u == g][:, cols], axis=0)
             assert len(half) == 2 and np.array_equal(half[0], 1 - half[1])   # a half-mask and its complement
     assert len(list(itertools.islice(np.unique(ua), 100))) == size.grid[0] // 2
+
+
+# ---------------------------------------------------------------- the precision model of bench_precision
+
+def test_precision_model_of_the_stability_goal():
+    """bench/bench_precision.py's error model: separated weights are stable at any N; near
+    ties need more samples, and the N a goal needs is read off the curve."""
+    from bench.bench_precision import curve, inverse, simulate
+    rng = np.random.default_rng(0)
+    apart = np.r_[np.arange(20, 10, -1.0), np.zeros(30)]
+    assert simulate(apart, np.full(40, 0.05), 250, 50, rng) == (1.0, 1.0)
+    tied = np.r_[np.linspace(1.0, 0.5, 9), 0.3, 0.27, 0.24, np.linspace(0.15, 0.0, 28)]
+    track = {"ref": tied.tolist(), "se": [0.1] * 40}
+    rows = curve([track], reps=200)
+    stab = [r["stability_median"] for r in rows]
+    assert stab[0] < 0.8 and stab[-1] > 0.95 and all(b >= a - 0.02 for a, b in zip(stab, stab[1:]))
+    n = inverse(rows, "stability_median", 0.9)
+    assert rows[0]["n"] < n < rows[-1]["n"]
+    i = next(i for i, r in enumerate(rows) if r["n"] >= n)
+    assert rows[i - 1]["stability_median"] < 0.9 <= rows[i]["stability_median"]
+    assert inverse(rows, "stability_median", 1.01) is None
