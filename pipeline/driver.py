@@ -160,6 +160,7 @@ class _Job:
         self.ready: set[int] = set()
         self.probes: dict = {}      # probe ref -> predictor index
         self.unready_since: dict[int, float] = {}
+        self.unusable: dict[int, str] = {}  # predictor -> why its model no longer loads there
         self.stats_refs: dict = {}  # info ref -> predictor index (for the busy share)
         self.busy: dict[int, tuple[float, float]] = {}  # predictor -> (busy s, up s) as last reported
         self.grown_at = 0.0
@@ -203,7 +204,8 @@ class _Job:
                     self.unready_since.pop(i, None)
                 except Exception as e:
                     if getattr(e, "actor_init_failed", False):  # the model does not load there
-                        self.log(f"predictor {i} cannot start ({str(e).splitlines()[0][:300]}); not used")
+                        self.unusable[i] = _init_error(e)
+                        self.log(f"predictor {i} cannot start ({self.unusable[i]}); not used")
                         continue
                     self.probe(i)  # died again while restarting: a call waits for the restart
         now = time.monotonic()
@@ -214,6 +216,13 @@ class _Job:
             while len(self.predictors) < target:
                 self._add_predictor()
                 self.log(f"GPU-stage pool: {len(self.predictors)} actor(s) (target {target})")
+
+    def unusable_pool(self) -> str | None:
+        """Why no predictor can run again (each failed to load the model when it (re)started:
+        Ray does not restart an actor whose constructor raised), or None while one can."""
+        if self.predictors and len(self.unusable) == len(self.predictors):
+            return "; ".join(sorted(set(self.unusable.values())))
+        return None
 
     def _collect_stats(self) -> None:
         """Read the answers to the last stats calls (never waiting) and ask the ready
@@ -507,6 +516,13 @@ def _run_locked(cfg: ExplainConfig, reader: CatalogueReader, manifest: Manifest,
     return summary
 
 
+def _init_error(e: Exception) -> str:
+    """The constructor's own error out of Ray's actor-died message (its last line names it)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    own = next((ln for ln in reversed(lines) if "Error" in ln.split(":")[0]), lines[0] if lines else "")
+    return own[:300]
+
+
 def _actor_infos(job) -> list:
     """The predictors' own statistics, for the summary: diagnostics only, so an actor that
     is restarting just then (after a kill) is skipped, never a reason to fail the run."""
@@ -690,6 +706,9 @@ def _drive(job, cfg: ExplainConfig, items, writer, summary: RunSummary, bar) -> 
             if not inflight:
                 if exhausted and not solo and not waiting:
                     break
+                why = job.unusable_pool()
+                if why:  # rows would wait forever: fail, resumable once the model loads again
+                    raise RuntimeError(f"no GPU-stage actor can load the model any more: {why}")
                 job.poll(timeout=1.0)  # no predictor ready (all restarting or not placed yet): wait
                 continue
             check_stalls()

@@ -226,6 +226,57 @@ def test_a_track_that_kills_its_worker_is_recorded_as_worker_crash(ray_session, 
     exactly_once(out, 3)
 
 
+FRAGILE = '''
+import os
+import signal
+from pathlib import Path
+
+from mlplugins import Stormy
+
+GONE, FIRED = Path({gone!r}), Path({fired!r})
+
+
+class Fragile(Stormy):
+    def predict_proba(self, audio, lyrics):
+        if any("vanish" in s for s in lyrics) and not FIRED.exists():
+            FIRED.touch()
+            GONE.touch()                            # the weights vanish from the node
+            os.kill(os.getpid(), signal.SIGKILL)    # and the worker dies: Ray restarts it
+        return super().predict_proba(audio, lyrics)
+
+
+def make():
+    if GONE.exists():
+        raise FileNotFoundError(f"model weights missing: {{GONE}}")
+    return Fragile()
+'''
+
+
+def test_a_pool_that_can_no_longer_load_its_model_fails_resumably(ray_session, plugin_path, demo_library, tmp_path):
+    """A predictor that died restarts by loading its model again. Where that fails for every
+    predictor, the rows would wait forever: the run fails instead (exit 1, the model's own
+    error in the message), keeps what it committed, and once the model loads again the same
+    command finishes the rest, every track exactly once."""
+    gone, fired = tmp_path / "gone", tmp_path / "fired"
+    (plugin_path / "fragile_plugin.py").write_text(FRAGILE.format(gone=str(gone), fired=str(fired)))
+    cat = _catalogue_with_bad_track(demo_library, tmp_path, "vanish")
+    out = tmp_path / "out"
+    cfg = ExplainConfig(catalogue=str(cat), model="fragile_plugin:make", out=str(out), separator="provided",
+                        num_samples=120, run_id="f", commit_every=1)
+    t0 = time.monotonic()
+    s = run_explain(cfg, show_progress=False)
+    assert s.exit_code == 1, s.message
+    assert "no GPU-stage actor can load the model" in s.message and "model weights missing" in s.message, s.message
+    assert time.monotonic() - t0 < 120
+    committed = q(f"select count(*) from {scan(out, 'tracks')}")[0][0] if list(out.glob("tracks/**/*.parquet")) else 0
+    assert committed < 4
+    gone.unlink()
+    again = run_explain(cfg, show_progress=False)
+    assert again.exit_code == 0, again.message
+    assert again.skipped == committed and again.explained == 4 and again.failed == 0
+    exactly_once(out, 4)
+
+
 HANG = '''
 import time
 
