@@ -41,6 +41,7 @@ class AudioFactorization:
             ``n_samples // n_segments * n_segments`` samples (the tail is not explained).
         stem_names: one name per stem row.
         device: where numpy stems are placed.
+        allow_silent: accept silence (a stand-in for audio the model never hears).
 
     Feature ``f`` is ``(segment, stem) = divmod(f, n_stems)`` (segment-major, like the
     reference), named ``f"{stem}@{segment}"``.
@@ -52,7 +53,8 @@ class AudioFactorization:
     """
 
     def __init__(self, stems, sample_rate: int, n_segments: int = 10,
-                 stem_names: Sequence[str] = STEM_NAMES, device: str | torch.device | None = None):
+                 stem_names: Sequence[str] = STEM_NAMES, device: str | torch.device | None = None,
+                 allow_silent: bool = False):
         if not isinstance(stems, torch.Tensor):
             stems = torch.from_numpy(np.ascontiguousarray(np.asarray(stems, dtype=np.float32)))
             if device is not None:
@@ -76,7 +78,7 @@ class AudioFactorization:
         if not bool(torch.isfinite(stems).all()):
             raise InputError("nonfinite_audio", "the stems contain NaN or inf")
         peaks = stems.abs().amax(dim=1)
-        if bool((peaks <= SILENCE_PEAK).all()):
+        if bool((peaks <= SILENCE_PEAK).all()) and not allow_silent:
             raise InputError("silent_audio", "every stem is silent")
         self.sample_rate = int(sample_rate)
         self.n_segments = int(n_segments)

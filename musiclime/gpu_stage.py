@@ -102,7 +102,8 @@ class ExplainStage:
             self._beat()
             stage = "predict"
             t1 = time.perf_counter()
-            af = AudioFactorization(stems, inp.sample_rate, self.n_segments, inp.stem_names)
+            af = AudioFactorization(stems, inp.sample_rate, self.n_segments, inp.stem_names,
+                                    allow_silent="audio_not_used" in inp.flags)
             lf = LyricsFactorization(inp.lyrics)
             explainer = self.spec.build(inp.seed)
             with self.autocast():
@@ -140,7 +141,8 @@ class ExplainStage:
         inp.mix = None
         return {"input": inp, "plan": plan, "probs": probs, "model_rows": rows,
                 "classes": list(self.model.classes),
-                "model_id": self.model_id, "duration_s": af.explained_length / af.sample_rate,
+                "model_id": self.model_id,
+                "duration_s": 0.0 if "audio_not_used" in inp.flags else af.explained_length / af.sample_rate,
                 "timings": {"predict_s": time.perf_counter() - t1}}
 
 

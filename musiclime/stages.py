@@ -53,7 +53,12 @@ def decode(row: dict, cfg, sample_rate: int) -> TrackInput | ErrorRecord:
         lyrics, truncated = truncate_words(read_lyrics(row), cfg.max_words)
         flags: list[str] = ["lyrics_truncated"] if truncated else []
         mix = None
-        if cfg.separator == "provided":
+        if not cfg.audio_used:
+            # the model never hears audio: the audio columns are not read (a missing or bad
+            # file is no error) and one silent stem stands in for it, kept whole by every mask
+            stems, names = np.zeros((1, cfg.segments), dtype=np.float32), ("mix",)
+            flags.append("audio_not_used")
+        elif cfg.separator == "provided":
             stems_t, stem_flags = read_provided_stems({s: row.get(f"{s}_path") for s in STEMS}, sample_rate,
                                                       max_seconds=window)
             flags += stem_flags

@@ -88,6 +88,7 @@ class ExplainConfig:
     format: str = "auto"                  # OutputFormat; a standing output keeps the format it has
     precision: str = "auto"               # Precision of the model's forward passes on a GPU (autocast)
     model_window: float | None = None     # seconds of audio the model sees (set from the model, e.g. AST 10.24)
+    audio_used: bool = True               # False for a model that never hears audio (a text classifier)
     incremental: bool = False             # explain only rows whose content key has no explanation yet
     extra: dict = field(default_factory=dict)
 

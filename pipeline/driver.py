@@ -150,7 +150,7 @@ class _Job:
         # with GPUs the actor picks cuda when its GPU is real (Ray's logical GPUs on a CPU
         # machine, as in the tests, run CPU torch)
         separator = None
-        if cfg.separator == "demucs":  # separated in the GPU stage, on its device
+        if cfg.separator == "demucs" and cfg.audio_used:  # separated in the GPU stage, on its device
             separator = ("demucs", {"model_name": cfg.demucs_model, "repo": cfg.demucs_repo,
                                     "allow_pickle": cfg.trust_pickle}, cfg.stem_cache)
         self._predictor_args = (cfg.model, cfg.explainer_spec(), cfg.modality, cfg.segments,
@@ -324,7 +324,9 @@ def resolve_model(cfg: ExplainConfig, log) -> ExplainConfig:
         log(f"--model {cfg.model} is a {ref.kind}: explained on {ref.modality} alone, "
             f"{'lyrics' if ref.modality == 'audio' else 'audio'} ignored")
         modality = ref.modality
-    return replace(cfg, model=ref.location, modality=modality, model_window=ref.max_seconds)
+    # a text classifier never hears the audio: the tracks' audio is neither read nor separated
+    return replace(cfg, model=ref.location, modality=modality, model_window=ref.max_seconds,
+                   audio_used=ref.modality != "lyrics")
 
 
 def _is_local(cfg: ExplainConfig) -> bool:

@@ -56,7 +56,7 @@ TRACKS = schema([
                                       "the model hash included: equal hashes, comparable weights"),
     field("timings", TIMINGS, "seconds per stage for this track"),
     field("status", pa.string(), "'ok'", nullable=False),
-    field("flags", pa.list_(pa.string()), "input notes: resampled, downmixed, cropped, no_lyrics, lyrics_truncated"),
+    field("flags", pa.list_(pa.string()), "input notes: resampled, downmixed, cropped, cropped_to_model, no_lyrics, lyrics_truncated, audio_not_used (a text classifier: the audio was not read)"),
     field("invocation_id", pa.string(), "which invocation of the run computed the track (resumes keep earlier ones)"),
     CONTENT_KEY,
 ], "One row per explained track.")

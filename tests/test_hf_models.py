@@ -145,6 +145,29 @@ def test_an_audio_classifier_folder_explains_audio_alone(folders, tmp_path, ray_
     assert doc["classes"] == LABELS and doc["settings"]["modality"] == "audio"
 
 
+def test_a_text_classifier_never_reads_the_audio(folders, tmp_path, ray_session):
+    """Lyrics alone: a missing, a corrupt and no audio file are no error, nothing is separated."""
+    from pipeline.config import ExplainConfig
+    from pipeline.driver import run_explain
+    (tmp_path / "bad.wav").write_bytes(b"RIFF not a wav")
+    rows = [dict(track_id="gone", audio_path="nowhere.wav"), dict(track_id="bad", audio_path="bad.wav"),
+            dict(track_id="none", audio_path=None)]
+    rows = [dict(r, lyrics="fire and rain in the city light night") for r in rows]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "lyrics.parquet")
+    out = str(tmp_path / "out")
+    stems = tmp_path / "stems"
+    s = run_explain(ExplainConfig(catalogue=str(tmp_path / "lyrics.parquet"), model=str(folders["text"]), out=out,
+                                  separator="hpss", num_samples=40, segments=4, stem_cache=str(stems)),
+                    show_progress=False)
+    assert s.exit_code == 0 and s.failed == 0, [e.message for e in s.errors]
+    tracks = output.frame(out, "tracks")
+    assert sorted(tracks["track_id"]) == ["bad", "gone", "none"] and tracks["modality"].unique().to_list() == ["lyrics"]
+    assert all("audio_not_used" in f for f in tracks["flags"]) and tracks["duration_s"].to_list() == [0.0] * 3
+    assert not stems.exists() or not any(stems.rglob("*.*"))       # nothing was separated
+    expl = output.frame(out, "explanations")
+    assert expl["modality"].unique().to_list() == ["lyrics"] and {"fire", "rain", "city"} <= set(expl["token"])
+
+
 def test_a_hub_text_classifier_explains_lyrics_alone_through_the_cli(folders, hub, tmp_path):
     env = dict(os.environ, HF_HOME=str(hub), HF_HUB_OFFLINE="1", RAY_USAGE_STATS_ENABLED="0")
     out = tmp_path / "out"
