@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import statistics
 import sys
 import time
@@ -111,13 +112,12 @@ def blocks_within(design: str, layout, ratio: float, view: str):
     paper's / ``ratio``: encoder rows (audio + text) for late fusion, model rows otherwise."""
     from musiclime import designs
     d = designs.get(design)
-    if view == "late_fusion" and d.crossed:
-        cost, budget = (lambda b: sum(d.side_rows(layout, b))), 2 * BASELINE_SAMPLES / ratio
-    else:
-        cost, budget = (lambda b: d.at(layout, b).num_samples), BASELINE_SAMPLES / ratio
+    if not (view == "late_fusion" and d.crossed):  # joint rows: the design's own size
+        return d.size(int(BASELINE_SAMPLES / ratio), layout)
+    # encoder rows are the sides' sum, not the product size() fits: step through the pairs
     per = designs.hadamard_order(layout.n_audio + layout.n_lyrics + 1)  # finer than either side's
     k = per
-    while cost((k + 1) / per) <= budget:
+    while sum(d.side_rows(layout, (k + 1) / per)) <= 2 * BASELINE_SAMPLES / ratio:
         k += 1
     return d.at(layout, k / per)
 
@@ -237,7 +237,7 @@ def main(argv=None) -> dict:
         result["tasks"][task] = task_out
     name = "sampling" if args.target == "probability" else f"sampling_{args.target}"
     path = write_result(name, result, merge=merge_results)
-    for task, t in __import__("json").loads(path.read_text())["tasks"].items():
+    for task, t in json.loads(path.read_text())["tasks"].items():
         for view, v in t.items():
             for setting, x in v["summary"].items():
                 print(task, view, setting, {k: (round(y, 3) if isinstance(y, float) else y) for k, y in x.items()})

@@ -103,7 +103,7 @@ class ExplainStage:
             stage = "predict"
             t1 = time.perf_counter()
             af = AudioFactorization(stems, inp.sample_rate, self.n_segments, inp.stem_names,
-                                    allow_silent="audio_not_used" in inp.flags)
+                                    allow_silent=not inp.audio_used)
             lf = LyricsFactorization(inp.lyrics)
             explainer = self.spec.build(inp.seed)
             with self.autocast():
@@ -142,7 +142,7 @@ class ExplainStage:
         return {"input": inp, "plan": plan, "probs": probs, "model_rows": rows,
                 "classes": list(self.model.classes),
                 "model_id": self.model_id,
-                "duration_s": 0.0 if "audio_not_used" in inp.flags else af.explained_length / af.sample_rate,
+                "duration_s": af.explained_length / af.sample_rate if inp.audio_used else 0.0,
                 "timings": {"predict_s": time.perf_counter() - t1}}
 
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+AUDIO_NOT_USED = "audio_not_used"  # the flag of a track whose model never hears audio (decode)
+
 
 @dataclass
 class ErrorRecord:
@@ -36,6 +38,11 @@ class TrackInput:
     true_label: str | None = None
     flags: list[str] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
+
+    @property
+    def audio_used(self) -> bool:
+        """False when the stems are a silent stand-in: the model never hears audio."""
+        return AUDIO_NOT_USED not in self.flags
 
 
 @dataclass

@@ -16,7 +16,7 @@ from musiclime.errors import InputError
 from musiclime.factorization import SILENCE_PEAK
 from musiclime.factorization import STEM_NAMES as STEMS
 from musiclime.factorization import truncate_words
-from musiclime.records import ErrorRecord, TrackInput, TrackResult  # noqa: F401 (the stages' records)
+from musiclime.records import AUDIO_NOT_USED, ErrorRecord, TrackInput, TrackResult  # noqa: F401 (the stages' records)
 
 
 def track_seed(seed: int, track_id: str) -> int:
@@ -57,7 +57,7 @@ def decode(row: dict, cfg, sample_rate: int) -> TrackInput | ErrorRecord:
             # the model never hears audio: the audio columns are not read (a missing or bad
             # file is no error) and one silent stem stands in for it, kept whole by every mask
             stems, names = np.zeros((1, cfg.segments), dtype=np.float32), ("mix",)
-            flags.append("audio_not_used")
+            flags.append(AUDIO_NOT_USED)
         elif cfg.separator == "provided":
             stems_t, stem_flags = read_provided_stems({s: row.get(f"{s}_path") for s in STEMS}, sample_rate,
                                                       max_seconds=window)
