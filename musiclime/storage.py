@@ -41,6 +41,19 @@ def filesystem(location: str | os.PathLike):
     return _from_uri(f"{scheme}://{bucket}"), rest.split("?", 1)[0]
 
 
+def delta_dataset(table, location: str | os.PathLike, **kwargs):
+    """The ``pyarrow.dataset`` of a ``deltalake.DeltaTable`` opened at ``location``, its
+    files read through this module's native filesystems. ``kwargs`` go to
+    ``DeltaTable.to_pyarrow_dataset`` (``file_pruning_predicate``...)."""
+    import pyarrow.fs as pafs
+    # deltalake's default filesystem hands pyarrow Python file objects; pyarrow's I/O
+    # threads may still hold one when the interpreter exits, and releasing it then aborts
+    # a process that did all its work (SIGABRT, "terminate called without an active
+    # exception"). Native files need no interpreter.
+    fs, path = filesystem(location)
+    return table.to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(path, fs), **kwargs)
+
+
 def _location(template: str, path: str) -> str:
     """The location of ``path`` (a path inside ``template``'s filesystem), written like ``template``."""
     return f"{template.partition('://')[0]}://{path}" if is_uri(template) else path

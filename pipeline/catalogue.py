@@ -106,7 +106,7 @@ class CatalogueReader:
         import pyarrow.dataset as pds
         if self.kind == "delta":
             from deltalake import DeltaTable
-            return DeltaTable(self.path).to_pyarrow_dataset()
+            return storage.delta_dataset(DeltaTable(self.path), self.path)
         fs, path = storage.filesystem(self.path)
         return pds.dataset(path, filesystem=fs, format="parquet", partitioning="hive")
 

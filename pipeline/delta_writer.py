@@ -106,7 +106,7 @@ class DeltaRunWriter(BatchBuffer):
         dt = self._table(table)
         if dt is None:
             return
-        ds = dt.to_pyarrow_dataset(file_pruning_predicate=[("run_id", "=", self.run_id)])
+        ds = storage.delta_dataset(dt, self.uri(table), file_pruning_predicate=[("run_id", "=", self.run_id)])
         for b in ds.to_batches(columns=columns, batch_size=batch_rows):
             if b.num_rows:
                 yield {c: b.column(c).to_pylist() for c in columns}

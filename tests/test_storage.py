@@ -16,6 +16,7 @@ import pytest
 from pipeline.catalogue import CatalogueError, CatalogueReader
 from tests.test_guarantees import q, scan
 
+ROOT = Path(__file__).resolve().parents[1]
 MUSICLIME = str(Path(sys.executable).parent / "musiclime")
 N = 6  # tracks explained from the bucket
 
@@ -128,6 +129,41 @@ def test_the_stem_cache_on_s3_is_shared_checked_and_safe_for_concurrent_writers(
     fresh, hit = third.separate(sep, audio, 16000)
     assert not hit and third.recomputed == 1 and torch.equal(fresh, stems)
     assert StemCache("s3://lib/stems").separate(sep, audio, 16000)[1]
+
+
+ABANDON = """
+import sys
+from pipeline.catalogue import CatalogueReader
+from pipeline.delta_writer import DeltaRunWriter
+kind, location = sys.argv[1:3]
+if kind == "catalogue":  # --limit stops reading a Delta catalogue after its first rows
+    print(len(list(CatalogueReader(location, batch_rows=1, limit=1).rows())))
+else:  # the writer's scan of its committed rows, left after the first batch
+    print(len(next(DeltaRunWriter(location, "r", "x").scan("tracks", ["track_id"], batch_rows=1))["track_id"]))
+"""
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_process_that_read_delta_tables_exits_cleanly(where, s3, tmp_path):
+    """A Delta catalogue read under --limit and the writer's scan of committed rows, both
+    left part-way, then the process exits: it exits 0. pyarrow reading through deltalake's
+    default (Python) filesystem crashed at exit here (SIGSEGV / SIGABRT, or hung), losing
+    the exit code of a night that had done its work."""
+    from deltalake import write_deltalake
+
+    from tests.test_writer_faults import catalogue
+    base = f"s3://lib/exit-{where}" if where == "s3" else str(tmp_path / "out")
+    for part in range(3):  # three files, so reads of the later ones are still queued
+        write_deltalake(f"{base}/catalogue", pa.table({"track_id": [f"p{part}-{i}" for i in range(50)],
+                                                        "lyrics": ["storm"] * 50}), mode="append")
+    made = subprocess.run([sys.executable, "-m", "tests.writer_harness", str(catalogue(tmp_path)), base, "r", "delta"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr[-2000:]
+    for _ in range(3):
+        for kind, location in (("catalogue", f"{base}/catalogue"), ("writer", base)):
+            r = subprocess.run([sys.executable, "-c", ABANDON, kind, location], cwd=ROOT, capture_output=True,
+                               text=True, timeout=60)
+            assert (r.returncode, r.stdout) == (0, "1\n"), (kind, r.returncode, r.stderr[-2000:])
 
 
 def _explain(catalogue: str, out: Path, run_id: str, separator: str, env: dict, *extra: str):

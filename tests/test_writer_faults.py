@@ -65,22 +65,22 @@ def test_every_commit_step_interrupted_then_resumed(tmp_path, action):
 
     def scenario(step: str) -> tuple[str, list[int]]:
         out = tmp_path / f"{action}-{step.replace(':', '-')}"
-        first = harness(cat, out, f"{step}={action}@2")  # the second commit breaks; the first landed
-        codes = [first.returncode]
+        r = harness(cat, out, f"{step}={action}@2")  # the second commit breaks; the first landed
+        codes = [r.returncode]
         for _ in range(3):  # resume until done
             r = harness(cat, out, None)
             codes.append(r.returncode)
             if r.returncode == 0:
                 break
         check_exactly_once(out)
-        return step, codes
+        return step, codes, r.stderr[-2000:]
 
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(scenario, STEPS))
     want_first = 1 if action == "raise" else -signal.SIGKILL
-    for step, codes in results:
+    for step, codes, err in results:
         assert codes[0] == want_first, (step, codes)  # the fault really happened
-        assert codes[-1] == 0, (step, codes)
+        assert codes[-1] == 0, (step, codes, err)
 
 
 def test_ready_batch_is_never_committed_twice(tmp_path):
@@ -158,13 +158,13 @@ def test_delta_on_s3_every_commit_step_killed_then_resumed(tmp_path, s3):
             if r.returncode == 0:
                 break
         check_delta_exactly_once(out)
-        return step, codes
+        return step, codes, r.stderr[-2000:]
 
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(scenario, DELTA_STEPS))
-    for step, codes in results:
+    for step, codes, err in results:
         assert codes[0] == -signal.SIGKILL, (step, codes)
-        assert codes[-1] == 0, (step, codes)
+        assert codes[-1] == 0, (step, codes, err)  # a crash at exit says why
 
 
 def test_delta_commit_retried_after_a_failure_is_a_no_op(tmp_path):
