@@ -14,6 +14,7 @@ not JSON) becomes an error row (``catalogue_decode_error``) and never changes an
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -21,21 +22,25 @@ from musiclime import storage
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 PATH_COLUMNS = ("audio_path", "lyrics_path", "vocals_path", "drums_path", "bass_path", "other_path")
+LYRICS_PATH_COLUMNS = ("lyrics_path",)   # the only file a text classifier reads
 DECODE_ERROR = "_decode_error"   # key of a row that could not be read: the reason
 
 
 CHECKSUM = "checksum"            # a catalogue column that, when present, decides "unchanged" alone
 
 
-def content_keys(rows: list[dict], label_column: str | None = None) -> list[str]:
+def content_keys(rows: list[dict], label_column: str | None = None, audio_used: bool = True) -> list[str]:
     """Per row, a 32-hex-digit key of what decides "unchanged" without reading the audio:
     the ``checksum`` column when the catalogue has one, else the size and modification time
-    (Last-Modified on object stores) of each of its audio, stem and lyrics files; plus the
-    inline lyrics and the label column's value (what ``--labels true`` explains). A missing
-    file counts as such, so a file that appears later changes the key."""
+    (Last-Modified on object stores) of each file the model reads (its audio, stem and
+    lyrics files; the lyrics file alone when ``audio_used`` is False, for a text
+    classifier); plus the inline lyrics and the label column's value (what ``--labels
+    true`` explains). A missing file counts as such, so a file that appears later changes
+    the key."""
     import hashlib
+    columns = PATH_COLUMNS if audio_used else LYRICS_PATH_COLUMNS
     wanted = [r[c] for r in rows if DECODE_ERROR not in r and not r.get(CHECKSUM)
-              for c in PATH_COLUMNS if r.get(c)]
+              for c in columns if r.get(c)]
     found = storage.stats(wanted) if wanted else {}
     keys = []
     for r in rows:
@@ -46,7 +51,7 @@ def content_keys(rows: list[dict], label_column: str | None = None) -> list[str]
         elif r.get(CHECKSUM):
             h.update(b"\0checksum=" + str(r[CHECKSUM]).encode("utf-8", "surrogatepass"))
         else:
-            for c in PATH_COLUMNS:
+            for c in columns:
                 if r.get(c):
                     st = found.get(r[c])
                     h.update(f"\0{c}=".encode() + (f"{st[0]}:{st[1]}".encode() if st else b"missing"))
@@ -55,6 +60,17 @@ def content_keys(rows: list[dict], label_column: str | None = None) -> list[str]
                 h.update(f"\0{c}=".encode() + str(r[c]).encode("utf-8", "surrogatepass"))
         keys.append(h.hexdigest())
     return keys
+
+
+@dataclass(frozen=True)
+class ContentKeys:
+    """What decides "unchanged" for one run (see :func:`content_keys`): the label column
+    it explains and whether its model hears the audio."""
+    label_column: str | None = None
+    audio_used: bool = True
+
+    def __call__(self, rows: list[dict]) -> list[str]:
+        return content_keys(rows, self.label_column, self.audio_used)
 
 
 class CatalogueError(ValueError):

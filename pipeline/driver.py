@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from pipeline.catalogue import CatalogueError, CatalogueReader
+from pipeline.catalogue import CatalogueError, CatalogueReader, ContentKeys
 from pipeline.config import ExplainConfig, check_run_id, settings_diff
 from pipeline.lease import Lease, LeaseHeld, LeaseLost
 from pipeline.resources import (CPU_PREDICTOR_THREADS, DECODE_CPUS, PREDICTOR_CPUS_CPU_ONLY,
@@ -350,7 +350,7 @@ def dry_run(cfg: ExplainConfig) -> tuple[int, str]:
         from pipeline.output import open_writer, resolve_format
         reader = CatalogueReader(cfg.catalogue, limit=cfg.limit)
         writer = open_writer(resolve_format(cfg.out, cfg.format), cfg.out, run_id, "dry-run")
-        plan = make_plan(reader, writer, label_column=cfg.label_column)  # reads only
+        plan = make_plan(reader, writer)  # reads only
     except (CatalogueError, ValueError) as e:
         return EXIT_USAGE, str(e)
     wanted = demands(cfg)
@@ -455,8 +455,9 @@ def _run_locked(cfg: ExplainConfig, reader: CatalogueReader, manifest: Manifest,
         done_before = history(cfg.out, manifest.format, manifest.config_hash(), run_id,
                               with_errors=not cfg.retry_errors)
     members = MembersWriter(cfg.out, manifest.format, run_id)
+    keys_of = ContentKeys(cfg.label_column, cfg.audio_used)
     try:
-        plan = make_plan(reader, writer, history=done_before, members=members, label_column=cfg.label_column)
+        plan = make_plan(reader, writer, history=done_before, members=members, keys_of=keys_of)
         members.close()
     except CatalogueError as e:
         return RunSummary(run_id, EXIT_USAGE, message=str(e), format=manifest.format)
@@ -475,7 +476,7 @@ def _run_locked(cfg: ExplainConfig, reader: CatalogueReader, manifest: Manifest,
             if job is None:
                 return summary
         bar = Progress(plan.n_work, "tracks", status_every=cfg.status_every) if show_progress else None
-        _drive(job, cfg, rows_to_do(reader, plan, cfg.label_column), writer, summary, bar)
+        _drive(job, cfg, rows_to_do(reader, plan, keys_of), writer, summary, bar)
         if job is not None:
             summary.actors = _actor_infos(job)
             names = {n["NodeID"]: n.get("NodeName", "") for n in job.ray.nodes()}

@@ -26,7 +26,7 @@ from typing import Iterator
 
 import numpy as np
 
-from pipeline.catalogue import DECODE_ERROR, CatalogueError, CatalogueReader, content_keys
+from pipeline.catalogue import DECODE_ERROR, CatalogueError, CatalogueReader, ContentKeys
 from musiclime.records import ErrorRecord
 
 DIGEST = np.dtype("S16")
@@ -124,13 +124,14 @@ class _Index:
 
 
 def make_plan(reader: CatalogueReader, writer, history: np.ndarray | None = None, members=None,
-              label_column: str | None = None) -> RowPlan:
+              keys_of: ContentKeys = ContentKeys()) -> RowPlan:
     """The plan of a run. ``history``: sorted :func:`version_digest` values of earlier
     nights (incremental runs); ``members``: an object whose ``add(track_ids, rows, keys)``
-    receives each catalogue batch (the run's ``members`` table)."""
+    receives each catalogue batch (the run's ``members`` table); ``keys_of``: the run's
+    content keys."""
     chunks, bad_chunks, seen_chunks = [], [], []
     for batch in reader.batches():
-        keys = content_keys(batch, label_column)
+        keys = keys_of(batch) if history is not None or members is not None else None
         chunks.append(np.array([digest(r["track_id"]) if r["track_id"] else b"" for r in batch], dtype=DIGEST))
         bad_chunks.append(np.array([DECODE_ERROR in r for r in batch], dtype=bool))
         if history is not None:
@@ -162,12 +163,12 @@ def _in_sorted(sorted_digests: np.ndarray, query: np.ndarray) -> np.ndarray:
     return (sorted_digests[pos] == query) & (query != b"")
 
 
-def rows_to_do(reader: CatalogueReader, plan: RowPlan, label_column: str | None = None) -> Iterator[dict | ErrorRecord]:
+def rows_to_do(reader: CatalogueReader, plan: RowPlan, keys_of: ContentKeys = ContentKeys()) -> Iterator[dict | ErrorRecord]:
     """The second pass: rows for the model, and error records for rows that cannot be
     explained and are not committed yet, each with its content key."""
     seen: Counter = Counter()
     for batch in reader.batches():
-        for r, ckey in zip(batch, content_keys(batch, label_column)):
+        for r, ckey in zip(batch, keys_of(batch)):
             r["content_key"] = ckey
             i, tid = r["catalogue_row"], r["track_id"]
             if i >= plan.n_rows or plan.digests[i] != (digest(tid) if tid else b""):

@@ -156,9 +156,11 @@ def test_a_text_classifier_never_reads_the_audio(folders, tmp_path, ray_session)
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "lyrics.parquet")
     out = str(tmp_path / "out")
     stems = tmp_path / "stems"
-    s = run_explain(ExplainConfig(catalogue=str(tmp_path / "lyrics.parquet"), model=str(folders["text"]), out=out,
-                                  separator="hpss", num_samples=40, segments=4, stem_cache=str(stems)),
-                    show_progress=False)
+    def night(run_id: str):
+        return run_explain(ExplainConfig(catalogue=str(tmp_path / "lyrics.parquet"), model=str(folders["text"]),
+                                         out=out, separator="hpss", num_samples=40, segments=4, stem_cache=str(stems),
+                                         incremental=True, run_id=run_id), show_progress=False)
+    s = night("n1")
     assert s.exit_code == 0 and s.failed == 0, [e.message for e in s.errors]
     tracks = output.frame(out, "tracks")
     assert sorted(tracks["track_id"]) == ["bad", "gone", "none"] and tracks["modality"].unique().to_list() == ["lyrics"]
@@ -166,6 +168,15 @@ def test_a_text_classifier_never_reads_the_audio(folders, tmp_path, ray_session)
     assert not stems.exists() or not any(stems.rglob("*.*"))       # nothing was separated
     expl = output.frame(out, "explanations")
     assert expl["modality"].unique().to_list() == ["lyrics"] and {"fire", "rain", "city"} <= set(expl["token"])
+    # the next night: audio files changed or appeared and one track's lyrics changed; only
+    # the lyrics decide what a text classifier's night explains again
+    (tmp_path / "bad.wav").write_bytes(b"RIFF still not a wav, but longer")
+    (tmp_path / "nowhere.wav").write_bytes(b"RIFF")
+    rows[2]["lyrics"] = "fire and rain over the harbour"
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "lyrics.parquet")
+    s2 = night("n2")
+    assert (s2.exit_code, s2.computed, s2.unchanged) == (0, 1, 2), s2.message
+    assert sorted(output.frame(out, "tracks", ["track_id"], ["n2"])["track_id"]) == ["none"]
 
 
 def test_a_hub_text_classifier_explains_lyrics_alone_through_the_cli(folders, hub, tmp_path):

@@ -124,6 +124,18 @@ def test_content_keys_follow_what_decides_unchanged(tmp_path):
     os.utime(a, ns=(2, 2))
     assert content_keys([with_sum])[0] == k1                                 # a checksum column decides alone
     assert content_keys([dict(with_sum, **{CHECKSUM: "abd"})])[0] != k1
+    # a text classifier's key follows the lyrics file and never the audio or stems
+    lyr = tmp_path / "a.txt"
+    lyr.write_text("one two")
+    text = dict(row, lyrics=None, lyrics_path=str(lyr), vocals_path=str(tmp_path / "v.wav"))
+    k2 = content_keys([text], audio_used=False)[0]
+    os.utime(a, ns=(3, 3))
+    sf.write(tmp_path / "v.wav", np.zeros(SR, np.float32), SR)              # a stem appears
+    assert content_keys([text], audio_used=False)[0] == k2
+    assert content_keys([dict(text, audio_path=str(tmp_path / "gone.wav"))], audio_used=False)[0] == k2
+    assert content_keys([text])[0] != content_keys([dict(text, vocals_path=None)])[0]  # heard: it counts
+    os.utime(lyr, ns=(4, 4))
+    assert content_keys([text], audio_used=False)[0] != k2
 
 
 def test_a_standing_delta_output_takes_columns_added_and_missing(tmp_path):
