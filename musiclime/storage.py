@@ -47,9 +47,10 @@ def delta_dataset(table, location: str | os.PathLike, **kwargs):
     ``DeltaTable.to_pyarrow_dataset`` (``file_pruning_predicate``...)."""
     import pyarrow.fs as pafs
     # deltalake's default filesystem hands pyarrow Python file objects; pyarrow's I/O
-    # threads may still hold one when the interpreter exits, and releasing it then aborts
-    # a process that did all its work (SIGABRT, "terminate called without an active
-    # exception"). Native files need no interpreter.
+    # threads may still hold one when the interpreter exits, and releasing it then crashes
+    # a process that did all its work (SIGABRT "terminate called without an active
+    # exception", SIGSEGV, or a hang after a scan left part-way). Native files need no
+    # interpreter.
     fs, path = filesystem(location)
     return table.to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(path, fs), **kwargs)
 
