@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.musiclime-installed
 
-.PHONY: demo test venv lock bench bench-full clean
+.PHONY: demo test lint venv lock bench bench-full clean
 
 # Everything comes from requirements.lock: exact versions with hashes, no resolution here
 # (pip alone would now pick torchaudio 2.11.1, which does not load against torch 2.11.0).
@@ -29,7 +29,12 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/musiclime demo
 
-test: $(STAMP)
+# Seconds: the linter and the type checker, at the lock's versions (config in pyproject.toml).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: lint
 	$(PY) -m pytest tests --durations=15
 	@if [ -d ../shared/acceptance ]; then \
 		PYTHONDONTWRITEBYTECODE=1 $(PY) -m pytest --rootdir . -c pyproject.toml -p no:cacheprovider ../shared/acceptance; \

@@ -58,9 +58,9 @@ def make(root: Path, rows: int) -> Path:
 
 
 def child(cat: str, out: str) -> None:
+    from musiclime.records import ErrorRecord
     from pipeline.catalogue import CatalogueReader
     from pipeline.plan import make_plan, rows_to_do
-    from musiclime.records import ErrorRecord
     from pipeline.writer import RunWriter
     def rss() -> float:
         # VmHWM belongs to this address space; ru_maxrss would carry the parent's peak across exec

@@ -30,11 +30,11 @@ def main(argv=None) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline.global_importance import aggregate, write_global_importance
     from musiclime.library import EMOTION_WORDS, GENRE_WORDS
     from pipeline.catalogue import read_catalogue
     from pipeline.config import ExplainConfig
     from pipeline.driver import run_explain
+    from pipeline.global_importance import aggregate, write_global_importance
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_demo_arguments(ap)
     ap.add_argument("--fresh", type=int, default=None,

@@ -39,8 +39,7 @@ def build_models(root: Path, size: str) -> tuple[Path, Path]:
     """(musiclime checkpoint of the paper model, demucs repo) written under ``root``."""
     import torch
     from tokenizers import ByteLevelBPETokenizer
-    from transformers import (ASTConfig, ASTFeatureExtractor, ASTModel, RobertaConfig, RobertaModel,
-                              RobertaTokenizerFast)
+    from transformers import ASTConfig, ASTFeatureExtractor, ASTModel, RobertaConfig, RobertaModel, RobertaTokenizerFast
 
     from bench.common import WORDS
     from musiclime.models.checkpoint import save_checkpoint

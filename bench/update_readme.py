@@ -209,7 +209,7 @@ def quality(r) -> str:
 
 def chaos(r) -> str:
     kinds = ", ".join(f"{n} {k}" for k, n in r["kills_by_kind"].items())
-    out = table(["tracks", "SIGKILLs (every ~%g s)" % r["kill_every_s"], "chaos run (s)", "clean run (s)",
+    out = table(["tracks", f"SIGKILLs (every ~{r['kill_every_s']:g} s)", "chaos run (s)", "clean run (s)",
                  "rows / distinct tracks", "error rows", "weights identical", "exit codes"],
                 [[r["tracks"], f"{r['kills']} ({kinds})", f"{r['chaos_seconds']:.0f}", f"{r['clean_seconds']:.0f}",
                   f"{r['rows']} / {r['distinct_tracks']}", r["error_files"], "yes" if r["weights_identical"] else "NO",
@@ -274,7 +274,7 @@ def main() -> None:
             continue
         pat = re.compile(rf"<!-- bench:{section} -->\n.*?<!-- /bench:{section} -->", re.S)
         block = f"<!-- bench:{section} -->\n{fmt(r)}\n<!-- /bench:{section} -->"
-        text = pat.sub(lambda m: block, text)
+        text = pat.sub(lambda m, block=block: block, text)
     readme.write_text(text)
     print("README tables updated from", RESULTS)
 

@@ -39,8 +39,8 @@ if TYPE_CHECKING:
     from musiclime.errors import InputError
     from musiclime.explainer import MusicLIME
     from musiclime.explanation import Explanation
-    from musiclime.layout import FeatureLayout, FeatureSpace
     from musiclime.factorization import AudioFactorization, LyricsFactorization
+    from musiclime.layout import FeatureLayout, FeatureSpace
     from musiclime.masks import Modality, sample_masks
     from musiclime.protocol import LateFusionModel, MusicModel
     from musiclime.surrogate import FeatureSelection, SurrogateFit, fit_surrogate

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 RESOLVED, TIED, UNRESOLVED = "resolved", "tied", "unresolved"
 
 
-def topk_state(fits: "Iterable[SurrogateFit]", k: int, confidence: float = 0.95,
+def topk_state(fits: Iterable[SurrogateFit], k: int, confidence: float = 0.95,
                tie_tolerance: float = 0.05) -> tuple[str, float]:
     """``(state, separation)`` of the top-``k`` over every label's fit: ``resolved`` when
     each label's k-th weight stands above its (k+1)-th by at least ``z(confidence)``
@@ -62,13 +63,13 @@ def topk_state(fits: "Iterable[SurrogateFit]", k: int, confidence: float = 0.95,
 class Adaptive:
     """Where ``num_samples="auto"`` settled: the final plan, its probabilities, and the
     explanation fitted on it (``model_rows`` over all rounds, ``topk``, ``rounds``)."""
-    plan: "Plan"
+    plan: Plan
     probs: np.ndarray
-    explanation: "Explanation"
+    explanation: Explanation
 
 
-def sample_until_resolved(explainer: "MusicLIME", model, af, lf,
-                          labels: "Sequence[int] | Callable[[np.ndarray], Sequence[int]] | None" = None,
+def sample_until_resolved(explainer: MusicLIME, model, af, lf,
+                          labels: Sequence[int] | Callable[[np.ndarray], Sequence[int]] | None = None,
                           top_labels: int | None = 1, modality: str = "both", seed: int | None = None,
                           progress=None) -> Adaptive:
     """Grow the samples round by round (:meth:`MusicLIME.rounds`; each round extends the

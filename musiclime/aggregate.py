@@ -95,7 +95,7 @@ def aggregate_batches(batches, topk: int = 5, min_word_tracks: int | None = None
     """
     import polars as pl
     by = {"n_class": KEYS, **{lv: KEYS + b for lv, b in AUDIO_LEVELS.items()}, "word": KEYS + ["token"], "share": []}
-    acc: dict[str, list] = {k: [] for k in by}
+    acc: dict = {k: [] for k in by}  # lists of partial frames, then one frame each
     for i, (expl, tracks) in enumerate(batches):
         for k, df in _partials(expl, tracks, topk).items():
             acc[k].append(df)

@@ -15,12 +15,19 @@ interaction (the foldover), where i.i.d. masks pay for both with variance.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
-from musiclime.masks import (Modality, perturbed_columns, sample_foldover_masks, sample_grid_masks,
-                             sample_masks, seed_bits, unique_rows)
+from musiclime.masks import (
+    Modality,
+    perturbed_columns,
+    sample_foldover_masks,
+    sample_grid_masks,
+    sample_masks,
+    seed_bits,
+    unique_rows,
+)
 
 # grid sides of the random grid's rounds, and the joint rows drawn per half-mask pair
 GRID_SIDES = (32, 64, 128, 256, 512)
@@ -35,7 +42,7 @@ def _is_prime(q: int) -> bool:
     return q > 1 and all(q % d for d in range(2, int(q ** 0.5) + 1))
 
 
-@lru_cache(maxsize=None)
+@cache
 def hadamard_order(at_least: int) -> int:
     """The smallest Hadamard order >= ``at_least`` that :func:`hadamard` builds: 1, 2, and
     (q + 1) * 2^k for primes q = 3 mod 4 (Paley I with Sylvester doubling)."""
@@ -53,7 +60,7 @@ def hadamard_order(at_least: int) -> int:
         n += 1
 
 
-@lru_cache(maxsize=None)
+@cache
 def hadamard(order: int) -> np.ndarray:
     """A normalized Hadamard matrix ``int8 [order, order]`` (``H @ H.T == order * I``, first
     column all +1) of an order :func:`hadamard_order` returns."""
@@ -178,7 +185,7 @@ class SamplingDesign:
 
     def rounds(self, layout: Layout, max_samples: int) -> list[Size]:
         """Growing sizes for ``num_samples="auto"``; each round's masks extend the last's."""
-        out = []
+        out: list[Size] = []
         for n in IID_SCHEDULE:
             n = min(n, max_samples)
             if not out or n > out[-1].num_samples:

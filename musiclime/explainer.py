@@ -7,8 +7,8 @@ many to draw; :class:`MusicLIME` keeps plan / predict / fit / explain.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -19,8 +19,7 @@ from musiclime.factorization import AudioFactorization, LyricsFactorization
 from musiclime.layout import FeatureLayout
 from musiclime.masks import Modality, seed_bits
 from musiclime.protocol import is_late_fusion
-from musiclime.runner import OutputCache, Progress, auto_batch_size  # noqa: F401  (re-exported)
-from musiclime.runner import ModelRunner
+from musiclime.runner import ModelRunner, OutputCache, Progress, auto_batch_size  # noqa: F401  (re-exported)
 from musiclime.surrogate import FeatureSelection, fit_surrogate, mask_distances, resolve_target
 
 DESIGN_CHOICES = designs.CHOICES
@@ -154,7 +153,7 @@ class MusicLIME:
                 size = sampler.size(int(n), layout)
                 grid = grid_size or self.grid_size
                 if grid is not None and name == "grid":
-                    size = designs.Size(size.num_samples, tuple(grid))
+                    size = designs.Size(size.num_samples, (int(grid[0]), int(grid[1])))
         masks = sampler.sample(layout, size, seed)
         return Plan(fs, masks, fs.columns(modality), modality, tuple(flags), seed, name, size)
 

@@ -6,9 +6,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from musiclime.surrogate import SurrogateFit
-
 from musiclime.layout import AUDIO, LYRICS, FeatureLayout
+from musiclime.surrogate import SurrogateFit
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -111,7 +110,7 @@ class Explanation:
                 out[fs.stem_segment(i)] = w
         return out
 
-    def to_arrow(self) -> "pa.Table":
+    def to_arrow(self) -> pa.Table:
         """One row per (explained label, selected feature); see ``schemas.explanations``."""
         from schemas.explanations import LOCAL_SCHEMA
         fs = self.features

@@ -7,8 +7,8 @@ masks at once.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -95,7 +95,7 @@ class AudioFactorization:
 
     @classmethod
     def time_only(cls, audio, sample_rate: int, n_segments: int = 10,
-                  device: str | torch.device | None = None) -> "AudioFactorization":
+                  device: str | torch.device | None = None) -> AudioFactorization:
         """Segments of the unseparated mix: one stem named ``mix``. ``audio``: ``[n_samples]``."""
         a = audio if isinstance(audio, torch.Tensor) else torch.as_tensor(np.asarray(audio, np.float32))
         return cls(a.reshape(1, -1), sample_rate, n_segments, ("mix",), device)
@@ -128,7 +128,7 @@ class AudioFactorization:
         a, e = self.segments[seg]
         return self.stem_names[stem], seg, a / self.sample_rate, e / self.sample_rate
 
-    def to(self, device: str | torch.device) -> "AudioFactorization":
+    def to(self, device: str | torch.device) -> AudioFactorization:
         """The same factorization with its stems on ``device``."""
         return AudioFactorization(self.stems.to(device), self.sample_rate, self.n_segments,
                                   self.stem_names)
@@ -170,7 +170,7 @@ def truncate_words(text: str, max_words: int, split_expression: str = r"\W+") ->
     seen: set[str] = set()
     offset = 0
     # with a capturing group, even indices are words (or empty), odd ones separators
-    for i, piece in enumerate(re.split(r"(%s)" % split_expression, text)):
+    for i, piece in enumerate(re.split(rf"({split_expression})", text)):
         if i % 2 == 0 and piece and piece not in seen:
             if len(seen) == max_words:
                 return text[:offset], True
@@ -216,7 +216,7 @@ class LyricsFactorization:
 
     @staticmethod
     def _tokenize(text: str, split_expression: str, bow: bool, skip_blank: bool) -> _Tokenization:
-        splitter = re.compile(r"(%s)|$" % split_expression)
+        splitter = re.compile(rf"({split_expression})|$")
         pieces = [s for s in splitter.split(text) if s]
         vocab: dict[str, int] = {}
         features: list[str] = []

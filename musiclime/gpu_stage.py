@@ -79,7 +79,7 @@ class ExplainStage:
         import torch
         if inp.stems is not None:
             return torch.tensor(inp.stems, device=self.device)  # a copy: Ray gives read-only arrays
-        if self.separator is None:
+        if self.separator is None or self.cache is None:
             raise RuntimeError(f"track {inp.track_id!r} has no stems and this stage has no separator")
         t0 = time.perf_counter()
         stems, _ = self.cache.separate(self.separator, inp.mix, inp.sample_rate, device=self.device)
@@ -170,7 +170,10 @@ def model_hash(model, spec: str) -> str:
     if mid:
         return str(mid)
     try:
-        src = inspect.getsource(inspect.getmodule(type(model)))
+        module = inspect.getmodule(type(model))
+        if module is None:
+            raise TypeError("no module")
+        src = inspect.getsource(module)
     except (TypeError, OSError):
         src = spec
     return hashlib.sha256(src.encode()).hexdigest()

@@ -36,7 +36,7 @@ class FeatureLayout:
     n_segments: int
 
     @classmethod
-    def from_factorizations(cls, af: "AudioFactorization", lf: "LyricsFactorization") -> "FeatureLayout":
+    def from_factorizations(cls, af: AudioFactorization, lf: LyricsFactorization) -> FeatureLayout:
         audio = [af.feature_info(f) for f in range(af.n_features)]
         nl = lf.n_features
         return cls(
@@ -56,7 +56,7 @@ class FeatureLayout:
     def modality(self, f: int) -> str:
         return AUDIO if f < self.n_audio else LYRICS
 
-    def columns(self, modality: "str | Modality" = Modality.BOTH) -> np.ndarray:
+    def columns(self, modality: str | Modality = Modality.BOTH) -> np.ndarray:
         """Joint feature indices a modality perturbs (what its surrogate is fitted on)."""
         return np.arange(self.n_features)[perturbed_columns(Modality.parse(modality), self.n_audio, self.n_lyrics)]
 

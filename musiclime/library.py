@@ -306,7 +306,7 @@ def _write_track(spec: TrackSpec, root: Path, sample_rate: int, seconds: float) 
     stems = synthesize(spec, sample_rate, seconds)
     peak = float(np.abs(stems.sum(0)).max())
     stems *= 0.8 / max(peak, 1e-6)
-    row = dict(track_id=spec.track_id)
+    row: dict = dict(track_id=spec.track_id)
     tdir = root / "stems" / spec.track_id
     tdir.mkdir(parents=True, exist_ok=True)
     q = []

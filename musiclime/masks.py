@@ -1,7 +1,6 @@
 """Perturbation masks: which features each perturbed sample keeps."""
 from __future__ import annotations
 
-
 import numpy as np
 
 from musiclime.choices import Choice
@@ -34,7 +33,7 @@ def perturbed_columns(modality: Modality, n_audio: int, n_lyrics: int) -> slice:
 
 
 def sample_masks(num_samples: int, n_audio: int, n_lyrics: int, seed: int = 0,
-                 modality: "str | Modality" = "both") -> np.ndarray:
+                 modality: str | Modality = "both") -> np.ndarray:
     """Joint i.i.d. Bernoulli(1/2) masks over audio then lyrics features.
 
     Args:
@@ -121,7 +120,7 @@ def _half_masks(n: int, width: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def sample_foldover_masks(num_samples: int, n_audio: int, n_lyrics: int, seed: int = 0,
-                          modality: "str | Modality" = "both") -> np.ndarray:
+                          modality: str | Modality = "both") -> np.ndarray:
     """Foldover (antithetic) design: i.i.d. Bernoulli(1/2) masks, each followed by its
     complement (row 0 all ones, row 1 all zeros in the perturbed columns).
 

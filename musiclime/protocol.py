@@ -15,7 +15,7 @@ import torch
 from musiclime.errors import ModelOutputError
 
 if TYPE_CHECKING:
-    from musiclime.factorization import LyricsFactorization
+    pass
 
 
 @runtime_checkable
@@ -57,7 +57,7 @@ def model_device(model: object) -> torch.device | None:
     return torch.device(dev) if isinstance(dev, (str, torch.device)) else None
 
 
-def check_model(model: object) -> None:
+def check_model(model: Any) -> None:
     """Raise ``TypeError`` naming what is missing for the model protocol."""
     missing = [n for n in ("classes", "sample_rate") if not hasattr(model, n)]
     if not callable(getattr(model, "predict_proba", None)) and not is_late_fusion(model):

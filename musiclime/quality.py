@@ -23,7 +23,8 @@ class Planted:
 def planted_by_track(truth_rows: list[dict], task: str, n_segments: int = 10) -> dict[str, Planted]:
     """Ground-truth rows (``ground_truth.parquet``) -> ``{track_id: Planted}`` for ``task``.
     A row without a segment plants its stem in every segment."""
-    audio, words = defaultdict(set), defaultdict(set)
+    audio: defaultdict[str, set] = defaultdict(set)
+    words: defaultdict[str, set] = defaultdict(set)
     for r in truth_rows:
         if r["task"] != task:
             continue
@@ -84,7 +85,8 @@ def _level_hits(exp: Explanation, label: int, planted: Planted, rank: str) -> di
 
 def pooled_precision(per_track: list[dict]) -> dict[str, float]:
     """Sum of hits / sum of k across tracks, per key."""
-    hits, ks = defaultdict(int), defaultdict(int)
+    hits: defaultdict[str, int] = defaultdict(int)
+    ks: defaultdict[str, int] = defaultdict(int)
     for d in per_track:
         for key, (h, k) in d.items():
             hits[key] += h

@@ -48,7 +48,7 @@ class TrackInput:
 @dataclass
 class TrackResult:
     track: dict
-    explanations: "object"  # pyarrow.Table
+    explanations: object  # pyarrow.Table
     model_rows: int
 
 

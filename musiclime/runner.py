@@ -2,7 +2,7 @@
 output cache across rounds, and late fusion (encoders once per distinct half-mask)."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -132,7 +132,7 @@ class ModelRunner:
         device = model_device(model)
         if device is not None and device != af.device:
             af = af.to(device)
-        size = auto_batch_size(device or af.device) if self.batch_size == "auto" else self.batch_size
+        size = auto_batch_size(device or af.device) if self.batch_size == "auto" else int(self.batch_size)
         batcher = _Batcher(size)
         n_classes = len(model.classes)
         cache = OutputCache() if cache is None else cache
@@ -154,8 +154,9 @@ class ModelRunner:
                 for block in _batches(len(new), max(COMPOSE_BLOCK, batcher.size)):
                     audio = af.compose(new[block, :n_audio])
                     texts = lf.compose(new[block, n_audio:])
+                    # the lambda runs inside batcher.run, within this iteration
                     parts += batcher.run(len(texts), lambda sl: as_probs(
-                        model.predict_proba(audio[sl], texts[sl]), sl.stop - sl.start, n_classes), tick)
+                        model.predict_proba(audio[sl], texts[sl]), sl.stop - sl.start, n_classes), tick)  # noqa: B023
                 if len(new):
                     cache.add("joint", new, np.concatenate(parts))
                 probs = cache.gather("joint", uniq)[inverse]
@@ -176,8 +177,9 @@ class ModelRunner:
         audio_parts = []
         for block in _batches(len(ua_new), max(COMPOSE_BLOCK, batcher.size)):
             audio = af.compose(ua_new[block])
+            # the lambda runs inside batcher.run, within this iteration
             audio_parts += batcher.run(len(audio), lambda sl: as_embedding(
-                model.embed_audio(audio[sl]), sl.stop - sl.start, "embed_audio"), tick)
+                model.embed_audio(audio[sl]), sl.stop - sl.start, "embed_audio"), tick)  # noqa: B023
         if audio_parts:
             cache.add("audio", ua_new, torch.cat(audio_parts))
         if has_mask_lyrics(model):

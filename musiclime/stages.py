@@ -13,9 +13,8 @@ import time
 import numpy as np
 
 from musiclime.errors import InputError
-from musiclime.factorization import SILENCE_PEAK
+from musiclime.factorization import SILENCE_PEAK, truncate_words
 from musiclime.factorization import STEM_NAMES as STEMS
-from musiclime.factorization import truncate_words
 from musiclime.records import AUDIO_NOT_USED, ErrorRecord, TrackInput, TrackResult  # noqa: F401 (the stages' records)
 
 
@@ -45,7 +44,8 @@ def read_lyrics(row: dict) -> str:
 def decode(row: dict, cfg, sample_rate: int) -> TrackInput | ErrorRecord:
     """The decode stage. ``cfg`` is an :class:`ExplainConfig`; never raises for bad input."""
     from musiclime.audio_io import read_audio
-    from musiclime.separation import StemCache, get_separator, read_provided_stems
+    from musiclime.separation import StemCache, read_provided_stems
+    from musiclime.separation.hpss import HPSSSeparator
     t0 = time.perf_counter()
     tid, idx = row["track_id"], row["catalogue_row"]
     window = cfg.max_seconds if not cfg.model_window else min(cfg.max_seconds, cfg.model_window)
@@ -74,7 +74,7 @@ def decode(row: dict, cfg, sample_rate: int) -> TrackInput | ErrorRecord:
                 stems, names, mix = mix[None], ("mix",), None
             elif cfg.separator == "hpss":
                 cache = StemCache(cfg.stem_cache)
-                stems_t, _ = cache.separate(get_separator("hpss"), mix, sample_rate)
+                stems_t, _ = cache.separate(HPSSSeparator(), mix, sample_rate)
                 stems, names, mix = stems_t.numpy(), STEMS, None
             else:  # demucs: the GPU stage separates the mix on its device
                 stems, names = None, STEMS

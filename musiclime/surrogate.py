@@ -42,7 +42,7 @@ AUTO_TARGET = Target.LOG_ODDS
 LOGIT_CLIP = 1e-6
 
 
-def resolve_target(target: "str | Target", design: str = "auto") -> Target:
+def resolve_target(target: str | Target, design: str = "auto") -> Target:
     """``auto`` -> :data:`AUTO_TARGET`, except under the reference's ``iid`` design, which
     keeps the reference's probability (``--design iid`` reproduces the paper exactly)."""
     target = Target.parse(target)
@@ -51,7 +51,7 @@ def resolve_target(target: "str | Target", design: str = "auto") -> Target:
     return Target.PROBABILITY if design == "iid" else AUTO_TARGET
 
 
-def target_values(probs: np.ndarray, label: int, target: "str | Target" = Target.PROBABILITY) -> np.ndarray:
+def target_values(probs: np.ndarray, label: int, target: str | Target = Target.PROBABILITY) -> np.ndarray:
     """``[N]`` values the surrogate of ``label`` fits."""
     target = resolve_target(target)
     p = np.asarray(probs, dtype=np.float64)[:, label]
@@ -94,7 +94,7 @@ class SurrogateFit:
 
 def weight_standard_errors(data: np.ndarray, y: np.ndarray, sample_weight: np.ndarray, coef: np.ndarray,
                            intercept: float, alpha: float,
-                           clusters: "list[tuple[np.ndarray, np.ndarray | None]] | None" = None) -> np.ndarray:
+                           clusters: list[tuple[np.ndarray, np.ndarray | None]] | None = None) -> np.ndarray:
     """Cluster-robust sandwich standard errors of a weighted Ridge fit's coefficients, ``[K]``.
 
     ``V = A^-1 M A^-1`` with ``A = Xc' W Xc + alpha I`` (``Xc`` the weighted-centred
@@ -120,7 +120,7 @@ def weight_standard_errors(data: np.ndarray, y: np.ndarray, sample_weight: np.nd
     scores = xc * (sw * resid)[:, None]
     units = clusters or [(np.arange(n), None)]
 
-    def meat(ids: np.ndarray, cols: "np.ndarray | None", balanced: bool = False) -> np.ndarray:
+    def meat(ids: np.ndarray, cols: np.ndarray | None, balanced: bool = False) -> np.ndarray:
         _, first, ids = np.unique(ids, return_index=True, return_inverse=True)
         g = int(ids.max()) + 1
         summed = np.zeros((g, k))
@@ -140,6 +140,8 @@ def weight_standard_errors(data: np.ndarray, y: np.ndarray, sample_weight: np.nd
     if len(units) == 1:
         var = np.diag(a_inv @ meat(*units[0]) @ a_inv)
     else:
+        bal_a: list
+        bal_l: list
         (ca, cols_a, *bal_a), (cl, cols_l, *bal_l) = units
         cells = np.asarray(ca, dtype=np.int64) * (int(np.max(cl)) + 1) + np.asarray(cl)
         va = np.diag(a_inv @ meat(ca, cols_a, bool(bal_a and bal_a[0])) @ a_inv)
@@ -199,7 +201,7 @@ def _lasso_path(data, labels, weights, num_features) -> np.ndarray:
 
 
 def select_features(data: np.ndarray, labels: np.ndarray, weights: np.ndarray,
-                    num_features: int, method: "str | FeatureSelection") -> np.ndarray:
+                    num_features: int, method: str | FeatureSelection) -> np.ndarray:
     """Indices of the features the surrogate is fitted on (lime's selection rules)."""
     method = FeatureSelection.parse(method)
     if method is FeatureSelection.AUTO:
@@ -215,10 +217,10 @@ def select_features(data: np.ndarray, labels: np.ndarray, weights: np.ndarray,
 
 
 def fit_surrogate(masks, probs, label: int, kernel_width: float = 25, num_features: int | None = None,
-                  feature_selection: "str | FeatureSelection" = "auto", distance: str = "cosine",
+                  feature_selection: str | FeatureSelection = "auto", distance: str = "cosine",
                   alpha: float = 1.0, distances: np.ndarray | None = None,
-                  target: "str | Target" = Target.PROBABILITY,
-                  clusters: "list[tuple[np.ndarray, np.ndarray | None]] | None" = None) -> SurrogateFit:
+                  target: str | Target = Target.PROBABILITY,
+                  clusters: list[tuple[np.ndarray, np.ndarray | None]] | None = None) -> SurrogateFit:
     """Fit the weighted Ridge surrogate of one label.
 
     Args:

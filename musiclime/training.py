@@ -216,7 +216,7 @@ def train_paper(library: str | Path, task: str, audio_encoder: str, text_encoder
     torch.manual_seed(seed)
     from transformers import AutoFeatureExtractor
 
-    from musiclime.models.registry import encoder_source
+    from musiclime.models.sources import encoder_source
     sr = int(AutoFeatureExtractor.from_pretrained(encoder_source(audio_encoder)[0]).sampling_rate)
     train = load_split(library, task, "train", sr, limit=limit)
     test = load_split(library, task, "test", sr, classes=train.classes, limit=limit)

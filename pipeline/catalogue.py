@@ -14,9 +14,9 @@ not JSON) becomes an error row (``catalogue_decode_error``) and never changes an
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from musiclime import storage
 

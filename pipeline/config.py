@@ -158,7 +158,7 @@ class ExplainConfig:
         return hashlib.sha256(blob).hexdigest()[:16]
 
     @property
-    def pool(self) -> "PoolSize":
+    def pool(self) -> PoolSize:
         """``--predictors`` as bounds of the GPU-stage pool."""
         return PoolSize.parse(self.predictors)
 
@@ -175,7 +175,7 @@ class PoolSize:
     high: int | None
 
     @classmethod
-    def parse(cls, value) -> "PoolSize":
+    def parse(cls, value) -> PoolSize:
         if isinstance(value, int) and not isinstance(value, bool):
             if value < 1:
                 raise ValueError(f"predictors must be >= 1, got {value!r}")

@@ -24,7 +24,7 @@ driver writes at a time and the read-version-then-commit of step 3 is not raced.
 from __future__ import annotations
 
 import json
-from typing import Iterator
+from collections.abc import Iterator
 
 from musiclime import storage
 from pipeline import failpoints
@@ -130,9 +130,11 @@ class DeltaRunWriter(BatchBuffer):
         if self.lease is not None:
             self.lease.check()
         seq = self._seq
+        if seq is None:  # recover() above reads it from the tables
+            raise RuntimeError("the Delta writer's batch sequence was never read")
         manifest = self._stage(seq)
         self._batch_done()
-        self._seq += 1
+        self._seq = seq + 1
         failpoints.hit("manifest")
         self._roll_forward(manifest)
         return True

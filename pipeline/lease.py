@@ -54,7 +54,7 @@ class Lease:
         self.held = False
 
     # ------------------------------------------------------------------ acquire / release
-    def acquire(self) -> "Lease":
+    def acquire(self) -> Lease:
         doc = {"host": socket.gethostname(), "pid": os.getpid(), "run_id": self.run_id, "token": self.token,
                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stale_after_s": self.stale_after}
         for _ in range(5):
@@ -131,7 +131,7 @@ class Lease:
             except FileNotFoundError:
                 return
 
-    def __enter__(self) -> "Lease":
+    def __enter__(self) -> Lease:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
@@ -203,7 +203,7 @@ class ObjectLease:
             holder = None
         return holder, r["ETag"], age
 
-    def acquire(self) -> "ObjectLease":
+    def acquire(self) -> ObjectLease:
         for _ in range(5):
             etag = self._put(IfNoneMatch="*")
             if etag is None:
@@ -255,7 +255,7 @@ class ObjectLease:
                     pass  # no longer ours (taken over): leave it
         self.held = False
 
-    def __enter__(self) -> "ObjectLease":
+    def __enter__(self) -> ObjectLease:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

@@ -36,15 +36,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str)
 
 
+class _Handler(logging.StreamHandler):
+    """The handler :func:`configure` installs (and replaces when called again)."""
+
+
 def configure(level: str = "INFO", fmt: str = "text", stream=None) -> logging.Logger:
     """(Re)configure the ``musiclime`` logger; returns it."""
     fmt = LogFormat.parse(fmt)
     logger = logging.getLogger(LOGGER)
     for h in list(logger.handlers):
-        if getattr(h, "_musiclime", False):
+        if isinstance(h, _Handler):
             logger.removeHandler(h)
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler._musiclime = True
+    handler = _Handler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt is LogFormat.JSON
                          else logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger.addHandler(handler)

@@ -14,7 +14,8 @@ chosen once (``--format auto``: Delta on object stores) and recorded in ``run.js
 from __future__ import annotations
 
 import json
-from typing import Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from musiclime import storage
 from pipeline.config import OutputFormat
@@ -252,7 +253,7 @@ class MembersWriter:
         self.out, self.fmt, self.run_id = str(out), fmt, run_id
         self._dir = tempfile.mkdtemp(prefix="musiclime-members-")
         self._tmp = f"{self._dir}/members.parquet"
-        self._writer = None
+        self._writer: Any = None  # a pyarrow ParquetWriter once the first batch comes
 
     def add(self, track_ids: list, rows: list[int], keys: list[str]) -> None:
         import pyarrow as pa

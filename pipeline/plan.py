@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 
-from pipeline.catalogue import DECODE_ERROR, CatalogueError, CatalogueReader, ContentKeys
 from musiclime.records import ErrorRecord
+from pipeline.catalogue import DECODE_ERROR, CatalogueError, CatalogueReader, ContentKeys
 
 DIGEST = np.dtype("S16")
 ANONYMOUS = ("missing_track_id", "duplicate_track_id")
@@ -82,7 +82,8 @@ def committed(writer) -> tuple[np.ndarray, np.ndarray, Counter]:
     """Digests of the ids in this run's ``tracks``, in its ``errors`` (rows with an identity),
     and the counts of committed anonymous error rows."""
     ok = [_digests(b["track_id"]) for b in writer.scan("tracks", ["track_id"])]
-    err, anonymous = [], Counter()
+    err: list = []
+    anonymous: Counter = Counter()
     for b in writer.scan("errors", ["track_id", "error_type"]):
         keyed = []
         for tid, et in zip(b["track_id"], b["error_type"]):
@@ -123,8 +124,11 @@ class _Index:
         return self.order[pos[hit]]  # leftmost of an equal run = the first row (stable sort)
 
 
+NO_LABEL_AUDIO = ContentKeys()  # the keys of a run with no label column, of an audio model
+
+
 def make_plan(reader: CatalogueReader, writer, history: np.ndarray | None = None, members=None,
-              keys_of: ContentKeys = ContentKeys()) -> RowPlan:
+              keys_of: ContentKeys = NO_LABEL_AUDIO) -> RowPlan:
     """The plan of a run. ``history``: sorted :func:`version_digest` values of earlier
     nights (incremental runs); ``members``: an object whose ``add(track_ids, rows, keys)``
     receives each catalogue batch (the run's ``members`` table); ``keys_of``: the run's
@@ -136,7 +140,7 @@ def make_plan(reader: CatalogueReader, writer, history: np.ndarray | None = None
         bad_chunks.append(np.array([DECODE_ERROR in r for r in batch], dtype=bool))
         if history is not None:
             seen_chunks.append(_in_sorted(history, np.array(
-                [version_digest(r["track_id"], k) if r["track_id"] else b"" for r, k in zip(batch, keys)],
+                [version_digest(r["track_id"], k) if r["track_id"] else b"" for r, k in zip(batch, keys or [])],
                 dtype=DIGEST)))
         if members is not None:
             members.add([r["track_id"] for r in batch], [r["catalogue_row"] for r in batch], keys)
@@ -163,7 +167,7 @@ def _in_sorted(sorted_digests: np.ndarray, query: np.ndarray) -> np.ndarray:
     return (sorted_digests[pos] == query) & (query != b"")
 
 
-def rows_to_do(reader: CatalogueReader, plan: RowPlan, keys_of: ContentKeys = ContentKeys()) -> Iterator[dict | ErrorRecord]:
+def rows_to_do(reader: CatalogueReader, plan: RowPlan, keys_of: ContentKeys = NO_LABEL_AUDIO) -> Iterator[dict | ErrorRecord]:
     """The second pass: rows for the model, and error records for rows that cannot be
     explained and are not committed yet, each with its content key."""
     seen: Counter = Counter()

@@ -11,7 +11,6 @@ import base64
 import functools
 import html
 import io
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -211,7 +210,7 @@ def build_report(out: str | Path, tracks_per_class: int = 3, max_tracks: int = 2
     chosen = (tracks.with_columns(pl.col("probabilities").list.max().alias("conf")).sort("conf", descending=True)
               .group_by("predicted", maintain_order=True).head(tracks_per_class).head(max_tracks))
     ids = chosen["track_id"].to_list()
-    rows_by_tid = {}
+    rows_by_tid: dict = {}
     if audio and manifest.get("config"):
         try:  # stream the catalogue, keeping only the chosen tracks' rows
             from pipeline.catalogue import CatalogueReader
@@ -273,8 +272,8 @@ def _cached_demucs_stems(cfg, mix: np.ndarray, sr: int) -> np.ndarray | None:
 def _track_audio(manifest: dict, row: dict, e, stems: list[str], n_seg: int) -> tuple[str, str | None]:
     """Players for the explained audio and its top positive stem-segments, and the lyrics."""
     from musiclime.factorization import STEM_NAMES, AudioFactorization
-    from pipeline.config import ExplainConfig
     from musiclime.stages import ErrorRecord, decode
+    from pipeline.config import ExplainConfig
     cfg = ExplainConfig(**{k: v for k, v in manifest["config"].items() if k in ExplainConfig.__dataclass_fields__})
     sr = int(manifest.get("sample_rate") or 16000)
     demucs = cfg.separator == "demucs"

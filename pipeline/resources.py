@@ -60,7 +60,7 @@ def demands(cfg) -> list[Demand]:
 def placement_problems(wanted: list[Demand], node_types: list[NodeType]) -> list[str]:
     """Human lines saying why ``wanted`` can never be placed on ``node_types`` (empty: it can)."""
     problems = []
-    nodes = [[t.cpus, t.gpus, t.name] for t in node_types for _ in range(t.max_nodes)]
+    nodes: list[list] = [[t.cpus, t.gpus, t.name] for t in node_types for _ in range(t.max_nodes)]
     units = sorted(((d.gpus, d.cpus, d.stage) for d in wanted for _ in range(d.count)), reverse=True)
     for gpus, cpus, stage in units:
         if not any(t.cpus >= cpus and t.gpus >= gpus for t in node_types):

@@ -51,6 +51,7 @@ def separate_catalogue(rows: list[dict], separator_name: str, options: dict, cac
             done(separate_row(r, separator_name, options, cache_dir, sample_rate, max_seconds))
     else:
         import ray
+
         from pipeline.ray_runtime import init_ray
         init_ray(address)
         task = ray.remote(num_gpus=0)(separate_row)

@@ -22,8 +22,8 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from pipeline import failpoints, signals
 from schemas.tables import ERRORS, EXPLANATIONS, TRACKS

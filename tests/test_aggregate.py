@@ -14,9 +14,9 @@ import pytest
 import soundfile as sf
 
 from musiclime.aggregate import default_min_word_tracks
-from pipeline.global_importance import aggregate, write_global_importance
 from pipeline.config import ExplainConfig
 from pipeline.driver import run_explain
+from pipeline.global_importance import aggregate, write_global_importance
 from pipeline.report import build_report
 
 SR = 16000
@@ -130,7 +130,7 @@ def test_report_renders_in_a_real_browser(explained, tmp_path):
     assert "musiclime report" in dom.stdout, dom.stderr[-2000:]
     assert 'data-error="' not in dom.stdout  # the page's error trap marks <body> on any script error
     assert "<title>ERROR" not in dom.stdout
-    console_errors = [l for l in dom.stderr.splitlines() if "CONSOLE" in l and ("Error" in l or "Uncaught" in l)]
+    console_errors = [ln for ln in dom.stderr.splitlines() if "CONSOLE" in ln and ("Error" in ln or "Uncaught" in ln)]
     assert console_errors == []
     subprocess.run(flags + ["--window-size=1280,2400", f"--screenshot={shot}", path.as_uri()],
                    capture_output=True, timeout=120)

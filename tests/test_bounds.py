@@ -8,8 +8,8 @@ import soundfile as sf
 
 from musiclime.audio_io import read_audio
 from musiclime.factorization import LyricsFactorization, truncate_words
-from pipeline.config import ExplainConfig
 from musiclime.stages import decode
+from pipeline.config import ExplainConfig
 
 
 def test_truncate_words_keeps_a_prefix_with_the_cap_of_distinct_words():

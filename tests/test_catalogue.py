@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from musiclime.records import ErrorRecord
 from pipeline.catalogue import DECODE_ERROR, CatalogueError, CatalogueReader, read_catalogue
 from pipeline.plan import make_plan, rows_to_do
-from musiclime.records import ErrorRecord
 from pipeline.writer import RunWriter
 
 

@@ -30,7 +30,8 @@ def test_planted_truth_on_top_with_clear_margin():
 
 def test_deterministic_and_seed_matters():
     af, lf = facts()
-    run = lambda seed: MusicLIME(num_samples=300, seed=seed).explain(PlantedModel(), af, lf, labels=[1]).as_list(1)
+    def run(seed):
+        return MusicLIME(num_samples=300, seed=seed).explain(PlantedModel(), af, lf, labels=[1]).as_list(1)
     assert run(5) == run(5)
     assert run(5) != run(6)
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from musiclime.gpu_stage import ExplainStage
+from musiclime.stages import decode, fit
 from pipeline.catalogue import read_catalogue
 from pipeline.config import ExplainConfig
-from musiclime.stages import decode, fit
 
 
 def test_predict_and_fit_build_the_same_explainer(plugin_path, demo_library):

@@ -6,8 +6,15 @@ import pytest
 import torch
 
 from musiclime import AudioFactorization, LyricsFactorization, MusicLIME
-from musiclime.models import (BagOfWordsEncoder, LateFusionClassifier, LogMelCNN, TransformerLyricsEncoder,
-                              load_checkpoint, load_model, save_checkpoint)
+from musiclime.models import (
+    BagOfWordsEncoder,
+    LateFusionClassifier,
+    LogMelCNN,
+    TransformerLyricsEncoder,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
 from tests.toys import planted_stems
 
 SR = 16000

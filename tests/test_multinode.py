@@ -185,7 +185,7 @@ def test_pool_grows_onto_a_new_node_and_survives_a_raylet_kill(cluster, demo_lib
     assert len({r[0] for r in rows}) == 10 and q(qw.format("night")) == rows
 
 
-def _workers(title: str, within: "Cluster | None" = None) -> list[int]:
+def _workers(title: str, within: Cluster | None = None) -> list[int]:
     """Pids of Ray worker processes whose title starts with ``ray::<title>`` (an actor's
     class, a task's function, or IDLE), of ``within``'s nodes only when given."""
     out = []
@@ -239,7 +239,7 @@ def test_chaos_on_a_cluster_then_the_driver_killed_then_rerun(cluster, demo_libr
             run.kill()
         log.close()
     assert _committed(out, "chaos") < 32
-    for attempt in range(3):               # what the nightly scheduler does: run it again
+    for _attempt in range(3):               # what the nightly scheduler does: run it again
         again = subprocess.run(cmd, env=cluster.env, capture_output=True, text=True, timeout=600)
         if again.returncode == 0:
             break

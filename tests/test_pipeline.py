@@ -116,7 +116,7 @@ def test_bad_input_catalogue(ray_session, plugin_path, tmp_path):
     con = duckdb.connect()
     errs = con.execute(f"select track_id, catalogue_row, error_type, stage, message from {scan(out, 'errors')}").fetchall()
     got = {}
-    for tid, row, et, stage, msg in errs:
+    for tid, _row, et, _stage, msg in errs:
         key = f"{tid}#dup" if et == "duplicate_track_id" else tid
         got[key] = et
         assert msg and (tid in msg or et == "duplicate_track_id"), msg  # errors name the track

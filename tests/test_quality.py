@@ -33,12 +33,13 @@ def test_planted_evidence_in_top5_of_default_genre_model(demo_library, genre_mod
 
 
 def test_precision_ranks_supporting_evidence_first():
+    import numpy as np
+
     from musiclime.explanation import Explanation
-    from musiclime.layout import FeatureSpace
     from musiclime.factorization import AudioFactorization, LyricsFactorization
+    from musiclime.layout import FeatureSpace
     from musiclime.quality import Planted
     from musiclime.surrogate import SurrogateFit
-    import numpy as np
     af = AudioFactorization(np.ones((4, 1000), np.float32), 1000, n_segments=2)
     fs = FeatureSpace.from_factorizations(af, LyricsFactorization("fire walk rain"))
     n_a = fs.n_audio

@@ -10,8 +10,14 @@ from pathlib import Path
 import yaml
 
 from pipeline.commands.explain import _config, add_arguments
-from pipeline.resources import (Demand, NodeType, demands, node_types_of_cluster_yaml, node_types_of_rayjob,
-                                placement_problems)
+from pipeline.resources import (
+    Demand,
+    NodeType,
+    demands,
+    node_types_of_cluster_yaml,
+    node_types_of_rayjob,
+    placement_problems,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,10 +18,10 @@ import uuid
 
 import pyarrow as pa
 
-from pipeline.catalogue import CatalogueReader
-from pipeline.plan import make_plan, outcome, rows_to_do
 from musiclime.records import ErrorRecord
+from pipeline.catalogue import CatalogueReader
 from pipeline.output import open_writer
+from pipeline.plan import make_plan, outcome, rows_to_do
 from schemas.explanations import LOCAL_SCHEMA
 
 FEATURES = ("drums@0", "bass@1", "storm")

@@ -37,7 +37,7 @@ class KaldiFbank(nn.Module):
         self.register_buffer("window", torch.hann_window(self.win, periodic=False), persistent=False)
 
     @classmethod
-    def from_extractor(cls, extractor) -> "KaldiFbank":
+    def from_extractor(cls, extractor) -> KaldiFbank:
         return cls(extractor.sampling_rate, extractor.num_mel_bins, extractor.max_length,
                    getattr(extractor, "mean", -4.2677393), getattr(extractor, "std", 4.5689974),
                    getattr(extractor, "do_normalize", True))

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from musiclime.factorization import LyricsFactorization
 
 
-def default_model(classes: list[str], sample_rate: int, modality: str = "both") -> "LateFusionClassifier":
+def default_model(classes: list[str], sample_rate: int, modality: str = "both") -> LateFusionClassifier:
     """The offline default: log-mel CNN + frozen all-MiniLM-L6-v2 + MLP head (untrained)."""
     from musiclime.models.audio import LogMelCNN
     from musiclime.models.lyrics import NoLyrics, TransformerLyricsEncoder
@@ -77,7 +77,7 @@ class LateFusionClassifier(nn.Module):
             return torch.zeros(len(lyrics), 0, device=self.device)
         return self.lyrics_encoder(list(lyrics))
 
-    def embed_lyrics_masks(self, lf: "LyricsFactorization", masks) -> torch.Tensor:
+    def embed_lyrics_masks(self, lf: LyricsFactorization, masks) -> torch.Tensor:
         """Perturbed-lyrics embeddings from word masks ``[B, n_words]``: one tokenization
         of the full lyric when the encoder supports it."""
         if not self.uses_lyrics:

@@ -70,7 +70,7 @@ class HFAudioClassifier:
     modality = "audio"
 
     def __init__(self, folder: str | Path, device: str | torch.device | None = None):
-        from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, ASTFeatureExtractor
+        from transformers import ASTFeatureExtractor, AutoFeatureExtractor, AutoModelForAudioClassification
         from transformers.utils import logging as hf_logging
         hf_logging.disable_progress_bar()  # batch jobs log lines, not bars
         require_safetensors(folder)
@@ -90,7 +90,7 @@ class HFAudioClassifier:
         if device is not None:
             self.to(device)
 
-    def to(self, device) -> "HFAudioClassifier":
+    def to(self, device) -> HFAudioClassifier:
         self.model.to(device)
         if self.fbank is not None:
             self.fbank.to(device)
@@ -139,7 +139,7 @@ class HFTextClassifier:
         if device is not None:
             self.model.to(device)
 
-    def to(self, device) -> "HFTextClassifier":
+    def to(self, device) -> HFTextClassifier:
         self.model.to(device)
         return self
 

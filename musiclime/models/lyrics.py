@@ -37,7 +37,8 @@ class BagOfWordsEncoder(nn.Module):
         return [zlib.crc32(w.encode()) % self.n_buckets for w in re.findall(r"\w+", text.lower())]
 
     def forward(self, lyrics: list[str]) -> torch.Tensor:
-        ids, offsets = [], []
+        ids: list[int] = []
+        offsets: list[int] = []
         for text in lyrics:
             offsets.append(len(ids))
             ids.extend(self._ids(text))
@@ -126,7 +127,7 @@ class TransformerLyricsEncoder(nn.Module):
                              return_tensors="pt")
         return self._pool(enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device))
 
-    def token_words(self, lf: "LyricsFactorization") -> tuple[list[int], np.ndarray]:
+    def token_words(self, lf: LyricsFactorization) -> tuple[list[int], np.ndarray]:
         """Token ids of the full lyric (no special tokens, no truncation) and, per token,
         the lime word feature it lies in (-1 for tokens outside any word)."""
         enc = self.tokenizer(lf.text, add_special_tokens=False, return_offsets_mapping=True)
@@ -138,7 +139,7 @@ class TransformerLyricsEncoder(nn.Module):
                          dtype=np.int64)
         return list(enc["input_ids"]), owner
 
-    def embed_masks(self, lf: "LyricsFactorization", masks) -> torch.Tensor:
+    def embed_masks(self, lf: LyricsFactorization, masks) -> torch.Tensor:
         """Embeddings of perturbed lyrics from word masks ``[B, n_words]`` -> ``[B, D]``.
 
         One tokenization of the full text; row b keeps the tokens of kept words plus

@@ -21,7 +21,7 @@ class EncoderWeightsChanged(ValueError):
 def load_source(source: str | Path, weights_sha256: str | None, stored: bool) -> tuple[str, str, str | None]:
     """``(local folder, pinned source, weights hash)`` of an encoder; the hash is checked
     against ``weights_sha256`` when given and the weights are not stored in the checkpoint."""
-    from musiclime.models.registry import encoder_source, folder_hash
+    from musiclime.models.sources import encoder_source, folder_hash
     folder, pinned = encoder_source(source)
     if stored:
         return folder, pinned, None

@@ -19,29 +19,21 @@ revision (:func:`load_model` of the resolved ``location``). Each kind is one sma
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from musiclime.models.sources import HUB, HUB_FILES, ModelNotAvailable, encoder_source, folder_hash, hub_snapshot  # noqa: F401
+
 CHECKPOINT, PLUGIN = "musiclime-checkpoint", "plugin"
-HUB = re.compile(r"hf:(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<rev>[\w./-]+))?")
-# What a model needs and nothing else: other files on the hub (pickled weights, training
-# arguments, optimizer states) are never downloaded, and in a folder never opened.
-HUB_FILES = ["config.json", "*.safetensors", "*.safetensors.index.json", "preprocessor_config.json",
-             "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-             "vocab.json", "vocab.txt", "merges.txt", "spiece.model", "sentencepiece.bpe.model"]
 FORMS = ("default | default:emotion | a folder (musiclime checkpoint, or a Hugging Face audio or text "
          "classifier saved with save_pretrained) | hf:ORG/NAME[@REVISION] (Hugging Face hub) | "
          "package.module:factory (a plugin)")
-
-
-class ModelNotAvailable(FileNotFoundError):
-    """A hub model that is neither in the HF cache nor reachable."""
 
 
 def musiclime_home() -> Path:
@@ -129,50 +121,6 @@ def _described(ref: ResolvedModel, folder: str | Path) -> ResolvedModel:
     return ResolvedModel(ref.spec, ref.kind, ref.location, "audio", seconds)
 
 
-def hub_snapshot(repo: str, revision: str | None) -> str:
-    """The local folder of ``repo`` at ``revision`` (a branch, tag or commit): downloaded
-    (only :data:`HUB_FILES`) when the hub is reachable and ``HF_HUB_OFFLINE`` is unset, else
-    from the HF cache. Its name is the commit."""
-    from huggingface_hub import snapshot_download
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    try:
-        return snapshot_download(repo, revision=revision, allow_patterns=HUB_FILES, local_files_only=offline)
-    except Exception as e:
-        from huggingface_hub import constants
-        at = f"@{revision}" if revision else ""
-        why = "the hub is switched off (HF_HUB_OFFLINE is set)" if offline else f"the hub could not be reached ({type(e).__name__})"
-        raise ModelNotAvailable(
-            f"hf:{repo}{at} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and {why}; pre-fetch it "
-            f"where the hub is reachable: `hf download {repo}{' --revision ' + revision if revision else ''} "
-            f"--include {' '.join(repr(p) for p in HUB_FILES)}` with the same HF_HOME") from None
-
-
-def encoder_source(source: str | Path) -> tuple[str, str]:
-    """A pretrained encoder named by a folder or ``hf:ORG/NAME[@REVISION]``: ``(local
-    folder, the source pinned: an absolute folder or hf:ORG/NAME@<commit>)``."""
-    hub = HUB.fullmatch(str(source))
-    if hub:
-        folder = hub_snapshot(hub["repo"], hub["rev"])
-        return folder, f"hf:{hub['repo']}@{Path(folder).name}"
-    if str(source).startswith("hf:"):
-        raise ValueError(f"encoder {source!r}: a hub model is hf:ORG/NAME or hf:ORG/NAME@REVISION")
-    if not Path(source).is_dir():
-        raise FileNotFoundError(f"encoder {source!r} is neither a folder nor hf:ORG/NAME[@REVISION]")
-    return str(source), str(Path(source).resolve())
-
-
-def folder_hash(folder: str | Path) -> str:
-    """sha256 of a model folder's config and safetensors weights (its model hash)."""
-    h = hashlib.sha256()
-    d = Path(folder)
-    for p in [d / "config.json"] + sorted(d.glob("*.safetensors")):
-        h.update(p.name.encode())
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
 # ------------------------------------------------------------------------------ loaders
 
 def _load_checkpoint(folder: str, device):
@@ -183,7 +131,7 @@ def _load_checkpoint(folder: str, device):
 def _load_hf(kind: str):
     def load(folder: str, device):
         from musiclime.models.hf import AUDIO, HFAudioClassifier, HFTextClassifier
-        model = (HFAudioClassifier if kind == AUDIO else HFTextClassifier)(folder, device)
+        model: Any = (HFAudioClassifier if kind == AUDIO else HFTextClassifier)(folder, device)
         model.model_id = folder_hash(folder)
         return model
     return load

@@ -59,14 +59,15 @@ class StemCache:
 
     def path(self, key: str) -> Path | str:
         if self.remote:
-            return f"{self.root.rstrip('/')}/{key[:2]}/{key}.safetensors"
-        return self.root / key[:2] / f"{key}.safetensors"
+            return f"{str(self.root).rstrip('/')}/{key[:2]}/{key}.safetensors"
+        return Path(self.root) / key[:2] / f"{key}.safetensors"
 
     def _read(self, p) -> tuple[dict, torch.Tensor] | None:
         """(metadata, stems) of an entry, or None when there is none."""
         from safetensors import safe_open
         if self.remote:
             from safetensors.torch import load
+
             from musiclime import storage
             if not storage.is_file(p):
                 return None
@@ -94,9 +95,9 @@ class StemCache:
             self.recomputed += 1
             if self.remote:
                 from musiclime import storage
-                storage.delete(p)
+                storage.delete(str(p))
             else:
-                p.unlink(missing_ok=True)
+                Path(p).unlink(missing_ok=True)
             return None
         return stems.to(torch.float32)
 
@@ -108,8 +109,9 @@ class StemCache:
                 "sha256": payload_digest(payload)}
         if self.remote:
             from musiclime import storage
-            storage.write_bytes(p, save({"stems": payload}, metadata=meta))
+            storage.write_bytes(str(p), save({"stems": payload}, metadata=meta))
             return
+        p = Path(p)
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex}.tmp")
         save_file({"stems": payload}, str(tmp), metadata=meta)

@@ -91,6 +91,7 @@ def load_demucs(name: str = "htdemucs", repo: str | Path | None = None, allow_pi
 
 
 class DemucsSeparator(Separator):
+    sample_rate: int  # the model's rate, read when it loads
     """Args:
         model_name: demucs model name, e.g. ``htdemucs``.
         repo: local folder with the weights (see module doc); None: the HF cache.

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ def read_provided_stems(paths: dict[str, str | Path | None], sample_rate: int,
         if not file_exists(paths[s]):
             raise InputError("missing_file", f"stem {s!r}: no file at {paths[s]}")
         try:
-            infos[s] = sf.info(storage.readable(paths[s]))
+            infos[s] = sf.info(storage.readable(cast(str, paths[s])))  # none is missing (above)
         except Exception as e:
             raise InputError("decode_error", f"stem {s!r}: cannot decode {p.name}: {e}") from None
     rates = {s: i.samplerate for s, i in infos.items()}
@@ -46,7 +47,7 @@ def read_provided_stems(paths: dict[str, str | Path | None], sample_rate: int,
         raise InputError("stem_mismatch", f"stems have different lengths (samples): {frames}")
     decoded, flags = [], set()
     for s in stem_names:
-        x, f = read_audio(paths[s], sample_rate, mono=True, max_seconds=max_seconds)
+        x, f = read_audio(cast(str, paths[s]), sample_rate, mono=True, max_seconds=max_seconds)
         decoded.append(x)
         flags.update(f)
     n = min(len(x) for x in decoded)

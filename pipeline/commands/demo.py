@@ -48,10 +48,10 @@ def run(args: argparse.Namespace) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline.global_importance import aggregate, write_global_importance
     from pipeline.catalogue import read_catalogue
     from pipeline.config import ExplainConfig
     from pipeline.driver import run_explain
+    from pipeline.global_importance import aggregate, write_global_importance
     from pipeline.report import build_report
     lib, ckpt = prepare(args.library_tracks, args.seed, args.epochs)
     out = Path(args.out)
@@ -67,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
     if s.exit_code not in (0, 3):
         print(f"explain failed: {s.message}")
         return s.exit_code
-    g = aggregate(out, runs=["demo"])
-    write_global_importance(out, g)
+    g = aggregate(str(out), runs=["demo"])
+    write_global_importance(str(out), g)
     report = build_report(out)
     top = (g.filter((pl.col("label_source") == "predicted") & (pl.col("level") == "stem_segment"))
            .sort("mean_abs_weight", descending=True).group_by("label", maintain_order=True).head(2))
