@@ -158,13 +158,13 @@ def main(argv=None) -> dict:
         results, wall = timed_stage(name, stage, tracks(1, args.seconds, separated, offset=10_000)[0],
                                     tracks(args.tracks, args.seconds, separated), sync,
                                     torch.cuda.reset_peak_memory_stats if cuda else None)
-        predict_s = sum(r["timings"]["predict_s"] for r in results)
-        separate_s = sum(r["input"].timings.get("separate_s", 0.0) for r in results)
+        predict_s = sum(r.timings["predict_s"] for r in results)
+        separate_s = sum(r.input.timings.get("separate_s", 0.0) for r in results)
         runs[name] = {"tracks": len(results), "seconds": wall, "tracks_per_gpu_hour": 3600 * len(results) / wall,
                       "s_per_track": wall / len(results), "predict_s_per_track": predict_s / len(results),
                       "separate_s_per_track": separate_s / len(results),
                       "masks_per_s": args.num_samples * len(results) / predict_s,
-                      "model_rows_per_track": sum(r["model_rows"] for r in results) / len(results),
+                      "model_rows_per_track": sum(r.model_rows for r in results) / len(results),
                       "peak_gpu_mem_gb": torch.cuda.max_memory_allocated() / 1e9 if cuda else None}
         print(name, json.dumps(runs[name]), flush=True)
         model = stage.model
@@ -222,8 +222,8 @@ def compare_designs(args) -> dict:
                                     tracks(args.tracks, args.seconds, False), sync)
         runs[name] = {"tracks": len(results), "s_per_track": wall / len(results),
                       "tracks_per_gpu_hour": 3600 * len(results) / wall,
-                      "model_rows_per_track": sum(r["model_rows"] for r in results) / len(results),
-                      "num_samples_per_track": sum(len(r["plan"].masks) for r in results) / len(results)}
+                      "model_rows_per_track": sum(r.model_rows for r in results) / len(results),
+                      "num_samples_per_track": sum(len(r.plan.masks) for r in results) / len(results)}
         print(name, json.dumps(runs[name]), flush=True)
         model = stage.model
     stems, lyric = synthetic_track(16000, args.seconds, seed=99)

@@ -97,7 +97,7 @@ def stage_layout(library: Path, tracks: int, work: Path) -> dict:
             separator, cache = get_separator("demucs", **options, device="cpu"), StemCache(cfg.stem_cache)
         for row in rows:
             t0 = time.perf_counter()
-            inp = decode(row, cfg, 16000)
+            inp = decode(row, cfg.decode_spec(), 16000)
             t1 = time.perf_counter()
             moved = {"decode_to_next": size(inp)}
             sep_s = 0.0
@@ -110,10 +110,10 @@ def stage_layout(library: Path, tracks: int, work: Path) -> dict:
             pred = stage(inp)
             t3 = time.perf_counter()
             moved["predictor_to_fit"] = size(pred)
-            fit(pred, cfg, "bench")
+            fit(pred, cfg.fit_spec(pred.model_id), "bench")
             t4 = time.perf_counter()
             if layout == "gpu_stage":
-                sep_s = pred["input"].timings.get("separate_s", 0.0)
+                sep_s = pred.input.timings.get("separate_s", 0.0)
             per[layout].append({"bytes": moved, "bytes_total": sum(moved.values()),
                                 "seconds": {"decode": t1 - t0, "separate": sep_s,
                                             "predict": t3 - t2 - (sep_s if layout == "gpu_stage" else 0.0),

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import os
 import time
-import types
 
-from musiclime.records import ErrorRecord, TrackInput
+from musiclime.records import ErrorRecord, Predictions, TrackInput
 
 
 class ExplainStage:
@@ -42,7 +41,8 @@ class ExplainStage:
         self.precision = precision
         self.n_segments, self.modality = n_segments, modality
         self.spec = spec
-        self.labels = types.SimpleNamespace(labels=labels, label_column=label_column)
+        from musiclime.stages import LabelRule
+        self.labels = LabelRule(labels, label_column)
         self.separator = self.cache = None
         if separator is not None:
             from musiclime.separation import StemCache, get_separator
@@ -86,9 +86,9 @@ class ExplainStage:
         inp.timings["separate_s"] = time.perf_counter() - t0
         return stems
 
-    def __call__(self, inp: TrackInput | ErrorRecord) -> dict | ErrorRecord:
-        """A decoded track -> ``dict(input, plan, probs, model_rows, ...)`` for the fit stage,
-        or an :class:`ErrorRecord` (the one passed in, or this track's input error)."""
+    def __call__(self, inp: TrackInput | ErrorRecord) -> Predictions | ErrorRecord:
+        """A decoded track -> its :class:`Predictions` for the fit stage, or an
+        :class:`ErrorRecord` (the one passed in, or this track's input error)."""
         from musiclime.errors import InputError
         from musiclime.factorization import AudioFactorization, LyricsFactorization
         if isinstance(inp, ErrorRecord):
@@ -124,7 +124,8 @@ class ExplainStage:
         bf16 = self.precision == "bf16" or (self.precision == "auto" and torch.cuda.is_bf16_supported())
         return torch.autocast("cuda", dtype=torch.bfloat16 if bf16 else torch.float16)
 
-    def _explain(self, inp: TrackInput, af, lf, explainer, t1: float) -> dict:
+    def _explain(self, inp: TrackInput, af, lf, explainer, t1: float) -> Predictions:
+        explanation = None
         if explainer.adaptive:
             from musiclime.adaptive import sample_until_resolved
             from musiclime.stages import label_indices
@@ -132,18 +133,17 @@ class ExplainStage:
             res = sample_until_resolved(
                 explainer, self.model, af, lf, lambda p0: label_indices(self.labels, classes, p0, inp.true_label),
                 top_labels=None, modality=self.modality, progress=self._beat)
-            plan, probs, rows = res.plan, res.probs, res.explanation.model_rows
+            plan, probs, rows, explanation = res.plan, res.probs, res.explanation.model_rows, res.explanation
         else:
             plan = explainer.plan(af, lf, self.modality, model=self.model)  # masks: numpy, CPU, from the seed
             probs, rows = explainer.predict(self.model, af, lf, plan.masks, progress=self._beat)
         self.tracks_done += 1
         inp.stems = None  # the fit stage needs no audio: keep the object store light
         inp.mix = None
-        return {"input": inp, "plan": plan, "probs": probs, "model_rows": rows,
-                "classes": list(self.model.classes),
-                "model_id": self.model_id,
-                "duration_s": af.explained_length / af.sample_rate if inp.audio_used else 0.0,
-                "timings": {"predict_s": time.perf_counter() - t1}}
+        return Predictions(input=inp, plan=plan, probs=probs, model_rows=rows, classes=list(self.model.classes),
+                           model_id=self.model_id,
+                           duration_s=af.explained_length / af.sample_rate if inp.audio_used else 0.0,
+                           timings={"predict_s": time.perf_counter() - t1}, explanation=explanation)
 
 
 def rss_split_mb() -> dict:

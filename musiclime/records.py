@@ -3,8 +3,13 @@ writer, the planner and their tests import them without torch."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # the records stay light: these modules import torch
+    from musiclime.explainer import Plan
+    from musiclime.explanation import Explanation
 
 AUDIO_NOT_USED = "audio_not_used"  # the flag of a track whose model never hears audio (decode)
 
@@ -43,6 +48,22 @@ class TrackInput:
     def audio_used(self) -> bool:
         """False when the stems are a silent stand-in: the model never hears audio."""
         return AUDIO_NOT_USED not in self.flags
+
+
+@dataclass
+class Predictions:
+    """What the GPU stage hands the fit stage for one track: the plan's masks and the model's
+    outputs on them, no audio. ``explanation``: under ``num_samples="auto"`` the surrogate
+    the stopping rule already fitted (the fit stage writes it instead of fitting again)."""
+    input: TrackInput            # stems and mix dropped: the fit needs no audio
+    plan: Plan                   # musiclime.explainer.Plan: masks uint8 [N, n_features]
+    probs: np.ndarray            # float [N, C]: the model's probabilities per mask row
+    classes: list[str]
+    model_rows: int              # model (or encoder) rows computed for this track
+    model_id: str
+    duration_s: float            # seconds of audio explained (0 for a text classifier)
+    timings: dict = field(default_factory=dict)
+    explanation: Explanation | None = None
 
 
 @dataclass

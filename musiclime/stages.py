@@ -9,13 +9,53 @@ from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
 from musiclime.errors import InputError
+from musiclime.explainer import ExplainerSpec
 from musiclime.factorization import SILENCE_PEAK, truncate_words
 from musiclime.factorization import STEM_NAMES as STEMS
-from musiclime.records import AUDIO_NOT_USED, ErrorRecord, TrackInput, TrackResult  # noqa: F401 (the stages' records)
+from musiclime.records import (  # noqa: F401 (the stages' records)
+    AUDIO_NOT_USED,
+    ErrorRecord,
+    Predictions,
+    TrackInput,
+    TrackResult,
+)
+
+
+@dataclass(frozen=True)
+class DecodeSpec:
+    """What the decode stage needs of a run's settings."""
+    seed: int = 0
+    separator: str = "hpss"          # provided | hpss | none | demucs (separated in the GPU stage)
+    segments: int = 10
+    max_seconds: float = 30.0
+    model_window: float | None = None  # seconds the model hears: the decoded window is cut to it
+    max_words: int = 1000
+    audio_used: bool = True
+    label_column: str | None = None
+    stem_cache: str | None = None
+
+
+@dataclass(frozen=True)
+class LabelRule:
+    """Which labels a track's explanation covers: ``top1``, ``true`` (the catalogue's
+    ``label_column``) or ``all``."""
+    labels: str = "top1"
+    label_column: str | None = None
+
+
+@dataclass(frozen=True)
+class FitSpec:
+    """What the fit stage needs: the explainer, the label rule and what it writes beside
+    the weights (the run's separator and config hash)."""
+    explainer: ExplainerSpec
+    labels: LabelRule
+    separator: str
+    config_hash: str
 
 
 def track_seed(seed: int, track_id: str) -> int:
@@ -41,24 +81,24 @@ def read_lyrics(row: dict) -> str:
     return ""
 
 
-def decode(row: dict, cfg, sample_rate: int) -> TrackInput | ErrorRecord:
-    """The decode stage. ``cfg`` is an :class:`ExplainConfig`; never raises for bad input."""
+def decode(row: dict, spec: DecodeSpec, sample_rate: int) -> TrackInput | ErrorRecord:
+    """The decode stage; never raises for bad input."""
     from musiclime.audio_io import read_audio
     from musiclime.separation import StemCache, read_provided_stems
     from musiclime.separation.hpss import HPSSSeparator
     t0 = time.perf_counter()
     tid, idx = row["track_id"], row["catalogue_row"]
-    window = cfg.max_seconds if not cfg.model_window else min(cfg.max_seconds, cfg.model_window)
+    window = spec.max_seconds if not spec.model_window else min(spec.max_seconds, spec.model_window)
     try:
-        lyrics, truncated = truncate_words(read_lyrics(row), cfg.max_words)
+        lyrics, truncated = truncate_words(read_lyrics(row), spec.max_words)
         flags: list[str] = ["lyrics_truncated"] if truncated else []
         mix = None
-        if not cfg.audio_used:
+        if not spec.audio_used:
             # the model never hears audio: the audio columns are not read (a missing or bad
             # file is no error) and one silent stem stands in for it, kept whole by every mask
-            stems, names = np.zeros((1, cfg.segments), dtype=np.float32), ("mix",)
+            stems, names = np.zeros((1, spec.segments), dtype=np.float32), ("mix",)
             flags.append(AUDIO_NOT_USED)
-        elif cfg.separator == "provided":
+        elif spec.separator == "provided":
             stems_t, stem_flags = read_provided_stems({s: row.get(f"{s}_path") for s in STEMS}, sample_rate,
                                                       max_seconds=window)
             flags += stem_flags
@@ -68,12 +108,14 @@ def decode(row: dict, cfg, sample_rate: int) -> TrackInput | ErrorRecord:
             flags += audio_flags
             if len(mix) and float(np.abs(mix).max()) <= SILENCE_PEAK:
                 raise InputError("silent_audio", "the audio is digital silence")
-            if len(mix) < cfg.segments:
-                raise InputError("too_short", f"{len(mix)} samples cannot be cut into {cfg.segments} segments")
-            if cfg.separator == "none":
+            if len(mix) < spec.segments:
+                raise InputError("too_short", f"{len(mix)} samples cannot be cut into {spec.segments} segments")
+            if spec.separator == "none":
                 stems, names, mix = mix[None], ("mix",), None
-            elif cfg.separator == "hpss":
-                cache = StemCache(cfg.stem_cache)
+            elif spec.separator == "hpss":
+                if spec.stem_cache is None:
+                    raise ValueError("separator hpss needs a stem_cache folder")
+                cache = StemCache(spec.stem_cache)
                 stems_t, _ = cache.separate(HPSSSeparator(), mix, sample_rate)
                 stems, names, mix = stems_t.numpy(), STEMS, None
             else:  # demucs: the GPU stage separates the mix on its device
@@ -82,45 +124,48 @@ def decode(row: dict, cfg, sample_rate: int) -> TrackInput | ErrorRecord:
             stems = np.ascontiguousarray(stems, dtype=np.float32)
         if not lyrics.strip():
             flags.append("no_lyrics")
-        if "cropped" in flags and window < cfg.max_seconds:  # cut to what the model sees, not to --max-seconds
+        if "cropped" in flags and window < spec.max_seconds:  # cut to what the model sees, not to --max-seconds
             flags[flags.index("cropped")] = "cropped_to_model"
         true_label = None
-        if cfg.label_column:
-            v = row.get(cfg.label_column)
+        if spec.label_column:
+            v = row.get(spec.label_column)
             true_label = None if v is None else str(v)
-        return TrackInput(tid, idx, track_seed(cfg.seed, tid), lyrics, sample_rate, stems, names, mix, true_label,
+        return TrackInput(tid, idx, track_seed(spec.seed, tid), lyrics, sample_rate, stems, names, mix, true_label,
                           sorted(set(flags)), {"decode_s": time.perf_counter() - t0})
     except InputError as e:
         return ErrorRecord(tid, idx, "decode", e.code, f"track {tid!r}: {e.message}")
 
 
-def label_indices(cfg, classes: list[str], probs0: np.ndarray, true_label: str | None) -> list[int]:
-    if cfg.labels == "all":
+def label_indices(rule: LabelRule, classes: list[str], probs0: np.ndarray, true_label: str | None) -> list[int]:
+    """The indices of the labels ``rule`` explains, given the unperturbed probabilities ``[C]``."""
+    if rule.labels == "all":
         return [int(i) for i in np.argsort(-probs0, kind="stable")]
-    if cfg.labels == "true":
+    if rule.labels == "true":
         if true_label is None:
-            raise InputError("missing_label", f"--labels true but the track has no {cfg.label_column!r}")
+            raise InputError("missing_label", f"--labels true but the track has no {rule.label_column!r}")
         if true_label not in classes:
             raise InputError("unknown_label", f"label {true_label!r} is not a model class {classes}")
         return [classes.index(true_label)]
     return [int(np.argmax(probs0))]
 
 
-def fit(pred: dict, cfg, invocation_id: str) -> TrackResult | ErrorRecord:
-    """The fit stage: surrogates for the explained labels -> the track's table rows."""
+def fit(pred: Predictions | ErrorRecord, spec: FitSpec, invocation_id: str) -> TrackResult | ErrorRecord:
+    """The fit stage: surrogates for the explained labels -> the track's table rows (the
+    stopping rule's own fit under ``num_samples="auto"``, else fitted here)."""
     import pyarrow as pa
 
     if isinstance(pred, ErrorRecord):
         return pred
     t0 = time.perf_counter()
-    inp: TrackInput = pred["input"]
+    inp = pred.input
+    classes, probs = pred.classes, pred.probs
     try:
-        explainer = cfg.explainer_spec().build(inp.seed)
-        classes = pred["classes"]
-        probs = pred["probs"]
-        labels = label_indices(cfg, classes, probs[0], inp.true_label)
-        exp = explainer.fit(pred["plan"], probs, classes, labels=labels, top_labels=None,
-                            model_rows=pred["model_rows"])
+        if pred.explanation is not None:
+            exp = pred.explanation
+        else:
+            labels = label_indices(spec.labels, classes, probs[0], inp.true_label)
+            exp = spec.explainer.build(inp.seed).fit(pred.plan, probs, classes, labels=labels, top_labels=None,
+                                                     model_rows=pred.model_rows)
     except InputError as e:
         return ErrorRecord(inp.track_id, inp.catalogue_row, "fit", e.code, f"track {inp.track_id!r}: {e.message}")
     fits = []
@@ -130,7 +175,7 @@ def fit(pred: dict, cfg, invocation_id: str) -> TrackResult | ErrorRecord:
                          local_pred=f.local_pred, audio_share=share["audio"], lyrics_share=share["lyrics"]))
     primary = fits[0]
     fs = exp.features
-    timings = dict(inp.timings, predict_s=pred["timings"].get("predict_s", 0.0), fit_s=time.perf_counter() - t0)
+    timings = dict(inp.timings, predict_s=pred.timings.get("predict_s", 0.0), fit_s=time.perf_counter() - t0)
     track = dict(track_id=inp.track_id, catalogue_row=inp.catalogue_row, seed=inp.seed,
                  predicted=classes[int(np.argmax(probs[0]))], probabilities=[float(x) for x in probs[0]],
                  true_label=inp.true_label, explained_labels=[classes[lab] for lab in exp.labels],
@@ -141,8 +186,8 @@ def fit(pred: dict, cfg, invocation_id: str) -> TrackResult | ErrorRecord:
                  topk_separation=None if np.isnan(exp.separation) else float(exp.separation),
                  n_features=fs.n_features,
                  n_audio_features=fs.n_audio, n_lyrics_features=fs.n_lyrics,
-                 duration_s=pred["duration_s"], modality=exp.modality, separator=cfg.separator,
-                 model_id=pred["model_id"], config_hash=cfg.config_hash(pred["model_id"]),
+                 duration_s=pred.duration_s, modality=exp.modality, separator=spec.separator,
+                 model_id=pred.model_id, config_hash=spec.config_hash,
                  timings={k: float(timings.get(k, 0.0)) for k in ("decode_s", "separate_s", "predict_s", "fit_s")},
                  status="ok", flags=sorted(set(inp.flags) | set(exp.flags)), invocation_id=invocation_id)
     local = exp.to_arrow()

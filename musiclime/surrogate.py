@@ -9,9 +9,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-import sklearn.metrics
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import Ridge, lars_path
 
 from musiclime.choices import Choice
 
@@ -159,10 +156,12 @@ def kernel(distances: np.ndarray, kernel_width: float) -> np.ndarray:
 def mask_distances(masks: np.ndarray, distance: str = "cosine") -> np.ndarray:
     """Distance of every mask row to row 0, ``[N]``, as lime computes it."""
     data = np.asarray(masks)
+    import sklearn.metrics  # scikit-learn loads with the first fit, not with the options
     return sklearn.metrics.pairwise_distances(data, data[0].reshape(1, -1), metric=distance).ravel()
 
 
 def _forward_selection(data, labels, weights, num_features) -> np.ndarray:
+    from sklearn.linear_model import Ridge
     clf = Ridge(alpha=0, fit_intercept=True)
     used: list[int] = []
     for _ in range(min(num_features, data.shape[1])):
@@ -180,6 +179,7 @@ def _forward_selection(data, labels, weights, num_features) -> np.ndarray:
 
 
 def _highest_weights(data, labels, weights, num_features) -> np.ndarray:
+    from sklearn.linear_model import Ridge
     coef = Ridge(alpha=0.01, fit_intercept=True).fit(data, labels, sample_weight=weights).coef_
     weighted = coef * data[0]
     ranked = sorted(zip(range(data.shape[1]), weighted), key=lambda x: np.abs(x[1]), reverse=True)
@@ -190,6 +190,8 @@ def _lasso_path(data, labels, weights, num_features) -> np.ndarray:
     wdata = (data - np.average(data, axis=0, weights=weights)) * np.sqrt(weights[:, None])
     wlabels = (labels - np.average(labels, weights=weights)) * np.sqrt(weights)
     with warnings.catch_warnings():
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.linear_model import lars_path
         warnings.simplefilter("ignore", ConvergenceWarning)
         _, _, coefs = lars_path(wdata, wlabels, method="lasso", verbose=False)
     nonzero = np.arange(wdata.shape[1])
@@ -260,6 +262,7 @@ def fit_surrogate(masks, probs, label: int, kernel_width: float = 25, num_featur
         # alpha=0 fits in forward selection on constant columns are singular by design
         warnings.simplefilter("ignore")
         used = select_features(data, y, sample_weight, k, feature_selection)
+        from sklearn.linear_model import Ridge
         model = Ridge(alpha=alpha, fit_intercept=True)
         model.fit(data[:, used], y, sample_weight=sample_weight)
         score = model.score(data[:, used], y, sample_weight=sample_weight)

@@ -1,12 +1,31 @@
 """The explain job's configuration: one frozen object, stored in run.json."""
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 from musiclime.choices import Choice
+
+_ALWAYS = object()  # hashed_since's default: an option hashed since outputs were first written
+
+
+@dataclass(frozen=True)
+class Option:
+    """How one :class:`ExplainConfig` field is offered and treated (see :func:`option`)."""
+    help: str | None
+    cli: bool
+    choices: Callable[[], Iterable[str]] | None
+    parse: Callable[[str], Any] | None
+    flag: bool
+    hashed: bool
+    hashed_since: Any
+    stage: str
+
 
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # the whole string: see check_run_id
 
@@ -37,9 +56,62 @@ class OutputFormat(Choice):
     DELTA = "delta"      # Delta tables, committed with application transactions (no rename)
 
 
-# The settings that change a run's numbers (see ExplainConfig.settings).
-RESULT_SETTINGS = ("seed", "num_samples", "design", "target", "segments", "modality", "labels", "label_column", "separator",
-                   "max_seconds", "max_words", "feature_selection", "num_features", "kernel_width", "demucs_model")
+def option(default: Any, help: str | None = None, *, cli: bool = True, choices: Callable[[], Iterable[str]] | None = None,
+           parse: Callable[[str], Any] | None = None, flag: bool = False, hashed: bool = False,
+           hashed_since: Any = _ALWAYS, stage: str = "driver") -> Any:
+    """One option, declared once: its default, ``--help`` text, choices (read from the enum
+    that validates it), how the command line parses it, whether it decides the numbers a run
+    writes (``hashed``: compared on resume, part of the config hash) and which stage reads it.
+
+    ``hashed_since``: for an option added after outputs already stand, the value that
+    behaves as before it existed: left at it, the option is not in the settings, so no
+    standing output's config hash changes (every night would otherwise re-explain its
+    library).
+    """
+    meta = Option(help=help, cli=cli, choices=choices, parse=parse, flag=flag, hashed=hashed,
+                  hashed_since=hashed_since, stage=stage)
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata={"option": meta})
+    return field(default=default, metadata={"option": meta})
+
+
+def _values(enum_path: str) -> Callable[[], list[str]]:
+    """The values of an enum (``module:Class``), read when the command line is built."""
+    def values() -> list[str]:
+        import importlib
+        module, _, name = enum_path.partition(":")
+        return [m.value for m in getattr(importlib.import_module(module), name)]
+    return values
+
+
+def _design_choices() -> list[str]:
+    from musiclime.designs import CHOICES
+    return list(CHOICES)
+
+
+def num_samples(text: str) -> int | str:
+    """``--num-samples``: an int, or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int or 'auto', got {text!r}") from None
+
+
+def batch_size(text: str) -> int | str:
+    """``--batch-size``: an int, or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an int or 'auto', got {text!r}") from None
+
+
+def predictors(text: str) -> int | str:
+    """``--predictors``: N (an int), MIN:MAX or auto (checked by :class:`PoolSize`)."""
+    return int(text) if text.strip().isdigit() else text
 
 
 def settings_diff(old: dict, new: dict) -> list[str]:
@@ -50,52 +122,92 @@ def settings_diff(old: dict, new: dict) -> list[str]:
 
 @dataclass(frozen=True)
 class ExplainConfig:
-    catalogue: str
-    model: str
-    out: str
-    separator: str = "hpss"
-    num_samples: int | str = 1000        # or "auto": sample until the top-k is resolved (MusicLIME)
-    design: str = "auto"                 # "auto" or a name of musiclime.designs.DESIGNS
-    target: str = "auto"                 # auto | probability | log_odds (musiclime.surrogate.Target)
-    segments: int = 10
-    labels: str = "top1"                 # top1 | true | all
-    label_column: str | None = None
-    modality: str = "both"
-    seed: int = 0
-    run_id: str | None = None
-    address: str | None = "local"
-    predictors: int | str = 1            # N, "MIN:MAX" (an elastic pool) or "auto" (follows the cluster)
-    gpus_per_predictor: float = 0.0
-    surrogate_workers: int = 1
-    limit: int | None = None
-    max_seconds: float = 30.0
-    max_words: int = 1000                # distinct lyric words per track; more: truncated + flagged
-    stem_cache: str | None = None
-    demucs_model: str = "htdemucs"
-    demucs_repo: str | None = None
-    trust_pickle: bool = False
-    batch_size: int | str = "auto"
-    feature_selection: str = "auto"
-    kernel_width: float = 25.0
-    num_features: int | None = None
-    commit_every: int = 64
-    retry_errors: bool = False
-    max_attempts: int = 3
-    tracks_in_flight: int | None = None   # default: 2 per predictor + 2
-    lease_timeout: float = 60.0           # seconds without a heartbeat before another driver may take over
-    status_every: float = 30.0            # seconds between status lines when stderr is not a terminal
-    stall_timeout: float = 1800.0         # a predictor holding tracks that finishes none for this long is replaced
-    format: str = "auto"                  # OutputFormat; a standing output keeps the format it has
-    precision: str = "auto"               # Precision of the model's forward passes on a GPU (autocast)
-    model_window: float | None = None     # seconds of audio the model sees (set from the model, e.g. AST 10.24)
-    audio_used: bool = True               # False for a model that never hears audio (a text classifier)
-    incremental: bool = False             # explain only rows whose content key has no explanation yet
-    extra: dict = field(default_factory=dict)
+    """Every option of ``musiclime explain``, declared once (see :func:`option`): the command
+    line (:func:`add_arguments`), this object, ``run.json``'s settings and the config hash
+    are all built from these declarations."""
+    catalogue: str = option(None, "Parquet, CSV, JSONL, or a folder of audio files with sidecar .txt lyrics",
+                            stage="plan")
+    model: str = option("default", "default | default:emotion | a folder (musiclime checkpoint, or a Hugging Face "
+                        "audio or text classifier saved with save_pretrained: its config.json says which) | "
+                        "hf:ORG/NAME[@REVISION] (Hugging Face hub; offline: from the HF cache) | "
+                        "package.module:factory (a plugin)", stage="predict")
+    out: str = option(None, "output folder or URI (s3://bucket/prefix): tables partitioned by run_id=",
+                      stage="write")
+    separator: str = option("hpss", choices=_values("pipeline.config:Separator"), hashed=True, stage="decode")
+    num_samples: int | str = option(1000, "perturbations per track, or 'auto': sample in rounds until every "
+                                    "explained label's top-10 is separated from the rest with 95%% confidence (or "
+                                    "tied), at most the design's cap", parse=num_samples, hashed=True,
+                                    stage="predict")
+    design: str = option("auto", "mask design: iid (the reference's exactly), foldover, grid, orthogonal (folded "
+                         "orthogonal arrays), orthogonal-grid (late fusion: audio x lyrics orthogonal half-masks); "
+                         "auto: with --num-samples auto orthogonal-grid on a late-fusion model, orthogonal "
+                         "otherwise; with a fixed count foldover", choices=_design_choices, hashed=True,
+                         stage="predict")
+    target: str = option("auto", "what the surrogate fits: the class probability (the reference's) or its "
+                         "log-odds (for confident models); auto: log_odds, but probability under --design iid "
+                         "(the paper's setting; README 'Targets')", choices=_values("musiclime.surrogate:Target"),
+                         hashed=True, stage="fit")
+    segments: int = option(10, "temporal segments per track", hashed=True, stage="predict")
+    labels: str = option("top1", "which classes to explain", choices=_values("pipeline.config:Labels"), hashed=True,
+                         stage="predict")
+    label_column: str | None = option(None, "catalogue column with the true label", hashed=True, stage="decode")
+    modality: str = option("both", choices=_values("musiclime.masks:Modality"), hashed=True, stage="predict")
+    seed: int = option(0, hashed=True, stage="predict")
+    run_id: str | None = option(None, "name of the run; rerun with the same id to resume")
+    address: str | None = option("local", "local (a private Ray), auto, or ray://host:port")
+    predictors: int | str = option(1, "GPU-stage actors: N, MIN:MAX (an elastic pool: MIN must fit, more start as "
+                                   "the cluster grows), or auto (floor(cluster GPUs / --gpus-per-predictor), "
+                                   "growing with the cluster; without GPUs one per 4 CPUs)", parse=predictors)
+    gpus_per_predictor: float = option(0.0)
+    surrogate_workers: int = option(1, "surrogate fits the plan must find CPU room for at once; fits are Ray tasks, "
+                                    "so more run on any free CPU (new nodes included)")
+    limit: int | None = option(None, "explain only the first N catalogue rows", parse=int, stage="plan")
+    max_seconds: float = option(30.0, "longer audio: its middle window is explained", hashed=True, stage="decode")
+    max_words: int = option(1000, "distinct lyric words explained per track; longer lyrics are truncated and "
+                            "flagged lyrics_truncated", hashed=True, stage="decode")
+    stem_cache: str | None = option(None, "stem cache directory (default $MUSICLIME_HOME/stems)", stage="predict")
+    demucs_model: str = option("htdemucs", hashed=True, stage="predict")
+    demucs_repo: str | None = option(None, "folder with demucs weights (see README)", stage="predict")
+    trust_pickle: bool = option(False, "allow a legacy demucs .th pickle", flag=True, stage="predict")
+    batch_size: int | str = option("auto", "rows per model call: auto or an int", parse=batch_size, stage="predict")
+    feature_selection: str = option("auto", choices=_values("musiclime.surrogate:FeatureSelection"), hashed=True,
+                                    stage="fit")
+    kernel_width: float = option(25.0, "LIME kernel width on cosine distances", hashed=True, stage="fit")
+    num_features: int | None = option(None, "features kept per label (default: all)", parse=int, hashed=True,
+                                      stage="fit")
+    commit_every: int = option(64, "tracks per committed Parquet file", stage="write")
+    retry_errors: bool = option(False, "on resume, retry rows recorded in errors (with --incremental: also "
+                                "earlier nights' errors)", flag=True, stage="plan")
+    max_attempts: int = option(3, "tries per track before it goes to errors")
+    tracks_in_flight: int | None = option(None, "backpressure bound (default 2 per predictor + 2)", parse=int)
+    lease_timeout: float = option(60.0, "seconds without a heartbeat after which another driver may take the "
+                                  "output over", stage="write")
+    status_every: float = option(30.0, "seconds between status lines when stderr is not a terminal (job logs)")
+    stall_timeout: float = option(1800.0, "seconds a predictor may hold tracks without finishing one before it is "
+                                  "replaced and its tracks retried; a track that stalls twice is recorded as timeout")
+    format: str = option("auto", "output tables: parquet (files committed by rename: local and NFS paths), delta "
+                         "(Delta tables committed with transaction ids: object stores), or auto: delta on object "
+                         "stores, else parquet. A standing output keeps its format",
+                         choices=_values("pipeline.config:OutputFormat"), stage="write")
+    precision: str = option("auto", "model forward passes on a GPU: autocast to bf16 (auto, where the GPU has it, "
+                            "else fp16) or fp16, or fp32; CPUs always run fp32",
+                            choices=_values("pipeline.config:Precision"), stage="predict")
+    # set from the model by the driver, never on the command line
+    model_window: float | None = option(None, cli=False, stage="decode")   # seconds the model sees (AST 10.24)
+    audio_used: bool = option(True, cli=False, stage="decode")  # False: a text classifier never hears audio
+    incremental: bool = option(False, "--out is a standing output that nights add to: explain only rows whose "
+                               "content key (track_id + checksum column, or size/mtime of its files, + inline "
+                               "lyrics) has no explanation under the same model and config; earlier errors only "
+                               "with --retry-errors", flag=True, stage="plan")
+    extra: dict = option({}, cli=False)
 
     def __post_init__(self):
         """Every option is checked here, once: a bad value from the CLI or from Python is a
         ValueError (exit 2) before any catalogue is read or Ray is started."""
         from musiclime.designs import CHOICES as DESIGN_CHOICES
+        for name in ("catalogue", "out"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"{name} must be a path or URI, got {getattr(self, name)!r}")
         from musiclime.masks import Modality
         from musiclime.surrogate import FeatureSelection, Target
         Separator.parse(self.separator)
@@ -139,11 +251,28 @@ class ExplainConfig:
                              feature_selection=self.feature_selection, num_features=self.num_features,
                              design=self.design, batch_size=self.batch_size, target=self.target)
 
+    def decode_spec(self):
+        """What the decode stage reads of this run (see :class:`musiclime.stages.DecodeSpec`)."""
+        from musiclime.stages import DecodeSpec
+        return DecodeSpec(seed=self.seed, separator=self.separator, segments=self.segments,
+                          max_seconds=self.max_seconds, model_window=self.model_window, max_words=self.max_words,
+                          audio_used=self.audio_used, label_column=self.label_column, stem_cache=self.stem_cache)
+
+    def label_rule(self):
+        from musiclime.stages import LabelRule
+        return LabelRule(self.labels, self.label_column)
+
+    def fit_spec(self, model_id: str):
+        """What the fit stage reads of this run, with the config hash of ``model_id``."""
+        from musiclime.stages import FitSpec
+        return FitSpec(self.explainer_spec(), self.label_rule(), self.separator, self.config_hash(model_id))
+
     def settings(self, model_id: str | None = None) -> dict:
         """What decides the numbers a run writes (resolved values; the model by its hash).
         A resume must match them; how the work is spread (actors, address, batch size,
         limits, the output) may change between invocations."""
-        doc = {k: getattr(self, k) for k in RESULT_SETTINGS}
+        doc = {k: getattr(self, k) for k in RESULT_SETTINGS
+               if OPTIONS[k].hashed_since is _ALWAYS or getattr(self, k) != OPTIONS[k].hashed_since}
         doc["num_samples"] = str(doc["num_samples"])
         from musiclime.surrogate import resolve_target
         # auto's meaning may change between releases; a resume compares what was fitted
@@ -200,3 +329,39 @@ def check_run_id(run_id: str) -> str:
     if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
         raise ValueError(f"run id {run_id!r} must be 1-128 letters, digits, '.', '_' or '-' (it names a folder)")
     return run_id
+
+
+OPTIONS: dict[str, Option] = {f.name: f.metadata["option"] for f in fields(ExplainConfig)}
+# The settings that change a run's numbers (see ExplainConfig.settings).
+RESULT_SETTINGS = tuple(name for name, o in OPTIONS.items() if o.hashed)
+POSITIONAL = ("catalogue",)
+REQUIRED = ("out",)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The command line of every option with ``cli``, in declaration order."""
+    for name, o in OPTIONS.items():
+        if not o.cli:
+            continue
+        default = ExplainConfig.__dataclass_fields__[name].default
+        kw: dict[str, Any] = {"help": o.help}
+        if o.flag:
+            kw["action"] = "store_true"
+        else:
+            if o.choices is not None:
+                kw["choices"] = list(o.choices())
+            if o.parse is not None:
+                kw["type"] = o.parse
+            elif default is not None and not isinstance(default, str):
+                kw["type"] = type(default)
+            if name not in POSITIONAL:
+                kw["default"] = default
+        if name in POSITIONAL:
+            p.add_argument(name, **kw)
+        else:
+            p.add_argument("--" + name.replace("_", "-"), required=name in REQUIRED, **kw)
+
+
+def from_arguments(args: argparse.Namespace) -> ExplainConfig:
+    """The config of parsed arguments (validated: a bad value is a ValueError)."""
+    return ExplainConfig(**{name: getattr(args, name) for name, o in OPTIONS.items() if o.cli})

@@ -279,7 +279,7 @@ def _track_audio(manifest: dict, row: dict, e, stems: list[str], n_seg: int) -> 
     demucs = cfg.separator == "demucs"
     # demucs stems are not separated again: the mix is decoded as the job decoded it, and
     # the stems the job separated are read back from the stem cache
-    inp = decode(row, replace(cfg, separator="none") if demucs else cfg, sr)
+    inp = decode(row, (replace(cfg, separator="none") if demucs else cfg).decode_spec(), sr)
     if isinstance(inp, ErrorRecord) or inp.stems is None:
         return "<p class='muted'>audio unavailable</p>", None
     if demucs:

@@ -28,10 +28,10 @@ def test_decode_flags_truncated_lyrics(tmp_path):
     row = dict(track_id="t", catalogue_row=0, audio_path=str(tmp_path / "a.wav"),
                lyrics=" ".join(f"word{i}" for i in range(40)))
     cfg = ExplainConfig(catalogue="c", model="m", out="o", separator="none", max_words=25)
-    inp = decode(row, cfg, 16000)
+    inp = decode(row, cfg.decode_spec(), 16000)
     assert "lyrics_truncated" in inp.flags
     assert LyricsFactorization(inp.lyrics).n_features == 25
-    assert "lyrics_truncated" not in decode(dict(row, lyrics="short words"), cfg, 16000).flags
+    assert "lyrics_truncated" not in decode(dict(row, lyrics="short words"), cfg.decode_spec(), 16000).flags
 
 
 def test_long_audio_costs_the_window_not_the_file(tmp_path):

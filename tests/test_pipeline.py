@@ -56,9 +56,9 @@ def _weights_reproduce_from_the_stored_seed(out, tracks, expl, demo_library, che
     c = cfg(catalogue=str(demo_library / "catalogue.parquet"), model=str(checkpoint), out=str(out),
             separator="provided", labels="true", label_column="genre")
     stage = ExplainStage(c.model, c.explainer_spec(), c.modality, c.segments, "cpu", c.labels, c.label_column)
-    inp = decode(read_catalogue(demo_library / "catalogue.parquet")[neg["catalogue_row"]], c, 16000)
+    inp = decode(read_catalogue(demo_library / "catalogue.parquet")[neg["catalogue_row"]], c.decode_spec(), 16000)
     inp.seed = neg["seed"]  # as read from the table
-    again = fit(stage(inp), c, "x").explanations.to_pydict()
+    again = fit(stage(inp), c.fit_spec(stage.model_id), "x").explanations.to_pydict()
     stored = expl.filter(pl.col("track_id") == neg["track_id"]).sort("label", "feature")
     mine = pl.DataFrame({k: again[k] for k in ("label", "feature", "weight")}).sort("label", "feature")
     assert np.array_equal(stored["weight"].to_numpy(), mine["weight"].to_numpy())

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.commands.explain import _config, add_arguments
+from pipeline.commands.explain import add_arguments
+from pipeline.config import from_arguments
 from pipeline.resources import (
     Demand,
     NodeType,
@@ -28,7 +29,7 @@ def explain_config(command: str):
     p = argparse.ArgumentParser()
     add_arguments(p)
     ns = p.parse_args(args)
-    return _config(ns, ns.batch_size if ns.batch_size == "auto" else int(ns.batch_size))
+    return from_arguments(ns)
 
 
 def readme_cluster_commands() -> list[str]:

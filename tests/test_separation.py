@@ -202,10 +202,10 @@ def test_the_gpu_stage_separates_and_explains_on_its_device_without_ray(demucs_r
     stage = ExplainStage("mlplugins:make", spec, "both", 4, "cpu", separator=sep)
     assert stage.separator.device == "cpu" and stage.separator.model.parameters().__next__().device.type == "cpu"
     fresh = stage(TrackInput("t", 0, 7, "la la land", SR, None, ("vocals", "drums", "bass", "other"), mix))
-    assert fresh["input"].timings["separate_s"] > 0 and stage.info()["cache"] == {"hits": 0, "misses": 1}
+    assert fresh.input.timings["separate_s"] > 0 and stage.info()["cache"] == {"hits": 0, "misses": 1}
     stems, hit = StemCache(tmp_path / "stems").separate(stage.separator, mix, SR)
     assert hit
     plain = ExplainStage("mlplugins:make", spec, "both", 4, "cpu")
     given = plain(TrackInput("t", 0, 7, "la la land", SR, stems.numpy(), ("vocals", "drums", "bass", "other")))
-    np.testing.assert_array_equal(fresh["probs"], given["probs"])
-    assert fresh["input"].stems is None and fresh["input"].mix is None  # nothing heavy goes on to the fit
+    np.testing.assert_array_equal(fresh.probs, given.probs)
+    assert fresh.input.stems is None and fresh.input.mix is None  # nothing heavy goes on to the fit

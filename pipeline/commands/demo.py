@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.commands.explain import num_samples
+from pipeline.config import num_samples
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

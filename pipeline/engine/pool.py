@@ -78,7 +78,9 @@ class PredictorPool:
         self._add_predictor()
         self.info = ray.get(self.predictors[0].info.remote())  # fails fast if the model does not load
         self.poll()
-        self.cfg_ref = ray.put(cfg)
+        # the stages get typed specs of the settings they read, never the pipeline's config
+        self.decode_ref = ray.put(cfg.decode_spec())
+        self.fit_ref = ray.put(cfg.fit_spec(self.info["model_id"]))
 
     def _add_predictor(self) -> None:
         i = len(self.predictors)
@@ -189,9 +191,9 @@ class PredictorPool:
 
     def submit(self, row: dict, predictor: int):
         """Chain the stages for one row on ``predictor``; returns the final ref."""
-        ref = self.decode_task.remote(row, self.cfg_ref, self.info["sample_rate"])
+        ref = self.decode_task.remote(row, self.decode_ref, self.info["sample_rate"])
         ref = self.predictors[predictor].predict.remote([ref])
-        return self.fit_task.remote(ref, self.cfg_ref, self.invocation_id)
+        return self.fit_task.remote(ref, self.fit_ref, self.invocation_id)
 
     def cancel(self, ref) -> None:
         try:
