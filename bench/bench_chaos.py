@@ -5,7 +5,7 @@ few hundred tracks with a SIGKILL every ~20 s of a busy GPU-stage actor or a CPU
 row once, no error rows, identical weights.
 
     python bench/bench_chaos.py [--tracks 300] [--every 20]
-Results in bench/results/chaos.json (and the README table via bench/update_readme.py).
+Results in bench/results/chaos.json (and the docs/benchmarks.md table via bench/update_readme.py).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Rerun the README's analyst queries (each ```sql block in "What an analyst runs first")
+"""Rerun the analyst queries of docs/analysis.md (each ```sql block in "What an analyst runs first")
 against ``demo_out/`` with DuckDB and replace the result table under each one.
 
     make demo && python bench/readme_queries.py
@@ -21,14 +21,11 @@ def markdown(cursor) -> str:
 
 def main() -> None:
     import duckdb
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    start = text.index("## What an analyst runs first")
-    end = text.index("\n## ", start + 3)
+    page = ROOT / "docs" / "analysis.md"
+    text = page.read_text()
     con = duckdb.connect()
-    section = BLOCK.sub(lambda m: m.group(1) + markdown(con.execute(m.group("sql"))), text[start:end])
-    readme.write_text(text[:start] + section + text[end:])
-    print("README analyst queries rerun against demo_out/")
+    page.write_text(BLOCK.sub(lambda m: m.group(1) + markdown(con.execute(m.group("sql"))), text))
+    print("docs/analysis.md: analyst queries rerun against demo_out/")
 
 
 if __name__ == "__main__":

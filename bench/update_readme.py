@@ -1,4 +1,5 @@
-"""Rewrite the README's benchmark tables from bench/results/*.json.
+"""Rewrite the benchmark tables of docs/benchmarks.md (and any page with a bench marker) from
+bench/results/*.json.
 
 Sections between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` are replaced; a result
 that does not exist leaves its section as it is.
@@ -266,17 +267,19 @@ SECTIONS = {"core": ("core", core), "incremental": ("incremental", incremental),
 
 
 def main() -> None:
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    for section, (name, fmt) in SECTIONS.items():
-        r = _load(name)
-        if r is None:
-            continue
-        pat = re.compile(rf"<!-- bench:{section} -->\n.*?<!-- /bench:{section} -->", re.S)
-        block = f"<!-- bench:{section} -->\n{fmt(r)}\n<!-- /bench:{section} -->"
-        text = pat.sub(lambda m, block=block: block, text)
-    readme.write_text(text)
-    print("README tables updated from", RESULTS)
+    # the tables live in the docs pages (docs/benchmarks.md), wherever a page holds a marker
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = before = page.read_text()
+        for section, (name, fmt) in SECTIONS.items():
+            r = _load(name)
+            if r is None:
+                continue
+            pat = re.compile(rf"<!-- bench:{section} -->\n.*?<!-- /bench:{section} -->", re.S)
+            block = f"<!-- bench:{section} -->\n{fmt(r)}\n<!-- /bench:{section} -->"
+            text = pat.sub(lambda m, block=block: block, text)
+        if text != before:
+            page.write_text(text)
+            print(f"{page.relative_to(ROOT)}: tables updated from", RESULTS)
 
 
 if __name__ == "__main__":

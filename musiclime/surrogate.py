@@ -34,7 +34,7 @@ class Target(Choice):
 
 
 # bench/bench_target.py: log-odds beat probability on R^2, stability, AOPC and planted
-# precision for both demo tasks, as trained and made confident (README table).
+# precision for both demo tasks, as trained and made confident (docs/benchmarks.md table).
 AUTO_TARGET = Target.LOG_ODDS
 LOGIT_CLIP = 1e-6
 

@@ -145,7 +145,7 @@ class ExplainConfig:
                          stage="predict")
     target: str = option("auto", "what the surrogate fits: the class probability (the reference's) or its "
                          "log-odds (for confident models); auto: log_odds, but probability under --design iid "
-                         "(the paper's setting; README 'Targets')", choices=_values("musiclime.surrogate:Target"),
+                         "(the paper's setting; docs/benchmarks.md 'Targets')", choices=_values("musiclime.surrogate:Target"),
                          hashed=True, stage="fit")
     segments: int = option(10, "temporal segments per track", hashed=True, stage="predict")
     labels: str = option("top1", "which classes to explain", choices=_values("pipeline.config:Labels"), hashed=True,
@@ -167,7 +167,7 @@ class ExplainConfig:
                             "flagged lyrics_truncated", hashed=True, stage="decode")
     stem_cache: str | None = option(None, "stem cache directory (default $MUSICLIME_HOME/stems)", stage="predict")
     demucs_model: str = option("htdemucs", hashed=True, stage="predict")
-    demucs_repo: str | None = option(None, "folder with demucs weights (see README)", stage="predict")
+    demucs_repo: str | None = option(None, "folder with demucs weights (see docs/models.md)", stage="predict")
     trust_pickle: bool = option(False, "allow a legacy demucs .th pickle", flag=True, stage="predict")
     batch_size: int | str = option("auto", "rows per model call: auto or an int", parse=batch_size, stage="predict")
     feature_selection: str = option("auto", choices=_values("musiclime.surrogate:FeatureSelection"), hashed=True,

@@ -2,9 +2,10 @@
 of the newest run's record, for people and tools that look at an output folder).
 
 Written in that order, each write atomic (a rename, or one PUT on object stores): a crash
-between the two leaves ``run.json`` as the previous write left it, naming a run whose own
-record is whole; :func:`pipeline.output.latest_run` reads the record it names, so a reader
-never pairs one run's status with another write's settings. The next write repairs it.
+between the two leaves ``run.json`` one write behind (or absent on a first run), itself a
+whole record. Every reader in this project takes runs from ``runs/*.json``
+(:func:`pipeline.output.runs`, :func:`pipeline.output.night_doc`) and reads ``run.json`` only
+for the output's format, which all its runs share; the next write of the run repairs the copy.
 """
 from __future__ import annotations
 

@@ -193,7 +193,7 @@ def test_weight_se_is_calibrated_over_50_seeds(design, kwargs, joint, target):
     exactly: pairwise products of its columns sum to zero), so their errors are
     conservative for the weights with such interactions: never more than 25% too small,
     and no weight's error overstated more than 5x (measured: up to 4x for the crossed
-    design on log-odds; README 'Error bars')."""
+    design on log-odds; docs/explain.md 'Error bars')."""
     af, lf = factorizations()
     model = SyntheticModel(seed=1, joint=joint)
     weights, ses = [], []

@@ -33,8 +33,7 @@ def explain_config(command: str):
 
 
 def readme_cluster_commands() -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("### On a cluster"):]
+    section = (ROOT / "docs" / "cluster.md").read_text()
     block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
     joined = block.replace("\\\n", " ")
     cmds = [line.split("#")[0] for line in joined.splitlines() if "musiclime explain" in line]
@@ -122,7 +121,7 @@ def test_readme_ray_start_commands_and_their_plan():
     """The second cluster block: the nodes its `ray start` lines make (two GPU machines, as in
     the plan shown below it) place the command's pool; 3 GPU-stage actors do not."""
     from pipeline.resources import pool_target
-    section = (ROOT / "README.md").read_text().split("### On a cluster")[1].split("## Use from Python")[0]
+    section = (ROOT / "docs" / "cluster.md").read_text()
     block = re.findall(r"```bash\n(.*?)```", section, re.S)[1].replace("\\\n", " ")
 
     def node(line: str, name: str, count: int) -> NodeType:

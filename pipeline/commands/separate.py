@@ -11,7 +11,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sample-rate", type=int, default=16000, help="Hz of the stems (the model's rate)")
     p.add_argument("--max-seconds", type=float, default=30.0, help="longer audio: the middle window")
     p.add_argument("--demucs-model", default="htdemucs")
-    p.add_argument("--demucs-repo", default=None, help="folder with the demucs weights (see README)")
+    p.add_argument("--demucs-repo", default=None, help="folder with the demucs weights (see docs/models.md)")
     p.add_argument("--trust-pickle", action="store_true", help="allow a legacy demucs .th pickle from --demucs-repo")
     p.add_argument("--address", default=None, help="Ray address (auto, local, ray://...): separate as Ray tasks")
 
