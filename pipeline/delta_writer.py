@@ -28,16 +28,16 @@ from collections.abc import Iterator
 
 from musiclime import storage
 from pipeline import failpoints
-from pipeline.writer import BatchBuffer
+from pipeline.writer_base import TableWriter
 
-TABLES = ("tracks", "explanations", "errors")  # commit order; a resume rolls any of them forward
+COMMIT_ORDER = ("tracks", "explanations", "errors")  # a resume rolls any of them forward
 
 
 def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-class DeltaRunWriter(BatchBuffer):
+class DeltaRunWriter(TableWriter):
     def __init__(self, out: str, run_id: str, invocation_id: str, commit_every: int = 64,
                  commit_seconds: float = 120.0, lease=None):
         super().__init__(run_id, invocation_id, commit_every, commit_seconds, lease)
@@ -77,7 +77,7 @@ class DeltaRunWriter(BatchBuffer):
                 rolled += 1
         for d in storage.children(self.staging):
             storage.delete_dir(d)  # staged before a crash, never made durable by a manifest
-        self._seq = max([self.version_of(t) for t in TABLES], default=0) + 1
+        self._seq = max([self.version_of(t) for t in COMMIT_ORDER], default=0) + 1
         return rolled
 
     def _roll_forward(self, manifest: str) -> None:
@@ -87,7 +87,7 @@ class DeltaRunWriter(BatchBuffer):
         from deltalake import CommitProperties, Transaction, write_deltalake
         doc = json.loads(storage.read_bytes(manifest))
         seq = int(doc["seq"])
-        for name in TABLES:
+        for name in COMMIT_ORDER:
             staged = doc["files"].get(name)
             if staged is None or self.version_of(name) >= seq:
                 continue
@@ -145,7 +145,7 @@ class DeltaRunWriter(BatchBuffer):
         tables = self._batch_tables()
         folder = storage.join(self.staging, f"{seq:010d}")
         files = {}
-        for name in TABLES:
+        for name in COMMIT_ORDER:
             if tables[name] is None:
                 continue
             sink = pa.BufferOutputStream()

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field, replace
 from pipeline import logs
 from pipeline.catalogue import CatalogueError, CatalogueReader, ContentKeys
 from pipeline.config import ExplainConfig, check_run_id, settings_diff
-from pipeline.lease import Lease, LeaseHeld, LeaseLost
+from pipeline.lease import LeaseHeld, LeaseLost
+from pipeline.lease_base import OutputLease
 from pipeline.run_record import RunRecord
 from pipeline.signals import interrupts_as_keyboard_interrupt
 
@@ -192,7 +193,7 @@ def _start_job(cfg: ExplainConfig, manifest: RunRecord, invocation_id: str, log,
     return job
 
 
-def _run_locked(cfg: ExplainConfig, reader: CatalogueReader, manifest: RunRecord, lease: Lease, invocation_id: str,
+def _run_locked(cfg: ExplainConfig, reader: CatalogueReader, manifest: RunRecord, lease: OutputLease, invocation_id: str,
                 log, show_progress: bool, t0: float) -> RunSummary:
     from pipeline.output import open_writer
     summary = RunSummary(manifest.run_id, EXIT_FATAL, format=manifest.format)

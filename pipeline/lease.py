@@ -24,34 +24,17 @@ import time
 import uuid
 from pathlib import Path
 
+from pipeline.lease_base import LeaseHeld, LeaseLost, OutputLease  # noqa: F401 (the lease's errors live here too)
+
 LEASE_FILE = "_lease.json"
 
 
-class LeaseHeld(RuntimeError):
-    """Another live driver holds the output."""
+class Lease(OutputLease):
+    """The lease as a file, created with O_EXCL (local and NFS paths)."""
 
-    def __init__(self, holder: dict, lease):
-        self.holder = holder
-        path = lease.path
-        super().__init__(
-            f"{str(path).rsplit('/', 1)[0]} is in use by another musiclime driver: host {holder.get('host')!r}, "
-            f"pid {holder.get('pid')}, started {holder.get('started')}, run {holder.get('run_id')!r} "
-            f"(its lease {path} is refreshed while it runs; a dead holder's lease is taken over "
-            f"after {holder.get('stale_after_s')} s without a heartbeat)")
-
-
-class LeaseLost(RuntimeError):
-    """This driver's lease is gone or held by another driver: it must not commit."""
-
-
-class Lease:
     def __init__(self, out: str | Path, run_id: str, stale_after: float = 60.0):
+        super().__init__(run_id, stale_after)
         self.path = Path(out) / LEASE_FILE
-        self.run_id, self.stale_after = run_id, float(stale_after)
-        self.token = uuid.uuid4().hex
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.held = False
 
     # ------------------------------------------------------------------ acquire / release
     def acquire(self) -> Lease:
@@ -114,13 +97,6 @@ class Lease:
     def read(self) -> dict | None:
         return _read_json(self.path)
 
-    def check(self) -> None:
-        """Raise :class:`LeaseLost` unless this driver still holds the lease."""
-        holder = self.read()
-        if not self.held or holder is None or holder.get("token") != self.token:
-            raise LeaseLost(f"this driver no longer holds {self.path}"
-                            + (f" (now held by host {holder.get('host')!r} pid {holder.get('pid')})" if holder else ""))
-
     def _beat(self) -> None:
         period = max(0.5, self.stale_after / 6)
         while not self._stop.wait(period):
@@ -131,16 +107,10 @@ class Lease:
             except FileNotFoundError:
                 return
 
-    def __enter__(self) -> Lease:
-        return self.acquire()
-
-    def __exit__(self, *exc) -> None:
-        self.release()
 
 
-class ObjectLease:
-    """The lease as an object on an S3-compatible store (conditional writes); the same
-    interface as :class:`Lease`."""
+class ObjectLease(OutputLease):
+    """The lease as an object on an S3-compatible store (conditional writes)."""
 
     def __init__(self, out: str, run_id: str, stale_after: float = 60.0):
         scheme, _, rest = out.rstrip("/").partition("://")
@@ -149,14 +119,10 @@ class ObjectLease:
                              f"(S3 and S3-compatible stores); {scheme}:// is not supported for outputs")
         self.bucket, _, prefix = rest.partition("/")
         self.key = (prefix.strip("/") + "/" if prefix.strip("/") else "") + LEASE_FILE
+        super().__init__(run_id, stale_after)
         self.path = f"{scheme}://{self.bucket}/{self.key}"
-        self.run_id, self.stale_after = run_id, float(stale_after)
-        self.token = uuid.uuid4().hex
         self._etag: str | None = None
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.held = False
         self._client = None
 
     @property
@@ -224,12 +190,6 @@ class ObjectLease:
     def read(self) -> dict | None:
         return self._get()[0]
 
-    def check(self) -> None:
-        holder = self.read()
-        if not self.held or holder is None or holder.get("token") != self.token:
-            raise LeaseLost(f"this driver no longer holds {self.path}"
-                            + (f" (now held by host {holder.get('host')!r} pid {holder.get('pid')})" if holder else ""))
-
     def _beat(self) -> None:
         period = max(0.5, self.stale_after / 6)
         while not self._stop.wait(period):
@@ -255,14 +215,9 @@ class ObjectLease:
                     pass  # no longer ours (taken over): leave it
         self.held = False
 
-    def __enter__(self) -> ObjectLease:
-        return self.acquire()
-
-    def __exit__(self, *exc) -> None:
-        self.release()
 
 
-def make_lease(out: str, run_id: str, stale_after: float = 60.0):
+def make_lease(out: str, run_id: str, stale_after: float = 60.0) -> OutputLease:
     """The lease for an output: a file on local and NFS paths, a conditional object on S3."""
     from musiclime import storage
     if storage.is_object_store(out):

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from musiclime import storage
 from pipeline.config import OutputFormat
+
+if TYPE_CHECKING:
+    from pipeline.writer_base import TableWriter
 
 RUN_TABLES = ("tracks", "explanations", "errors", "members")
 
@@ -72,9 +75,9 @@ def resolve_format(out: str, requested: str = "auto") -> str:
     return want.value
 
 
-def open_writer(fmt: str, out: str, run_id: str, invocation_id: str, commit_every: int = 64, lease=None):
-    """The run's one writer for ``fmt`` (both share one interface: recover, scan,
-    drop_errors, add_track, add_error, maybe_commit, commit)."""
+def open_writer(fmt: str, out: str, run_id: str, invocation_id: str, commit_every: int = 64,
+                lease=None) -> TableWriter:
+    """The run's one writer for ``fmt`` (see :class:`~pipeline.writer_base.TableWriter`)."""
     if fmt == "delta":
         from pipeline.delta_writer import DeltaRunWriter
         return DeltaRunWriter(out, run_id, invocation_id, commit_every, lease=lease)

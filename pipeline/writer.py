@@ -25,10 +25,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline import failpoints, signals
-from schemas.tables import ERRORS, EXPLANATIONS, TRACKS
+from pipeline import failpoints
+from pipeline.writer_base import TableWriter
 
-TABLES = ("explanations", "errors", "tracks")  # tracks last: what a reader of progress looks at first
+# tracks last: what a reader of progress looks at first
+COMMIT_ORDER = ("explanations", "errors", "tracks")
 READY = "READY"
 
 
@@ -41,63 +42,7 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-class BatchBuffer:
-    """What both writers share: finished tracks and error rows buffered until a batch is
-    due (``commit_every`` rows, or ``commit_seconds`` since the last commit), the batch's
-    three tables, and a commit that SIGINT/SIGTERM wait for. Subclasses commit (``_commit``)."""
-
-    def __init__(self, run_id: str, invocation_id: str, commit_every: int, commit_seconds: float, lease):
-        self.run_id, self.invocation_id = run_id, invocation_id
-        self.commit_every, self.commit_seconds = max(1, commit_every), commit_seconds
-        self.lease = lease
-        self._tracks: list[dict] = []
-        self._expl: list = []
-        self._errors: list[dict] = []
-        self._last_commit = time.monotonic()
-        self.commits = 0
-
-    def add_track(self, track: dict, explanations) -> None:
-        self._tracks.append(track)
-        self._expl.append(explanations)
-
-    def add_error(self, row: dict) -> None:
-        self._errors.append(row)
-
-    @property
-    def pending(self) -> int:
-        return len(self._tracks) + len(self._errors)
-
-    def maybe_commit(self) -> bool:
-        due = self.pending >= self.commit_every or (
-            self.pending and time.monotonic() - self._last_commit >= self.commit_seconds)
-        return self.commit() if due else False
-
-    def commit(self) -> bool:
-        """Commit the buffer as one batch; False when there was nothing to commit.
-        SIGINT/SIGTERM wait until it is over (see :mod:`pipeline.signals`)."""
-        with signals.deferred():
-            return self._commit()
-
-    def _commit(self) -> bool:
-        raise NotImplementedError
-
-    def _batch_tables(self) -> dict:
-        """The buffered batch as one Arrow table per table name (None when empty)."""
-        import pyarrow as pa
-        return {
-            "explanations": pa.concat_tables([t.cast(EXPLANATIONS) for t in self._expl]) if self._expl else None,
-            "errors": pa.Table.from_pylist(self._errors, schema=ERRORS) if self._errors else None,
-            "tracks": pa.Table.from_pylist(self._tracks, schema=TRACKS) if self._tracks else None,
-        }
-
-    def _batch_done(self) -> None:
-        """The batch is durable: clear the buffer (nothing commits it twice)."""
-        self._tracks, self._expl, self._errors = [], [], []
-        self.commits += 1
-        self._last_commit = time.monotonic()
-
-
-class RunWriter(BatchBuffer):
+class RunWriter(TableWriter):
     def __init__(self, out: str | Path, run_id: str, invocation_id: str, commit_every: int = 64,
                  commit_seconds: float = 120.0, lease=None):
         super().__init__(run_id, invocation_id, commit_every, commit_seconds, lease)
@@ -190,7 +135,7 @@ class RunWriter(BatchBuffer):
         files: dict[str, str] = {}
         try:
             stage.mkdir(parents=True, exist_ok=True)
-            for name in TABLES:
+            for name in COMMIT_ORDER:
                 if tables[name] is None:
                     continue
                 path = stage / f"{name}.parquet"
