@@ -60,7 +60,7 @@ def make(root: Path, rows: int) -> Path:
 def child(cat: str, out: str) -> None:
     from musiclime.records import ErrorRecord
     from pipeline.catalogue import CatalogueReader
-    from pipeline.plan import make_plan, rows_to_do
+    from pipeline.worklist import make_worklist, rows_to_do
     from pipeline.writer import RunWriter
     def rss() -> float:
         # VmHWM belongs to this address space; ru_maxrss would carry the parent's peak across exec
@@ -71,7 +71,7 @@ def child(cat: str, out: str) -> None:
     base = rss()
     t0 = time.perf_counter()
     reader = CatalogueReader(cat)
-    plan = make_plan(reader, RunWriter(out, "r", "bench"))
+    plan = make_worklist(reader, RunWriter(out, "r", "bench"))
     t_plan = time.perf_counter() - t0
     todo = errors = 0
     for item in rows_to_do(reader, plan):

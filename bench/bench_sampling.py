@@ -136,7 +136,7 @@ def run_one(model, view: str, kwargs: dict, af, lf, label: int, seed: int, ref: 
     from musiclime import MusicLIME, designs
     from musiclime.masks import Modality
     counting = Counting(model, joint=view == "predict_proba")
-    layout = designs.Layout(af.n_features, lf.n_features, Modality.BOTH)
+    layout = designs.MaskShape(af.n_features, lf.n_features, Modality.BOTH)
     if "blocks" in kwargs:  # the design's size at that many blocks, as joint rows
         kwargs = dict(kwargs)
         kwargs["num_samples"] = designs.get(kwargs["design"]).at(layout, kwargs.pop("blocks")).num_samples

@@ -23,7 +23,6 @@ _EXPORTS = {
     "MusicLIME": "musiclime.explainer",
     "Explanation": "musiclime.explanation",
     "FeatureLayout": "musiclime.layout",
-    "FeatureSpace": "musiclime.layout",
     "sample_masks": "musiclime.masks",
     "Modality": "musiclime.masks",
     "fit_surrogate": "musiclime.surrogate",
@@ -40,7 +39,7 @@ if TYPE_CHECKING:
     from musiclime.explainer import MusicLIME
     from musiclime.explanation import Explanation
     from musiclime.factorization import AudioFactorization, LyricsFactorization
-    from musiclime.layout import FeatureLayout, FeatureSpace
+    from musiclime.layout import FeatureLayout
     from musiclime.masks import Modality, sample_masks
     from musiclime.protocol import LateFusionModel, MusicModel
     from musiclime.surrogate import FeatureSelection, SurrogateFit, fit_surrogate

@@ -144,14 +144,16 @@ def orthogonal_block_rows(width: int) -> int:
 # ---------------------------------------------------------------------- designs
 
 @dataclass(frozen=True)
-class Layout:
-    """What a design needs to know of a track: feature counts and what is perturbed."""
+class MaskShape:
+    """What a design needs to know of a track: feature counts and which modality is
+    perturbed (the feature names live in :class:`musiclime.shape.FeatureLayout`)."""
     n_audio: int
     n_lyrics: int
     modality: Modality
 
     @property
-    def columns(self) -> slice:
+    def perturbed(self) -> slice:
+        """The joint columns the modality perturbs."""
         return perturbed_columns(self.modality, self.n_audio, self.n_lyrics)
 
     @property
@@ -175,15 +177,15 @@ class SamplingDesign:
     crossed = False  # True: audio and lyrics half-masks are crossed (late fusion pays per half-mask)
     folded = False   # True: rows come in (mask, complement) pairs
 
-    def size(self, num_samples: int, layout: Layout) -> Size:
+    def size(self, num_samples: int, shape: MaskShape) -> Size:
         """The size a fixed ``num_samples`` asks for."""
         return Size(num_samples)
 
-    def sample(self, layout: Layout, size: Size, seed: int) -> np.ndarray:
+    def sample(self, shape: MaskShape, size: Size, seed: int) -> np.ndarray:
         """``uint8 [N, n_audio + n_lyrics]``; row 0 all ones; deterministic in the arguments."""
         raise NotImplementedError
 
-    def rounds(self, layout: Layout, max_samples: int) -> list[Size]:
+    def rounds(self, shape: MaskShape, max_samples: int) -> list[Size]:
         """Growing sizes for ``num_samples="auto"``; each round's masks extend the last's."""
         out: list[Size] = []
         for n in IID_SCHEDULE:
@@ -192,7 +194,7 @@ class SamplingDesign:
                 out.append(Size(n))
         return out
 
-    def clusters(self, masks: np.ndarray, layout: Layout, size: Size) -> list[np.ndarray]:
+    def clusters(self, masks: np.ndarray, shape: MaskShape, size: Size) -> list[np.ndarray]:
         """Independent units of the rows: one int array per crossed factor (``[N]`` each;
         rows of one unit share a value). Standard errors and bootstraps resample units."""
         return [np.arange(len(masks)) // 2] if self.folded else [np.arange(len(masks))]
@@ -202,8 +204,8 @@ class IID(SamplingDesign):
     """The reference's joint i.i.d. Bernoulli(1/2) masks (:func:`~musiclime.masks.sample_masks`)."""
     name = "iid"
 
-    def sample(self, layout, size, seed):
-        return sample_masks(size.num_samples, layout.n_audio, layout.n_lyrics, seed, layout.modality)
+    def sample(self, shape, size, seed):
+        return sample_masks(size.num_samples, shape.n_audio, shape.n_lyrics, seed, shape.modality)
 
 
 class Foldover(SamplingDesign):
@@ -211,8 +213,8 @@ class Foldover(SamplingDesign):
     name = "foldover"
     folded = True
 
-    def sample(self, layout, size, seed):
-        return sample_foldover_masks(size.num_samples, layout.n_audio, layout.n_lyrics, seed, layout.modality)
+    def sample(self, shape, size, seed):
+        return sample_foldover_masks(size.num_samples, shape.n_audio, shape.n_lyrics, seed, shape.modality)
 
 
 class Grid(SamplingDesign):
@@ -221,17 +223,17 @@ class Grid(SamplingDesign):
     name = "grid"
     crossed = True
 
-    def size(self, num_samples, layout):
+    def size(self, num_samples, shape):
         return Size(num_samples, (max(2, num_samples // 4),) * 2)
 
-    def sample(self, layout, size, seed):
-        if not layout.crossed:
-            return IID().sample(layout, size, seed)
-        return sample_grid_masks(size.num_samples, layout.n_audio, layout.n_lyrics, size.grid, seed)
+    def sample(self, shape, size, seed):
+        if not shape.crossed:
+            return IID().sample(shape, size, seed)
+        return sample_grid_masks(size.num_samples, shape.n_audio, shape.n_lyrics, size.grid, seed)
 
-    def rounds(self, layout, max_samples):
-        if not layout.crossed:
-            return IID().rounds(layout, max_samples)
+    def rounds(self, shape, max_samples):
+        if not shape.crossed:
+            return IID().rounds(shape, max_samples)
         # 16 joint rows per half-mask pair drawn: the head is cheap, the encoders are not
         out = []
         for g in GRID_SIDES:
@@ -240,11 +242,11 @@ class Grid(SamplingDesign):
                 out.append(Size(n, (g, g)))
         return out
 
-    def clusters(self, masks, layout, size):
-        if not layout.crossed:
+    def clusters(self, masks, shape, size):
+        if not shape.crossed:
             return [np.arange(len(masks))]
-        _, ia = unique_rows(masks[:, :layout.n_audio])
-        _, il = unique_rows(masks[:, layout.n_audio:])
+        _, ia = unique_rows(masks[:, :shape.n_audio])
+        _, il = unique_rows(masks[:, shape.n_audio:])
         return [ia, il]
 
 
@@ -256,28 +258,28 @@ class Orthogonal(SamplingDesign):
     name = "orthogonal"
     folded = True
 
-    def _width(self, layout):
-        return layout.columns.stop - layout.columns.start
+    def _width(self, shape):
+        return shape.perturbed.stop - shape.perturbed.start
 
-    def size(self, num_samples, layout):
-        width = self._width(layout)
+    def size(self, num_samples, shape):
+        width = self._width(shape)
         order = hadamard_order(width + 1) if width else 1
         pairs = max(order, (num_samples - 2) // 2)       # at least one block
-        return self.at(layout, pairs // order + (pairs % order) / order)
+        return self.at(shape, pairs // order + (pairs % order) / order)
 
-    def at(self, layout: Layout, blocks: float) -> Size:
+    def at(self, shape: MaskShape, blocks: float) -> Size:
         """The size of ``blocks`` (possibly fractional) blocks."""
-        return Size(orthogonal_rows(blocks, self._width(layout)), blocks=blocks)
+        return Size(orthogonal_rows(blocks, self._width(shape)), blocks=blocks)
 
-    def sample(self, layout, size, seed):
-        part = orthogonal_masks(size.blocks, self._width(layout), seed)
-        masks = np.ones((len(part), layout.n_audio + layout.n_lyrics), dtype=np.uint8)
-        masks[:, layout.columns] = part
+    def sample(self, shape, size, seed):
+        part = orthogonal_masks(size.blocks, self._width(shape), seed)
+        masks = np.ones((len(part), shape.n_audio + shape.n_lyrics), dtype=np.uint8)
+        masks[:, shape.perturbed] = part
         return masks
 
-    def rounds(self, layout, max_samples):
-        out = [self.at(layout, b) for b in ORTHOGONAL_BLOCKS if self.at(layout, b).num_samples <= max_samples]
-        return out or [self.at(layout, 1)]
+    def rounds(self, shape, max_samples):
+        out = [self.at(shape, b) for b in ORTHOGONAL_BLOCKS if self.at(shape, b).num_samples <= max_samples]
+        return out or [self.at(shape, 1)]
 
 
 class OrthogonalGrid(SamplingDesign):
@@ -292,48 +294,48 @@ class OrthogonalGrid(SamplingDesign):
     crossed = True
     folded = True
 
-    def side_rows(self, layout: Layout, blocks: float) -> tuple[int, int]:
+    def side_rows(self, shape: MaskShape, blocks: float) -> tuple[int, int]:
         """Audio and lyrics half-masks (the encoders' rows) of ``blocks`` blocks."""
-        return orthogonal_rows(blocks, layout.n_audio), orthogonal_rows(blocks, layout.n_lyrics)
+        return orthogonal_rows(blocks, shape.n_audio), orthogonal_rows(blocks, shape.n_lyrics)
 
-    def at(self, layout: Layout, blocks: float) -> Size:
+    def at(self, shape: MaskShape, blocks: float) -> Size:
         """The size of ``blocks`` (possibly fractional) blocks."""
-        if not layout.crossed:
-            return Orthogonal().at(layout, blocks)
-        rows = self.side_rows(layout, blocks)
+        if not shape.crossed:
+            return Orthogonal().at(shape, blocks)
+        rows = self.side_rows(shape, blocks)
         return Size(int(np.prod(rows)), rows, blocks)
 
-    def size(self, num_samples, layout):
-        if not layout.crossed:
-            return Orthogonal().size(num_samples, layout)
+    def size(self, num_samples, shape):
+        if not shape.crossed:
+            return Orthogonal().size(num_samples, shape)
         # the fractions at which one side gains a pair: the largest that fits wins
-        per = max(hadamard_order(layout.n_audio + 1), hadamard_order(layout.n_lyrics + 1))
+        per = max(hadamard_order(shape.n_audio + 1), hadamard_order(shape.n_lyrics + 1))
         k = per
-        while self.at(layout, (k + 1) / per).num_samples <= num_samples:
+        while self.at(shape, (k + 1) / per).num_samples <= num_samples:
             k += 1
-        return self.at(layout, k / per)
+        return self.at(shape, k / per)
 
-    def sample(self, layout, size, seed):
-        if not layout.crossed:
-            return Orthogonal().sample(layout, size, seed)
-        audio = orthogonal_masks(size.blocks, layout.n_audio, seed, stream=1)
-        lyrics = orthogonal_masks(size.blocks, layout.n_lyrics, seed, stream=2)
+    def sample(self, shape, size, seed):
+        if not shape.crossed:
+            return Orthogonal().sample(shape, size, seed)
+        audio = orthogonal_masks(size.blocks, shape.n_audio, seed, stream=1)
+        lyrics = orthogonal_masks(size.blocks, shape.n_lyrics, seed, stream=2)
         ia, il = np.divmod(np.arange(len(audio) * len(lyrics)), len(lyrics))
         return np.concatenate([audio[ia], lyrics[il]], axis=1)
 
-    def rounds(self, layout, max_samples):
-        if not layout.crossed:
-            return Orthogonal().rounds(layout, max_samples)
+    def rounds(self, shape, max_samples):
+        if not shape.crossed:
+            return Orthogonal().rounds(shape, max_samples)
         out = []
         for b in ORTHOGONAL_BLOCKS:
-            size = self.at(layout, b)
+            size = self.at(shape, b)
             if size.num_samples > min(max_samples, MAX_GRID_CELLS) and out:
                 break
             out.append(size)
         return out
 
-    def clusters(self, masks, layout, size):
-        if not layout.crossed:
+    def clusters(self, masks, shape, size):
+        if not shape.crossed:
             return [np.arange(len(masks)) // 2]
         # rows are audio-major over the full product; a half-mask and its complement are
         # one draw, so the units are the half-mask pairs of each side

@@ -19,7 +19,7 @@ from musiclime.factorization import AudioFactorization, LyricsFactorization
 from musiclime.layout import FeatureLayout
 from musiclime.masks import Modality, seed_bits
 from musiclime.protocol import is_late_fusion
-from musiclime.runner import ModelRunner, OutputCache, Progress, auto_batch_size  # noqa: F401  (re-exported)
+from musiclime.runner import ModelRunner, OutputCache, ProgressFn, auto_batch_size  # noqa: F401  (re-exported)
 from musiclime.surrogate import FeatureSelection, fit_surrogate, mask_distances, resolve_target
 
 DESIGN_CHOICES = designs.CHOICES
@@ -45,12 +45,12 @@ class Plan:
     size: designs.Size | None = None
 
     @property
-    def layout(self) -> designs.Layout:
-        return designs.Layout(self.features.n_audio, self.features.n_lyrics, self.modality)
+    def shape(self) -> designs.MaskShape:
+        return designs.MaskShape(self.features.n_audio, self.features.n_lyrics, self.modality)
 
     def clusters(self) -> list[tuple]:
         """The design's independent units, each with the explained columns its side draws."""
-        units = designs.get(self.design).clusters(self.masks, self.layout, self.size or designs.Size(len(self.masks)))
+        units = designs.get(self.design).clusters(self.masks, self.shape, self.size or designs.Size(len(self.masks)))
         if len(units) == 1:
             return [(units[0], None)]
         audio = self.columns < self.features.n_audio
@@ -144,17 +144,17 @@ class MusicLIME:
         fs = FeatureLayout.from_factorizations(af, lf)
         name = design or self.design_for(model)
         sampler = designs.get(name)
-        layout = designs.Layout(fs.n_audio, fs.n_lyrics, modality)
+        shape = designs.MaskShape(fs.n_audio, fs.n_lyrics, modality)
         if size is None:
             n = num_samples or self.num_samples
             if n is None:
-                size = sampler.rounds(layout, self._max_samples(sampler))[0]
+                size = sampler.rounds(shape, self._max_samples(sampler))[0]
             else:
-                size = sampler.size(int(n), layout)
+                size = sampler.size(int(n), shape)
                 grid = grid_size or self.grid_size
                 if grid is not None and name == "grid":
                     size = designs.Size(size.num_samples, (int(grid[0]), int(grid[1])))
-        masks = sampler.sample(layout, size, seed)
+        masks = sampler.sample(shape, size, seed)
         return Plan(fs, masks, fs.columns(modality), modality, tuple(flags), seed, name, size)
 
     def _max_samples(self, sampler: designs.SamplingDesign) -> int:
@@ -163,7 +163,7 @@ class MusicLIME:
         return designs.MAX_GRID_CELLS if sampler.crossed else designs.IID_SCHEDULE[-1]
 
     def predict(self, model, af: AudioFactorization, lf: LyricsFactorization, masks: np.ndarray,
-                progress: Progress | None = None, cache: OutputCache | None = None) -> tuple[np.ndarray, int]:
+                progress: ProgressFn | None = None, cache: OutputCache | None = None) -> tuple[np.ndarray, int]:
         """Model probabilities of every mask row: ``(float64 [N, C], model rows evaluated)``
         (:meth:`musiclime.runner.ModelRunner.predict`)."""
         return ModelRunner(model, self.batch_size).predict(af, lf, masks, progress, cache)
@@ -212,7 +212,7 @@ class MusicLIME:
     def explain(self, model, af: AudioFactorization, lf: LyricsFactorization,
                 labels: Sequence[int] | None = None, top_labels: int | None = 1,
                 modality: str = "both", seed: int | None = None,
-                progress: Progress | None = None) -> Explanation:
+                progress: ProgressFn | None = None) -> Explanation:
         """Explain ``model`` on one track.
 
         Args:
@@ -244,7 +244,7 @@ class MusicLIME:
         if lf.n_features == 0 and modality is Modality.BOTH:
             modality = Modality.AUDIO
         sampler = designs.get(self.design_for(model))
-        return sampler.rounds(designs.Layout(af.n_features, lf.n_features, modality), self._max_samples(sampler))
+        return sampler.rounds(designs.MaskShape(af.n_features, lf.n_features, modality), self._max_samples(sampler))
 
 
 @dataclass(frozen=True)

@@ -67,5 +67,3 @@ class FeatureLayout:
         seg, stem = divmod(int(f), len(self.stem_names))
         return stem, seg
 
-
-FeatureSpace = FeatureLayout  # the name of releases before the layout had its own module

@@ -23,7 +23,7 @@ COMPOSE_BLOCK = 16
 HEAD_BATCH_SIZE = 4096  # a late-fusion head is tiny next to the encoders
 
 
-Progress = Callable[[int, int], None]
+ProgressFn = Callable[[int, int], None]
 """``progress(rows_done, rows_total)``, called after every model batch."""
 
 
@@ -113,7 +113,7 @@ class ModelRunner:
         self.late_fusion = is_late_fusion(model)
 
     def predict(self, af: AudioFactorization, lf: LyricsFactorization, masks: np.ndarray,
-                progress: Progress | None = None, cache: OutputCache | None = None) -> tuple[np.ndarray, int]:
+                progress: ProgressFn | None = None, cache: OutputCache | None = None) -> tuple[np.ndarray, int]:
         """Model probabilities of every mask row: ``(float64 [N, C], model rows evaluated)``.
 
         Duplicate rows (and, for late-fusion models, duplicate half-masks) are evaluated

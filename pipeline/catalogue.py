@@ -4,7 +4,7 @@ URI of :mod:`musiclime.storage` (``s3://`` tested). Never the whole catalogue at
 the driver's memory does not grow with its rows.
 
 Rows keep their position (``catalogue_row``) for the tables, but a run matches rows by
-``track_id`` (see :mod:`pipeline.plan`). Relative paths are resolved against the
+``track_id`` (see :mod:`pipeline.worklist`). Relative paths are resolved against the
 catalogue's folder (a relative path in an ``s3://`` catalogue is in the same bucket).
 
 CSV and JSONL are read as text: ``007`` stays ``"007"``, ``NA`` and ``true`` stay strings,

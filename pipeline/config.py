@@ -30,7 +30,9 @@ class Option:
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # the whole string: see check_run_id
 
 
-class Separator(Choice):
+class SeparatorName(Choice):
+    """``--separator``: where a track's stems come from (the separators themselves live in
+    :mod:`musiclime.separation`)."""
     HPSS = "hpss"
     DEMUCS = "demucs"
     PROVIDED = "provided"
@@ -133,7 +135,7 @@ class ExplainConfig:
                         "package.module:factory (a plugin)", stage="predict")
     out: str = option(None, "output folder or URI (s3://bucket/prefix): tables partitioned by run_id=",
                       stage="write")
-    separator: str = option("hpss", choices=_values("pipeline.config:Separator"), hashed=True, stage="decode")
+    separator: str = option("hpss", choices=_values("pipeline.config:SeparatorName"), hashed=True, stage="decode")
     num_samples: int | str = option(1000, "perturbations per track, or 'auto': sample in rounds until every "
                                     "explained label's top-10 is separated from the rest with 95%% confidence (or "
                                     "tied), at most the design's cap", parse=num_samples, hashed=True,
@@ -210,7 +212,7 @@ class ExplainConfig:
                 raise ValueError(f"{name} must be a path or URI, got {getattr(self, name)!r}")
         from musiclime.masks import Modality
         from musiclime.surrogate import FeatureSelection, Target
-        Separator.parse(self.separator)
+        SeparatorName.parse(self.separator)
         OutputFormat.parse(self.format)
         Precision.parse(self.precision)
         Labels.parse(self.labels)

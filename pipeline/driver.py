@@ -83,8 +83,8 @@ def run_explain(cfg: ExplainConfig, log=None, show_progress: bool = True) -> Run
         lease = make_lease(cfg.out, run_id, stale_after=cfg.lease_timeout)
     except ValueError as e:
         return RunSummary(run_id, EXIT_USAGE, message=str(e))
-    manifest = RunRecord(cfg.out, run_id, cfg, invocation_id, fmt)
-    diff = settings_diff(manifest.previous.get("settings", {}), cfg.settings())
+    record = RunRecord(cfg.out, run_id, cfg, invocation_id, fmt)
+    diff = settings_diff(record.previous.get("settings", {}), cfg.settings())
     if diff:
         return RunSummary(run_id, EXIT_USAGE, message=_resume_refused(run_id, diff))
     try:
@@ -93,7 +93,7 @@ def run_explain(cfg: ExplainConfig, log=None, show_progress: bool = True) -> Run
         return RunSummary(run_id, EXIT_USAGE, message=str(e))
     try:
         with interrupts_as_keyboard_interrupt():
-            return _run_locked(cfg, reader, manifest, lease, invocation_id, log, show_progress, t0)
+            return _run_locked(cfg, reader, record, lease, invocation_id, log, show_progress, t0)
     except KeyboardInterrupt:  # before any work was under way (planning, starting Ray)
         return RunSummary(run_id, EXIT_FATAL, message="interrupted before any commit; rerun the same command")
     finally:
@@ -133,14 +133,14 @@ def _placement_problems(cfg: ExplainConfig) -> list[str]:
 def dry_run(cfg: ExplainConfig) -> tuple[int, str]:
     """The plan without doing it: stages, actors, CPUs/GPUs each, the cluster it is checked
     against, rows to do and already committed. Exit 0, or 2 when it can never be placed."""
-    from pipeline.plan import make_plan
     from pipeline.resources import cluster_node_types, demands, placement_problems, plan_text
+    from pipeline.worklist import make_worklist
     try:
         run_id = check_run_id(cfg.run_id or "dry-run")
         from pipeline.output import open_writer, resolve_format
         reader = CatalogueReader(cfg.catalogue, limit=cfg.limit)
         writer = open_writer(resolve_format(cfg.out, cfg.format), cfg.out, run_id, "dry-run")
-        plan = make_plan(reader, writer)  # reads only
+        work = make_worklist(reader, writer)  # reads only
     except (CatalogueError, ValueError) as e:
         return EXIT_USAGE, str(e)
     wanted = demands(cfg)
@@ -148,7 +148,7 @@ def dry_run(cfg: ExplainConfig) -> tuple[int, str]:
         from pipeline.ray_runtime import init_ray
         init_ray(cfg.address)
     types, source = cluster_node_types(_is_local(cfg))
-    text = plan_text(wanted, types, plan.n_rows, plan.n_done, plan.n_work) + f"\n(cluster as read from: {source})"
+    text = plan_text(wanted, types, work.n_rows, work.n_done, work.n_work) + f"\n(cluster as read from: {source})"
     if not cfg.pool.fixed:
         from pipeline.resources import pool_target
         resources = {"CPU": sum(t.cpus * t.max_nodes for t in types), "GPU": sum(t.gpus * t.max_nodes for t in types)}
@@ -165,7 +165,7 @@ def _resume_refused(run_id: str, diff: list[str]) -> str:
             f"be compared. Use a new --run-id, or the old settings:\n  " + "\n  ".join(diff))
 
 
-def _start_job(cfg: ExplainConfig, manifest: RunRecord, invocation_id: str, log, summary: RunSummary):
+def _start_job(cfg: ExplainConfig, record: RunRecord, invocation_id: str, log, summary: RunSummary):
     """Ray, the placement check and the GPU-stage pool; the model's hash into the run's
     record (written by the caller). None (with the summary's exit code and message set)
     when the run must not go on: a refused run has written nothing; a model that does not
@@ -182,82 +182,82 @@ def _start_job(cfg: ExplainConfig, manifest: RunRecord, invocation_id: str, log,
         job = PredictorPool(cfg, invocation_id, log)
     except Exception as e:  # the model does not load: the run can be resumed once it does
         summary.exit_code, summary.message = EXIT_FATAL, f"fatal: {type(e).__name__}: {e}"
-        manifest.write("failed")
+        record.write("failed")
         log(summary.message)
         return None
-    diff = settings_diff(manifest.previous.get("settings", {}), cfg.settings(job.info["model_id"]))
+    diff = settings_diff(record.previous.get("settings", {}), cfg.settings(job.info["model_id"]))
     if diff:  # the model changed under the same run id: refuse before any commit
-        summary.exit_code, summary.message = EXIT_USAGE, _resume_refused(manifest.run_id, diff)
+        summary.exit_code, summary.message = EXIT_USAGE, _resume_refused(record.run_id, diff)
         return None
-    manifest.model = {k: job.info[k] for k in ("classes", "model_id", "sample_rate")}
+    record.model = {k: job.info[k] for k in ("classes", "model_id", "sample_rate")}
     return job
 
 
-def _run_locked(cfg: ExplainConfig, reader: CatalogueReader, manifest: RunRecord, lease: OutputLease, invocation_id: str,
+def _run_locked(cfg: ExplainConfig, reader: CatalogueReader, record: RunRecord, lease: OutputLease, invocation_id: str,
                 log, show_progress: bool, t0: float) -> RunSummary:
     from pipeline.output import open_writer
-    summary = RunSummary(manifest.run_id, EXIT_FATAL, format=manifest.format)
+    summary = RunSummary(record.run_id, EXIT_FATAL, format=record.format)
     job = None
     # A resume must load the same model (its hash is known once a predictor has loaded it),
     # and an incremental night looks earlier nights up under the model's hash: both start
     # the pool first, so that a refused run has written nothing, run.json included.
-    if cfg.incremental or manifest.previous.get("model_id"):
-        job = _start_job(cfg, manifest, invocation_id, log, summary)
+    if cfg.incremental or record.previous.get("model_id"):
+        job = _start_job(cfg, record, invocation_id, log, summary)
         if job is None:
             return summary
-    writer = open_writer(manifest.format, cfg.out, manifest.run_id, invocation_id, cfg.commit_every, lease=lease)
+    writer = open_writer(record.format, cfg.out, record.run_id, invocation_id, cfg.commit_every, lease=lease)
     rolled = writer.recover()
     if rolled:
         log(f"recovered {rolled} committed batch(es) of an interrupted writer")
     if cfg.retry_errors:
         writer.drop_errors()
-    planned = _plan(cfg, reader, manifest, writer, log)
-    if isinstance(planned, RunSummary):
-        return planned
-    plan, keys_of = planned
-    summary.total, summary.skipped, summary.unchanged = plan.n_rows, plan.n_done, plan.n_unchanged
-    if plan.n_work and job is None:
-        job = _start_job(cfg, manifest, invocation_id, log, summary)
+    found = _worklist(cfg, reader, record, writer, log)
+    if isinstance(found, RunSummary):
+        return found
+    work, keys_of = found
+    summary.total, summary.skipped, summary.unchanged = work.n_rows, work.n_done, work.n_unchanged
+    if work.n_work and job is None:
+        job = _start_job(cfg, record, invocation_id, log, summary)
         if job is None:
             return summary
-    manifest.write("running", plan.n_rows)
-    return _execute(cfg, reader, manifest, job, writer, plan, keys_of, summary, log, show_progress, t0)
+    record.write("running", work.n_rows)
+    return _execute(cfg, reader, record, job, writer, work, keys_of, summary, log, show_progress, t0)
 
 
-def _plan(cfg: ExplainConfig, reader: CatalogueReader, manifest: RunRecord, writer, log):
-    """The row plan (what is done, unchanged or to do) and the run's content keys, or the
+def _worklist(cfg: ExplainConfig, reader: CatalogueReader, record: RunRecord, writer, log):
+    """The worklist (what is done, unchanged or to do) and the run's content keys, or the
     usage error's summary."""
     from pipeline.output import MembersWriter, history
-    from pipeline.plan import make_plan
-    run_id = manifest.run_id
+    from pipeline.worklist import make_worklist
+    run_id = record.run_id
     done_before = None
     if cfg.incremental:
-        done_before = history(cfg.out, manifest.format, manifest.config_hash() or "", run_id,
+        done_before = history(cfg.out, record.format, record.config_hash() or "", run_id,
                               with_errors=not cfg.retry_errors)
-    members = MembersWriter(cfg.out, manifest.format, run_id)
+    members = MembersWriter(cfg.out, record.format, run_id)
     keys_of = ContentKeys(cfg.label_column, cfg.audio_used)
     try:
-        plan = make_plan(reader, writer, history=done_before, members=members, keys_of=keys_of)
+        work = make_worklist(reader, writer, history=done_before, members=members, keys_of=keys_of)
         members.close()
     except CatalogueError as e:
-        return RunSummary(run_id, EXIT_USAGE, message=str(e), format=manifest.format)
-    if plan.n_unchanged:
-        log(f"run {run_id}: {plan.n_unchanged} of {plan.n_rows} rows unchanged since an earlier night")
-    if plan.n_done > plan.n_unchanged:
-        log(f"run {run_id}: {plan.n_done - plan.n_unchanged} of {plan.n_rows} rows already committed, "
-            f"{plan.n_work} to do")
-    return plan, keys_of
+        return RunSummary(run_id, EXIT_USAGE, message=str(e), format=record.format)
+    if work.n_unchanged:
+        log(f"run {run_id}: {work.n_unchanged} of {work.n_rows} rows unchanged since an earlier night")
+    if work.n_done > work.n_unchanged:
+        log(f"run {run_id}: {work.n_done - work.n_unchanged} of {work.n_rows} rows already committed, "
+            f"{work.n_work} to do")
+    return work, keys_of
 
 
-def _execute(cfg: ExplainConfig, reader: CatalogueReader, manifest: RunRecord, job, writer, plan, keys_of,
+def _execute(cfg: ExplainConfig, reader: CatalogueReader, record: RunRecord, job, writer, work, keys_of,
              summary: RunSummary, log, show_progress: bool, t0: float) -> RunSummary:
     """Drive the rows through the pool and commit; the summary with its exit code."""
     from pipeline.engine.loop import drive
-    from pipeline.plan import rows_to_do
     from pipeline.progress import Progress
+    from pipeline.worklist import rows_to_do
     try:
-        bar = Progress(plan.n_work, "tracks", status_every=cfg.status_every) if show_progress else None
-        drive(job, cfg, rows_to_do(reader, plan, keys_of), writer, summary, bar)
+        bar = Progress(work.n_work, "tracks", status_every=cfg.status_every) if show_progress else None
+        drive(job, cfg, rows_to_do(reader, work, keys_of), writer, summary, bar)
         if job is not None:
             summary.actors = job.actor_infos()
             for a in summary.actors:
@@ -268,7 +268,7 @@ def _execute(cfg: ExplainConfig, reader: CatalogueReader, manifest: RunRecord, j
         _commit_quietly(writer, log)
         summary.message = (f"interrupted: what was complete is committed; rerun the same command "
                            f"(--run-id {cfg.run_id}) to finish")
-        return _end(summary, manifest, plan, writer, "interrupted", log)
+        return _end(summary, record, work, writer, "interrupted", log)
     except LeaseLost as e:  # another driver took the output over: commit nothing more
         summary.exit_code, summary.message = EXIT_FATAL, f"fatal: {e}"
         log(summary.message)
@@ -276,23 +276,23 @@ def _execute(cfg: ExplainConfig, reader: CatalogueReader, manifest: RunRecord, j
     except Exception as e:  # fatal: the run can be resumed with the same --run-id
         _commit_quietly(writer, log)
         summary.message = f"fatal: {type(e).__name__}: {e}"
-        return _end(summary, manifest, plan, writer, "failed", log)
+        return _end(summary, record, work, writer, "failed", log)
     summary.seconds = time.perf_counter() - t0
     import resource
     summary.driver_peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return _end(summary, manifest, plan, writer, None, log)
+    return _end(summary, record, work, writer, None, log)
 
 
-def _end(summary: RunSummary, manifest: RunRecord, plan, writer, status: str | None, log) -> RunSummary:
+def _end(summary: RunSummary, record: RunRecord, work, writer, status: str | None, log) -> RunSummary:
     """Count what the tables hold and record the run's status: ``status`` when it stopped
     early (exit 1), else finished or failed by what was committed."""
-    from pipeline.plan import outcome
+    from pipeline.worklist import outcome
     if status == "failed":  # the tables may be what failed: count nothing more
         summary.exit_code = EXIT_FATAL
         log(summary.message)
-        manifest.write(status, plan.n_rows)
+        record.write(status, work.n_rows)
         return summary
-    result = outcome(plan, writer)
+    result = outcome(work, writer)
     summary.explained, summary.failed = result.explained, result.failed
     if status is not None:
         summary.exit_code = EXIT_FATAL
@@ -303,7 +303,7 @@ def _end(summary: RunSummary, manifest: RunRecord, plan, writer, status: str | N
         summary.exit_code = EXIT_OK if not result.failed else EXIT_SOME_ERRORS
     if status is None:
         status = "finished" if summary.exit_code in (EXIT_OK, EXIT_SOME_ERRORS) else "failed"
-    manifest.write(status, plan.n_rows)
+    record.write(status, work.n_rows)
     return summary
 
 

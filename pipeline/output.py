@@ -308,12 +308,12 @@ class MembersWriter:
 
 
 def history(out: str, fmt: str, config_hash: str, run_id: str, with_errors: bool):
-    """Sorted :func:`pipeline.plan.version_digest` values of every (track, content key)
+    """Sorted :func:`pipeline.worklist.version_digest` values of every (track, content key)
     that runs other than ``run_id`` under ``config_hash`` committed to ``tracks`` (and
     ``errors`` unless retried): what an incremental night need not do again."""
     import numpy as np
 
-    from pipeline.plan import DIGEST, version_digest
+    from pipeline.worklist import DIGEST, version_digest
     earlier = [d["run_id"] for d in runs(out) if d.get("config_hash") == config_hash and d["run_id"] != run_id]
     parts = []
     for table in ("tracks", "errors") if with_errors else ("tracks",):

@@ -152,8 +152,8 @@ def build_report(out: str | Path, tracks_per_class: int = 3, max_tracks: int = 2
     from pipeline.global_importance import aggregate
     out = str(out).rstrip("/")
     fmt = output.existing_format(out)
-    manifest, sel = output.latest_selection(out, run_id, fmt)
-    run_id = manifest["run_id"]
+    doc, sel = output.latest_selection(out, run_id, fmt)
+    run_id = doc["run_id"]
     g = output.frame(out, "global_importance", None, [run_id], fmt)
     if not g.height:  # not aggregated yet: aggregate now (not written)
         g = aggregate(out, night=run_id)
@@ -162,16 +162,31 @@ def build_report(out: str | Path, tracks_per_class: int = 3, max_tracks: int = 2
               .join(sel.select("run_id", "track_id"), on=["run_id", "track_id"], how="semi"))
     errors = output.frame(out, "errors", None, [run_id], fmt)
     g = g.filter(pl.col("label_source") == "predicted")
-    classes = manifest.get("classes") or sorted(set(tracks["predicted"]))
+    classes = doc.get("classes") or sorted(set(tracks["predicted"]))
     stems = [s for s in ("vocals", "drums", "bass", "other", "mix")
              if s in set(g.filter(pl.col("level") == "stem")["stem"].drop_nulls())]
     n_seg = int(g.filter(pl.col("level") == "segment")["segment"].max() or 0) + 1
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>musiclime report {esc(str(run_id))}</title>",
              f"<style>{STYLE}</style>{TRAP}</head><body>",
              f"<h1>musiclime report</h1><p class='muted'>run {esc(str(run_id))} · model "
-             f"{esc(str(manifest.get('model_id') or '')[:16])} · {tracks.height} tracks explained, "
+             f"{esc(str(doc.get('model_id') or '')[:16])} · {tracks.height} tracks explained, "
              f"{0 if errors is None else errors.height} failed</p>"]
-    # ------------------------------------------------------------------ catalogue view
+    parts += _catalogue_view(g, tracks, errors, classes, stems, n_seg)
+    parts += _track_view(out, fmt, doc, tracks, classes, stems, n_seg, tracks_per_class, max_tracks, audio)
+    parts.append("</body></html>")
+    from musiclime import storage
+    loc = output.location(out, "report.html")
+    storage.write_atomic(loc, "".join(parts).encode("utf-8"))
+    return loc if storage.is_uri(loc) else Path(loc)
+
+
+
+
+def _catalogue_view(g, tracks, errors, classes: list[str], stems: list[str], n_seg: int) -> list[str]:
+    """Per class: track counts, confidence, modality shares, stems x segments heatmaps, top
+    words; then the failed tracks."""
+    import polars as pl
+    parts: list[str] = []
     parts.append("<h2>Catalogue</h2><div class='grid'>")
     counts = tracks.group_by("predicted").len().sort("predicted")
     parts.append("<div class='card'><b>Tracks per predicted class</b><table>" + "".join(
@@ -205,17 +220,26 @@ def build_report(out: str | Path, tracks_per_class: int = 3, max_tracks: int = 2
             parts.append(f"<tr><td>{esc(r['track_id'])}</td><td>{esc(r['catalogue_row'])}</td><td>{esc(r['stage'])}</td>"
                          f"<td>{esc(r['error_type'])}</td><td>{esc(r['message'])}</td></tr>")
         parts.append("</table>")
-    # ------------------------------------------------------------------ track view
+    return parts
+
+
+def _track_view(out: str, fmt: str | None, doc: dict, tracks, classes: list[str], stems: list[str], n_seg: int,
+                tracks_per_class: int, max_tracks: int, audio: bool) -> list[str]:
+    """The most confident tracks of each class: probabilities, heatmap, audio, lyrics."""
+    import polars as pl
+
+    from pipeline import output
+    parts: list[str] = []
     parts.append("<h2>Tracks</h2><p class='muted'>The most confident tracks of each class.</p>")
     chosen = (tracks.with_columns(pl.col("probabilities").list.max().alias("conf")).sort("conf", descending=True)
               .group_by("predicted", maintain_order=True).head(tracks_per_class).head(max_tracks))
     ids = chosen["track_id"].to_list()
     rows_by_tid: dict = {}
-    if audio and manifest.get("config"):
+    if audio and doc.get("config"):
         try:  # stream the catalogue, keeping only the chosen tracks' rows
             from pipeline.catalogue import CatalogueReader
             wanted = set(ids)
-            for r in CatalogueReader(manifest["config"]["catalogue"]).rows():
+            for r in CatalogueReader(doc["config"]["catalogue"]).rows():
                 if r["track_id"] in wanted:
                     rows_by_tid.setdefault(r["track_id"], r)  # the first row of an id is the explained one
         except Exception:
@@ -239,17 +263,13 @@ def build_report(out: str | Path, tracks_per_class: int = 3, max_tracks: int = 2
         row = rows_by_tid.get(t["track_id"])
         lyrics = None
         if row is not None:
-            players, lyrics = _track_audio(manifest, row, e, stems, n_seg)
+            players, lyrics = _track_audio(doc, row, e, stems, n_seg)
             parts.append(f"<div>{players}</div>")
         parts.append("</div>")
         if lyrics:
             parts.append(f"<div class='lyrics'>{_lyrics_html(lyrics, word_w)}</div>")
         parts.append("</div>")
-    parts.append("</body></html>")
-    from musiclime import storage
-    loc = output.location(out, "report.html")
-    storage.write_atomic(loc, "".join(parts).encode("utf-8"))
-    return loc if storage.is_uri(loc) else Path(loc)
+    return parts
 
 
 @functools.lru_cache(maxsize=2)

@@ -10,7 +10,7 @@ import pytest
 
 from musiclime.records import ErrorRecord
 from pipeline.catalogue import DECODE_ERROR, CatalogueError, CatalogueReader, read_catalogue
-from pipeline.plan import make_plan, rows_to_do
+from pipeline.worklist import make_worklist, rows_to_do
 from pipeline.writer import RunWriter
 
 
@@ -73,7 +73,7 @@ def test_planner_matches_ids_counts_anonymous_rows_and_skips_committed(tmp_path)
     rows = [{"track_id": "a"}, {"track_id": "b"}, {"track_id": "a"}, {"lyrics": "no id"}, {"track_id": "c"}]
     p.write_text("\n".join(json.dumps(r) for r in rows))
     w = RunWriter(tmp_path / "out", "r", "inv")
-    plan = make_plan(CatalogueReader(p), w)
+    plan = make_worklist(CatalogueReader(p), w)
     items = list(rows_to_do(CatalogueReader(p), plan))
     assert [i["track_id"] if isinstance(i, dict) else i.error_type for i in items] == [
         "a", "b", "duplicate_track_id", "missing_track_id", "c"]
@@ -85,7 +85,7 @@ def test_planner_matches_ids_counts_anonymous_rows_and_skips_committed(tmp_path)
     w.commit()
     # a row inserted in front: positions move, identities do not
     p.write_text("\n".join(json.dumps(r) for r in [{"track_id": "new"}] + rows))
-    plan = make_plan(CatalogueReader(p), w)
+    plan = make_worklist(CatalogueReader(p), w)
     todo = [i["track_id"] if isinstance(i, dict) else i.error_type for i in rows_to_do(CatalogueReader(p), plan)]
     assert todo == ["new", "a", "c"] and plan.n_done == 1
 
@@ -93,7 +93,7 @@ def test_planner_matches_ids_counts_anonymous_rows_and_skips_committed(tmp_path)
 def test_a_catalogue_rewritten_between_the_passes_is_refused_not_misread(tmp_path):
     p = tmp_path / "c.jsonl"
     p.write_text("\n".join(json.dumps({"track_id": t}) for t in "abc"))
-    plan = make_plan(CatalogueReader(p), RunWriter(tmp_path / "out", "r", "inv"))
+    plan = make_worklist(CatalogueReader(p), RunWriter(tmp_path / "out", "r", "inv"))
     p.write_text("\n".join(json.dumps({"track_id": t}) for t in "abcd"))  # appended: left for the next run
     assert [r["track_id"] for r in rows_to_do(CatalogueReader(p), plan)] == ["a", "b", "c"]
     p.write_text("\n".join(json.dumps({"track_id": t}) for t in "xbc"))   # changed in place
@@ -112,12 +112,12 @@ def test_ids_whose_digest_ends_in_a_nul_byte_are_planned_and_skipped_like_any(tm
     p = tmp_path / "c.jsonl"
     p.write_text("\n".join(json.dumps({"track_id": t}) for t in ids))
     w = RunWriter(tmp_path / "out", "r", "inv")
-    plan = make_plan(CatalogueReader(p), w)
+    plan = make_worklist(CatalogueReader(p), w)
     assert [r["track_id"] for r in rows_to_do(CatalogueReader(p), plan)] == ids
     from tests.writer_harness import result
     for t in nul:
         w.add_track(*result({"track_id": t, "catalogue_row": ids.index(t)}, "inv"))
     w.commit()
-    plan = make_plan(CatalogueReader(p), w)
+    plan = make_worklist(CatalogueReader(p), w)
     assert plan.n_done == len(nul)
     assert [r["track_id"] for r in rows_to_do(CatalogueReader(p), plan)] == [t for t in ids if t not in nul]

@@ -69,7 +69,7 @@ def factorizations():
 
 def test_model_reads_its_features_back():
     af, lf = factorizations()
-    masks = designs.get("iid").sample(designs.Layout(40, 20, Modality.BOTH), designs.Size(8), 1)
+    masks = designs.get("iid").sample(designs.MaskShape(40, 20, Modality.BOTH), designs.Size(8), 1)
     m = SyntheticModel()
     got = torch.cat([m._audio(af.compose(masks[:, :40])), m._lyrics(lf.compose(masks[:, 40:]))], dim=1).numpy()
     assert np.array_equal(got, masks)
@@ -91,8 +91,8 @@ def test_hadamard_order_is_smallest_available_at_least():
         designs.hadamard(o)
 
 
-LAYOUTS = [designs.Layout(40, 27, Modality.BOTH), designs.Layout(40, 27, Modality.AUDIO),
-           designs.Layout(40, 27, Modality.LYRICS), designs.Layout(40, 0, Modality.AUDIO)]
+LAYOUTS = [designs.MaskShape(40, 27, Modality.BOTH), designs.MaskShape(40, 27, Modality.AUDIO),
+           designs.MaskShape(40, 27, Modality.LYRICS), designs.MaskShape(40, 0, Modality.AUDIO)]
 
 
 @pytest.mark.parametrize("name", list(designs.DESIGNS))
@@ -105,7 +105,7 @@ def test_design_shapes_determinism_row0(name, layout):
     assert np.array_equal(a, b) and not np.array_equal(a, c)
     assert (a[0] == 1).all()
     untouched = np.ones(a.shape[1], bool)
-    untouched[layout.columns] = False
+    untouched[layout.perturbed] = False
     assert (a[:, untouched] == 1).all()          # the other modality is kept whole
     units = d.clusters(a, layout, size)
     assert all(len(u) == len(a) for u in units)
@@ -115,7 +115,7 @@ def test_design_shapes_determinism_row0(name, layout):
 
 @pytest.mark.parametrize("name", ["orthogonal", "orthogonal-grid"])
 def test_orthogonal_designs_balanced_orthogonal_folded_and_extending(name):
-    layout = designs.Layout(40, 27, Modality.BOTH)
+    layout = designs.MaskShape(40, 27, Modality.BOTH)
     d = designs.get(name)
     one, two = d.rounds(layout, 10 ** 9)[:2]
     small, big = d.sample(layout, one, 3), d.sample(layout, two, 3)
@@ -138,7 +138,7 @@ def test_a_fixed_size_takes_pairs_of_the_next_block(name):
     """Between whole blocks, a fixed num_samples takes as many (mask, complement) pairs of
     the next block as fit: the design extends the whole blocks', stays folded, and asking
     for its own size gives it back."""
-    layout = designs.Layout(40, 27, Modality.BOTH)
+    layout = designs.MaskShape(40, 27, Modality.BOTH)
     d = designs.get(name)
     one, two = d.at(layout, 1), d.at(layout, 2)
     assert d.size(one.num_samples + 1, layout).num_samples == one.num_samples
@@ -325,7 +325,7 @@ def test_iid_design_stays_the_reference():
 
 
 def test_grid_pairs_share_units():
-    layout = designs.Layout(40, 20, Modality.BOTH)
+    layout = designs.MaskShape(40, 20, Modality.BOTH)
     d = designs.get("orthogonal-grid")
     size = d.rounds(layout, 10 ** 9)[0]
     masks = d.sample(layout, size, 0)

@@ -37,11 +37,11 @@ def test_precision_ranks_supporting_evidence_first():
 
     from musiclime.explanation import Explanation
     from musiclime.factorization import AudioFactorization, LyricsFactorization
-    from musiclime.layout import FeatureSpace
+    from musiclime.layout import FeatureLayout
     from musiclime.quality import Planted
     from musiclime.surrogate import SurrogateFit
     af = AudioFactorization(np.ones((4, 1000), np.float32), 1000, n_segments=2)
-    fs = FeatureSpace.from_factorizations(af, LyricsFactorization("fire walk rain"))
+    fs = FeatureLayout.from_factorizations(af, LyricsFactorization("fire walk rain"))
     n_a = fs.n_audio
     # |weight| order: walk (against), fire, rain; support order: fire, rain, walk
     fit = SurrogateFit(0.0, [(n_a + 1, -0.9), (n_a, 0.5), (n_a + 2, 0.1)], 0.9, 0.5)

@@ -21,7 +21,7 @@ import pyarrow as pa
 from musiclime.records import ErrorRecord
 from pipeline.catalogue import CatalogueReader
 from pipeline.output import open_writer
-from pipeline.plan import make_plan, outcome, rows_to_do
+from pipeline.worklist import make_worklist, outcome, rows_to_do
 from schemas.explanations import LOCAL_SCHEMA
 
 FEATURES = ("drums@0", "bass@1", "storm")
@@ -47,7 +47,7 @@ def main(catalogue: str, out: str, run_id: str, fmt: str = "parquet") -> int:
     reader = CatalogueReader(catalogue, batch_rows=3)
     writer = open_writer(fmt, out, run_id, invocation, commit_every=2)
     writer.recover()
-    plan = make_plan(reader, writer)
+    plan = make_worklist(reader, writer)
     try:
         for item in rows_to_do(reader, plan):
             if isinstance(item, ErrorRecord):

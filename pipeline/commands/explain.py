@@ -51,7 +51,7 @@ def _report(s, args: argparse.Namespace) -> int:
     for e in s.errors[:20]:
         print(f"  {e.track_id or '#' + str(e.catalogue_row)} [{e.stage}] {e.error_type}: {e.message}")
     out = args.out.rstrip("/")
-    print(f"tables ({s.format}): {out}/tracks, {out}/explanations, {out}/errors; manifest {out}/run.json")
+    print(f"tables ({s.format}): {out}/tracks, {out}/explanations, {out}/errors; run record {out}/run.json")
     if s.message and s.exit_code == 1:
         print(s.message)
     return s.exit_code

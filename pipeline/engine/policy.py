@@ -27,7 +27,7 @@ from musiclime.records import ErrorRecord, TrackResult
 from pipeline.engine.faults import Failure
 
 Row = dict[str, Any]  # one catalogue row as the plan yields it (track_id, catalogue_row, content_key, ...)
-Outcome = TrackResult | ErrorRecord
+TrackOutcome = TrackResult | ErrorRecord
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class Submit:
 @dataclass(frozen=True)
 class Record:
     """Write ``outcome`` (a track's result or its error) with the row's content key."""
-    outcome: Outcome
+    outcome: TrackOutcome
     content_key: str | None
 
 
@@ -148,7 +148,7 @@ class Policy:
             out += self._place_suspects(ready, now)
         return out
 
-    def done(self, ticket: int, outcome: Outcome) -> list[Command]:
+    def done(self, ticket: int, outcome: TrackOutcome) -> list[Command]:
         """A ticket's stages returned (a result, or an error row such as decode_error)."""
         flight = self._land(ticket)
         self.stall_killed.discard(ticket)

@@ -50,7 +50,7 @@ def version_digest(track_id: str, content_key: str | None) -> bytes:
 
 
 @dataclass
-class RowPlan:
+class Worklist:
     """Per catalogue row (in order): its id digest, whether it is the first row of its id,
     whether it could not be decoded, and whether it is already committed."""
     digests: np.ndarray          # S16 [n_rows]; b"" for rows without an id
@@ -127,8 +127,8 @@ class _Index:
 NO_LABEL_AUDIO = ContentKeys()  # the keys of a run with no label column, of an audio model
 
 
-def make_plan(reader: CatalogueReader, writer, history: np.ndarray | None = None, members=None,
-              keys_of: ContentKeys = NO_LABEL_AUDIO) -> RowPlan:
+def make_worklist(reader: CatalogueReader, writer, history: np.ndarray | None = None, members=None,
+              keys_of: ContentKeys = NO_LABEL_AUDIO) -> Worklist:
     """The plan of a run. ``history``: sorted :func:`version_digest` values of earlier
     nights (incremental runs); ``members``: an object whose ``add(track_ids, rows, keys)``
     receives each catalogue batch (the run's ``members`` table); ``keys_of``: the run's
@@ -157,7 +157,7 @@ def make_plan(reader: CatalogueReader, writer, history: np.ndarray | None = None
     if history is not None:
         unchanged = (np.concatenate(seen_chunks) if seen_chunks else np.zeros(0, bool)) & first & ~done & ~bad
         done |= unchanged
-    return RowPlan(digests, first, bad, done, anonymous, unchanged)
+    return Worklist(digests, first, bad, done, anonymous, unchanged)
 
 
 def _in_sorted(sorted_digests: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -167,7 +167,7 @@ def _in_sorted(sorted_digests: np.ndarray, query: np.ndarray) -> np.ndarray:
     return (sorted_digests[pos] == query) & (query != b"")
 
 
-def rows_to_do(reader: CatalogueReader, plan: RowPlan, keys_of: ContentKeys = NO_LABEL_AUDIO) -> Iterator[dict | ErrorRecord]:
+def rows_to_do(reader: CatalogueReader, plan: Worklist, keys_of: ContentKeys = NO_LABEL_AUDIO) -> Iterator[dict | ErrorRecord]:
     """The second pass: rows for the model, and error records for rows that cannot be
     explained and are not committed yet, each with its content key."""
     seen: Counter = Counter()
@@ -204,13 +204,13 @@ def rows_to_do(reader: CatalogueReader, plan: RowPlan, keys_of: ContentKeys = NO
 
 
 @dataclass
-class Outcome:
+class Tally:
     explained: int
     failed: int
     unaccounted: int
 
 
-def outcome(plan: RowPlan, writer) -> Outcome:
+def outcome(plan: Worklist, writer) -> Tally:
     """Where every catalogue row ended, from the committed tables alone (so a resumed run
     reports what an uninterrupted one would)."""
     ok, err, anonymous = committed(writer)
@@ -235,4 +235,4 @@ def outcome(plan: RowPlan, writer) -> Outcome:
     missing = plan.first & ~in_ok & ~in_err
     if plan.unchanged is not None:
         missing &= ~plan.unchanged
-    return Outcome(int(in_ok.sum()), int(in_err.sum()) + anon_failed, int(missing.sum()) + anon_missing)
+    return Tally(int(in_ok.sum()), int(in_err.sum()) + anon_failed, int(missing.sum()) + anon_missing)
