@@ -13,51 +13,18 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from statistics import NormalDist
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from musiclime.runner import ModelRunner, OutputCache
+from musiclime.surrogate import UNRESOLVED
 
 if TYPE_CHECKING:
     from musiclime.explainer import MusicLIME, Plan
     from musiclime.explanation import Explanation
-    from musiclime.surrogate import SurrogateFit
-
-RESOLVED, TIED, UNRESOLVED = "resolved", "tied", "unresolved"
-
-
-def topk_state(fits: Iterable[SurrogateFit], k: int, confidence: float = 0.95,
-               tie_tolerance: float = 0.05) -> tuple[str, float]:
-    """``(state, separation)`` of the top-``k`` over every label's fit: ``resolved`` when
-    each label's k-th weight stands above its (k+1)-th by at least ``z(confidence)``
-    standard errors of the gap, ``tied`` when some label's gap is, with that confidence,
-    under ``tie_tolerance`` of its k-th |weight| and the others are resolved or tied,
-    else ``unresolved``. ``separation`` is the smallest gap in standard errors."""
-    z = NormalDist().inv_cdf(confidence)
-    states, seps = [], []
-    for fit in fits:
-        sep = fit.topk_separation(k)
-        seps.append(sep)
-        if sep >= z:
-            states.append(RESOLVED)
-            continue
-        if k < len(fit.weights) and len(fit.se) == len(fit.weights) and np.isfinite(sep):
-            kth, nxt = abs(fit.weights[k - 1][1]), abs(fit.weights[k][1])
-            upper = (kth - nxt) + z * float(np.hypot(fit.se[k - 1], fit.se[k]))
-            if upper < tie_tolerance * kth:
-                states.append(TIED)
-                continue
-        states.append(UNRESOLVED)
-    if not states:
-        return RESOLVED, float("inf")
-    state = UNRESOLVED if UNRESOLVED in states else (TIED if TIED in states else RESOLVED)
-    finite = [s for s in seps if not np.isnan(s)]
-    return state, (min(finite) if len(finite) == len(seps) else float("nan"))
-
 
 @dataclass(frozen=True)
 class Adaptive:
@@ -73,7 +40,7 @@ def sample_until_resolved(explainer: MusicLIME, model, af, lf,
                           top_labels: int | None = 1, modality: str = "both", seed: int | None = None,
                           progress=None) -> Adaptive:
     """Grow the samples round by round (:meth:`MusicLIME.rounds`; each round extends the
-    last, and model outputs already computed are reused) until :func:`topk_state` is not
+    last, and model outputs already computed are reused) until :func:`musiclime.surrogate.topk_state` is not
     ``unresolved`` or the rounds run out.
 
     ``labels`` may be a function of the unperturbed probabilities ``[C]`` (the pipeline

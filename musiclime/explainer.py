@@ -7,7 +7,7 @@ many to draw; :class:`MusicLIME` keeps plan / predict / fit / explain.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +20,7 @@ from musiclime.layout import FeatureLayout
 from musiclime.masks import Modality, seed_bits
 from musiclime.protocol import is_late_fusion
 from musiclime.runner import ModelRunner, OutputCache, ProgressFn, auto_batch_size  # noqa: F401  (re-exported)
-from musiclime.surrogate import FeatureSelection, fit_surrogate, mask_distances, resolve_target
+from musiclime.surrogate import FeatureSelection, fit_surrogate, mask_distances, resolve_target, topk_state
 
 DESIGN_CHOICES = designs.CHOICES
 # num_samples="auto" with design="auto": the design measured best per model type
@@ -198,7 +198,6 @@ class MusicLIME:
             # back to joint feature indices
             fits[label] = type(fit)(fit.intercept, [(int(plan.columns[i]), w) for i, w in fit.weights],
                                     fit.score, fit.local_pred, fit.se)
-        from musiclime.adaptive import topk_state
         state, separation = topk_state(fits.values(), self.top_k, self.confidence, self.tie_tolerance)
         return Explanation(classes=list(classes), probabilities=probs[0].copy(), labels=list(labels),
                            top_labels=list(top), features=plan.features, fits=fits,
@@ -224,18 +223,32 @@ class MusicLIME:
             progress: ``progress(rows_done, rows_total)`` after each model batch.
         """
         t0 = time.perf_counter()
+        ev = self.evaluate(model, af, lf, labels, top_labels, modality, seed, progress)
+        if ev.explanation is not None:  # the stopping rule's own fit
+            ev.explanation.timings["total_s"] = time.perf_counter() - t0
+            return ev.explanation
+        t2 = time.perf_counter()
+        exp = self.fit(ev.plan, ev.probs, model.classes, labels, top_labels, model_rows=ev.model_rows)
+        exp.timings.update(**ev.timings, fit_s=time.perf_counter() - t2)
+        return exp
+
+    def evaluate(self, model, af: AudioFactorization, lf: LyricsFactorization,
+                 labels: Sequence[int] | Callable[[np.ndarray], Sequence[int]] | None = None,
+                 top_labels: int | None = 1, modality: str = "both", seed: int | None = None,
+                 progress: ProgressFn | None = None) -> Evaluation:
+        """The masks and the model's outputs on them, without the final fit: the GPU stage's
+        half of :meth:`explain` (the fit stage does the rest). Under ``num_samples="auto"``
+        the rounds run until the top-k is settled, and the stopping fit comes with them
+        (``labels`` may then be a function of the unperturbed probabilities ``[C]``)."""
         if self.adaptive:
             from musiclime.adaptive import sample_until_resolved
-            exp = sample_until_resolved(self, model, af, lf, labels, top_labels, modality, seed, progress).explanation
-            exp.timings["total_s"] = time.perf_counter() - t0
-            return exp
-        plan = self.plan(af, lf, modality, seed, model=model)
+            res = sample_until_resolved(self, model, af, lf, labels, top_labels, modality, seed, progress)
+            return Evaluation(res.plan, res.probs, res.explanation.model_rows, res.explanation, {})
+        t0 = time.perf_counter()
+        plan = self.plan(af, lf, modality, seed, model=model)  # masks: numpy, CPU, from the seed
         t1 = time.perf_counter()
         probs, rows = self.predict(model, af, lf, plan.masks, progress)
-        t2 = time.perf_counter()
-        exp = self.fit(plan, probs, model.classes, labels, top_labels, model_rows=rows)
-        exp.timings.update(plan_s=t1 - t0, predict_s=t2 - t1, fit_s=time.perf_counter() - t2)
-        return exp
+        return Evaluation(plan, probs, rows, None, {"plan_s": t1 - t0, "predict_s": time.perf_counter() - t1})
 
     def rounds(self, af: AudioFactorization, lf: LyricsFactorization, modality: str = "both",
                model=None) -> list[designs.Size]:
@@ -245,6 +258,18 @@ class MusicLIME:
             modality = Modality.AUDIO
         sampler = designs.get(self.design_for(model))
         return sampler.rounds(designs.MaskShape(af.n_features, lf.n_features, modality), self._max_samples(sampler))
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What :meth:`MusicLIME.evaluate` returns: the plan, the model's probabilities on its
+    masks ``[N, C]``, the model rows computed, and under ``num_samples="auto"`` the fit the
+    stopping rule settled on (else None)."""
+    plan: Plan
+    probs: np.ndarray
+    model_rows: int
+    explanation: Explanation | None
+    timings: dict
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ class Explanation:
         top_k: the k of ``topk`` and ``separation``.
         topk: ``resolved`` (every label's top-k is separated from the rest with the
             explainer's confidence), ``tied`` (the k-th and (k+1)-th are equal within the
-            tie tolerance) or ``unresolved`` (:func:`musiclime.adaptive.topk_state`).
+            tie tolerance) or ``unresolved`` (:func:`musiclime.surrogate.topk_state`).
         separation: the smallest gap between a label's k-th and (k+1)-th |weight|, in
             standard errors of the gap.
         rounds: with ``num_samples="auto"``, per round ``(num_samples, model_rows so far,

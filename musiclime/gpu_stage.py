@@ -125,25 +125,17 @@ class ExplainStage:
         return torch.autocast("cuda", dtype=torch.bfloat16 if bf16 else torch.float16)
 
     def _explain(self, inp: TrackInput, af, lf, explainer, t1: float) -> Predictions:
-        explanation = None
-        if explainer.adaptive:
-            from musiclime.adaptive import sample_until_resolved
-            from musiclime.stages import label_indices
-            classes = list(self.model.classes)
-            res = sample_until_resolved(
-                explainer, self.model, af, lf, lambda p0: label_indices(self.labels, classes, p0, inp.true_label),
-                top_labels=None, modality=self.modality, progress=self._beat)
-            plan, probs, rows, explanation = res.plan, res.probs, res.explanation.model_rows, res.explanation
-        else:
-            plan = explainer.plan(af, lf, self.modality, model=self.model)  # masks: numpy, CPU, from the seed
-            probs, rows = explainer.predict(self.model, af, lf, plan.masks, progress=self._beat)
+        from musiclime.stages import label_indices
+        classes = list(self.model.classes)
+        ev = explainer.evaluate(self.model, af, lf, lambda p0: label_indices(self.labels, classes, p0, inp.true_label),
+                                top_labels=None, modality=self.modality, progress=self._beat)
         self.tracks_done += 1
         inp.stems = None  # the fit stage needs no audio: keep the object store light
         inp.mix = None
-        return Predictions(input=inp, plan=plan, probs=probs, model_rows=rows, classes=list(self.model.classes),
+        return Predictions(input=inp, plan=ev.plan, probs=ev.probs, model_rows=ev.model_rows, classes=classes,
                            model_id=self.model_id,
                            duration_s=af.explained_length / af.sample_rate if inp.audio_used else 0.0,
-                           timings={"predict_s": time.perf_counter() - t1}, explanation=explanation)
+                           timings={"predict_s": time.perf_counter() - t1}, explanation=ev.explanation)
 
 
 def rss_split_mb() -> dict:

@@ -6,7 +6,9 @@ kernel ``sqrt(exp(-d^2 / width^2))`` on the cosine distance of each mask to row 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -272,3 +274,36 @@ def fit_surrogate(masks, probs, label: int, kernel_width: float = 25, num_featur
     ranked = sorted(zip(used.tolist(), model.coef_.tolist(), se.tolist()), key=lambda x: np.abs(x[1]), reverse=True)
     return SurrogateFit(float(model.intercept_), [(int(i), float(w)) for i, w, _ in ranked],
                         float(score), float(np.ravel(local_pred)[0]), tuple(float(e) for _, _, e in ranked))
+
+
+# the top-k of a fit (see topk_state): what num_samples="auto" stops on and tracks record
+RESOLVED, TIED, UNRESOLVED = "resolved", "tied", "unresolved"
+
+
+def topk_state(fits: Iterable[SurrogateFit], k: int, confidence: float = 0.95,
+               tie_tolerance: float = 0.05) -> tuple[str, float]:
+    """``(state, separation)`` of the top-``k`` over every label's fit: ``resolved`` when
+    each label's k-th weight stands above its (k+1)-th by at least ``z(confidence)``
+    standard errors of the gap, ``tied`` when some label's gap is, with that confidence,
+    under ``tie_tolerance`` of its k-th |weight| and the others are resolved or tied,
+    else ``unresolved``. ``separation`` is the smallest gap in standard errors."""
+    z = NormalDist().inv_cdf(confidence)
+    states, seps = [], []
+    for fit in fits:
+        sep = fit.topk_separation(k)
+        seps.append(sep)
+        if sep >= z:
+            states.append(RESOLVED)
+            continue
+        if k < len(fit.weights) and len(fit.se) == len(fit.weights) and np.isfinite(sep):
+            kth, nxt = abs(fit.weights[k - 1][1]), abs(fit.weights[k][1])
+            upper = (kth - nxt) + z * float(np.hypot(fit.se[k - 1], fit.se[k]))
+            if upper < tie_tolerance * kth:
+                states.append(TIED)
+                continue
+        states.append(UNRESOLVED)
+    if not states:
+        return RESOLVED, float("inf")
+    state = UNRESOLVED if UNRESOLVED in states else (TIED if TIED in states else RESOLVED)
+    finite = [s for s in seps if not np.isnan(s)]
+    return state, (min(finite) if len(finite) == len(seps) else float("nan"))

@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from musiclime import AudioFactorization, LyricsFactorization, MusicLIME, designs
-from musiclime.adaptive import RESOLVED, TIED, UNRESOLVED, topk_state
 from musiclime.masks import Modality
-from musiclime.surrogate import SurrogateFit, fit_surrogate, target_values
+from musiclime.surrogate import RESOLVED, TIED, UNRESOLVED, SurrogateFit, fit_surrogate, target_values, topk_state
 
 SR, SEG = 8000, 1000
 FREQS = (200, 504, 904, 1400)   # one pure tone per stem: a segment's stems are read back exactly
