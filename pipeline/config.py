@@ -91,24 +91,14 @@ def _design_choices() -> list[str]:
     return list(CHOICES)
 
 
-def num_samples(text: str) -> int | str:
-    """``--num-samples``: an int, or ``auto``."""
+def int_or_auto(text: str) -> int | str:
+    """``--num-samples``, ``--batch-size``: an int, or ``auto``."""
     if text == "auto":
         return text
     try:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an int or 'auto', got {text!r}") from None
-
-
-def batch_size(text: str) -> int | str:
-    """``--batch-size``: an int, or ``auto``."""
-    if text == "auto":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an int or 'auto', got {text!r}") from None
 
 
 def predictors(text: str) -> int | str:
@@ -138,7 +128,7 @@ class ExplainConfig:
     separator: str = option("hpss", choices=_values("pipeline.config:SeparatorName"), hashed=True, stage="decode")
     num_samples: int | str = option(1000, "perturbations per track, or 'auto': sample in rounds until every "
                                     "explained label's top-10 is separated from the rest with 95%% confidence (or "
-                                    "tied), at most the design's cap", parse=num_samples, hashed=True,
+                                    "tied), at most the design's cap", parse=int_or_auto, hashed=True,
                                     stage="predict")
     design: str = option("auto", "mask design: iid (the reference's exactly), foldover, grid, orthogonal (folded "
                          "orthogonal arrays), orthogonal-grid (late fusion: audio x lyrics orthogonal half-masks); "
@@ -171,7 +161,7 @@ class ExplainConfig:
     demucs_model: str = option("htdemucs", hashed=True, stage="predict")
     demucs_repo: str | None = option(None, "folder with demucs weights (see docs/models.md)", stage="predict")
     trust_pickle: bool = option(False, "allow a legacy demucs .th pickle", flag=True, stage="predict")
-    batch_size: int | str = option("auto", "rows per model call: auto or an int", parse=batch_size, stage="predict")
+    batch_size: int | str = option("auto", "rows per model call: auto or an int", parse=int_or_auto, stage="predict")
     feature_selection: str = option("auto", choices=_values("musiclime.surrogate:FeatureSelection"), hashed=True,
                                     stage="fit")
     kernel_width: float = option(25.0, "LIME kernel width on cosine distances", hashed=True, stage="fit")

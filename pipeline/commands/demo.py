@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.config import num_samples
+from pipeline.config import int_or_auto
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="demo_out", help="output directory")
     p.add_argument("--tracks", type=int, default=40, help="held-out tracks to explain")
     p.add_argument("--library-tracks", type=int, default=400, help="size of the generated library")
-    p.add_argument("--num-samples", type=num_samples, default=300, help="perturbations per track, or 'auto'")
+    p.add_argument("--num-samples", type=int_or_auto, default=300, help="perturbations per track, or 'auto'")
     p.add_argument("--separator", default="provided", choices=["provided", "hpss", "none"],
                    help="provided: the library's true stems; hpss: separate the mixes")
     p.add_argument("--epochs", type=int, default=30, help="training epochs of the default model")
