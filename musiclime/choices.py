@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from enum import Enum
+from typing import Self
 
 
 class Choice(str, Enum):
@@ -10,7 +11,7 @@ class Choice(str, Enum):
     ValueError naming the option and its values (never returns None on a typo)."""
 
     @classmethod
-    def parse(cls, value):
+    def parse(cls, value: object) -> Self:
         try:
             return cls(value)
         except ValueError:

@@ -3,7 +3,7 @@ writer, the planner and their tests import them without torch."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,7 +24,7 @@ class ErrorRecord:
     attempt: int = 1
     content_key: str | None = None
 
-    def row(self, invocation_id: str) -> dict:
+    def row(self, invocation_id: str) -> dict[str, Any]:
         return dict(track_id=self.track_id, catalogue_row=self.catalogue_row, stage=self.stage,
                     error_type=self.error_type, message=self.message, attempt=self.attempt,
                     invocation_id=invocation_id, content_key=self.content_key)
@@ -42,7 +42,7 @@ class TrackInput:
     mix: np.ndarray | None = None     # float32 [T], kept only when a separator actor needs it
     true_label: str | None = None
     flags: list[str] = field(default_factory=list)
-    timings: dict = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def audio_used(self) -> bool:
@@ -62,13 +62,13 @@ class Predictions:
     model_rows: int              # model (or encoder) rows computed for this track
     model_id: str
     duration_s: float            # seconds of audio explained (0 for a text classifier)
-    timings: dict = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
     explanation: Explanation | None = None
 
 
 @dataclass
 class TrackResult:
-    track: dict
+    track: dict[str, Any]
     explanations: object  # pyarrow.Table
     model_rows: int
 

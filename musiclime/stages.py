@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -66,7 +67,7 @@ def track_seed(seed: int, track_id: str) -> int:
                           signed=True)
 
 
-def read_lyrics(row: dict) -> str:
+def read_lyrics(row: dict[str, Any]) -> str:
     text = row.get("lyrics")
     if isinstance(text, (bytes, bytearray)):
         try:
@@ -81,7 +82,7 @@ def read_lyrics(row: dict) -> str:
     return ""
 
 
-def decode(row: dict, spec: DecodeSpec, sample_rate: int) -> TrackInput | ErrorRecord:
+def decode(row: dict[str, Any], spec: DecodeSpec, sample_rate: int) -> TrackInput | ErrorRecord:
     """The decode stage; never raises for bad input."""
     from musiclime.audio_io import read_audio
     from musiclime.separation import StemCache, read_provided_stems

@@ -7,9 +7,13 @@ import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from musiclime.choices import Choice
+
+if TYPE_CHECKING:
+    from musiclime.explainer import ExplainerSpec
+    from musiclime.stages import DecodeSpec, FitSpec, LabelRule
 
 _ALWAYS = object()  # hashed_since's default: an option hashed since outputs were first written
 
@@ -106,7 +110,7 @@ def predictors(text: str) -> int | str:
     return int(text) if text.strip().isdigit() else text
 
 
-def settings_diff(old: dict, new: dict) -> list[str]:
+def settings_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Human lines for every setting that differs (keys only one side has are skipped:
     a run's model hash is known only once the model loads)."""
     return [f"{k}: {old[k]!r} before, {new[k]!r} now" for k in sorted(set(old) & set(new)) if old[k] != new[k]]
@@ -191,9 +195,9 @@ class ExplainConfig:
                                "content key (track_id + checksum column, or size/mtime of its files, + inline "
                                "lyrics) has no explanation under the same model and config; earlier errors only "
                                "with --retry-errors", flag=True, stage="plan")
-    extra: dict = option({}, cli=False)
+    extra: dict[str, Any] = option({}, cli=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         """Every option is checked here, once: a bad value from the CLI or from Python is a
         ValueError (exit 2) before any catalogue is read or Ray is started."""
         from musiclime.designs import CHOICES as DESIGN_CHOICES
@@ -233,33 +237,33 @@ class ExplainConfig:
         if self.run_id is not None:
             check_run_id(self.run_id)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
-    def explainer_spec(self):
+    def explainer_spec(self) -> ExplainerSpec:
         """The one explainer both the predict and the fit stage build (see ExplainerSpec)."""
         from musiclime.explainer import ExplainerSpec
         return ExplainerSpec(num_samples=self.num_samples, kernel_width=self.kernel_width,
                              feature_selection=self.feature_selection, num_features=self.num_features,
                              design=self.design, batch_size=self.batch_size, target=self.target)
 
-    def decode_spec(self):
+    def decode_spec(self) -> DecodeSpec:
         """What the decode stage reads of this run (see :class:`musiclime.stages.DecodeSpec`)."""
         from musiclime.stages import DecodeSpec
         return DecodeSpec(seed=self.seed, separator=self.separator, segments=self.segments,
                           max_seconds=self.max_seconds, model_window=self.model_window, max_words=self.max_words,
                           audio_used=self.audio_used, label_column=self.label_column, stem_cache=self.stem_cache)
 
-    def label_rule(self):
+    def label_rule(self) -> LabelRule:
         from musiclime.stages import LabelRule
         return LabelRule(self.labels, self.label_column)
 
-    def fit_spec(self, model_id: str):
+    def fit_spec(self, model_id: str) -> FitSpec:
         """What the fit stage reads of this run, with the config hash of ``model_id``."""
         from musiclime.stages import FitSpec
         return FitSpec(self.explainer_spec(), self.label_rule(), self.separator, self.config_hash(model_id))
 
-    def settings(self, model_id: str | None = None) -> dict:
+    def settings(self, model_id: str | None = None) -> dict[str, Any]:
         """What decides the numbers a run writes (resolved values; the model by its hash).
         A resume must match them; how the work is spread (actors, address, batch size,
         limits, the output) may change between invocations."""
@@ -296,7 +300,7 @@ class PoolSize:
     high: int | None
 
     @classmethod
-    def parse(cls, value) -> PoolSize:
+    def parse(cls, value: int | str) -> PoolSize:
         if isinstance(value, int) and not isinstance(value, bool):
             if value < 1:
                 raise ValueError(f"predictors must be >= 1, got {value!r}")

@@ -13,7 +13,7 @@ from typing import Any
 class LeaseHeld(RuntimeError):
     """Another live driver holds the output."""
 
-    def __init__(self, holder: dict, lease):
+    def __init__(self, holder: dict[str, Any], lease: OutputLease):
         self.holder = holder
         path = lease.path
         super().__init__(
@@ -45,7 +45,7 @@ class OutputLease(ABC):
         the heartbeat."""
 
     @abstractmethod
-    def read(self) -> dict | None:
+    def read(self) -> dict[str, Any] | None:
         """The lease's document as stored now (None: no lease)."""
 
     @abstractmethod

@@ -292,7 +292,8 @@ def _cached_demucs_stems(cfg, mix: np.ndarray, sr: int) -> np.ndarray | None:
 def _track_audio(manifest: dict, row: dict, e, stems: list[str], n_seg: int) -> tuple[str, str | None]:
     """Players for the explained audio and its top positive stem-segments, and the lyrics."""
     from musiclime.factorization import STEM_NAMES, AudioFactorization
-    from musiclime.stages import ErrorRecord, decode
+    from musiclime.records import ErrorRecord
+    from musiclime.stages import decode
     from pipeline.config import ExplainConfig
     cfg = ExplainConfig(**{k: v for k, v in manifest["config"].items() if k in ExplainConfig.__dataclass_fields__})
     sr = int(manifest.get("sample_rate") or 16000)

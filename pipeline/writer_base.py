@@ -7,9 +7,13 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from pipeline import signals
 from schemas.tables import ERRORS, EXPLANATIONS, TRACKS
+
+if TYPE_CHECKING:
+    from pipeline.lease_base import OutputLease
 
 BATCH_TABLES = ("tracks", "explanations", "errors")  # what one batch writes; each format orders its commits
 
@@ -21,21 +25,22 @@ class TableWriter(ABC):
     wait for. A format commits a batch exactly once (``_commit``), finishes what a crashed
     writer left (``recover``), and reads back what it committed (``scan``)."""
 
-    def __init__(self, run_id: str, invocation_id: str, commit_every: int, commit_seconds: float, lease):
+    def __init__(self, run_id: str, invocation_id: str, commit_every: int, commit_seconds: float,
+                 lease: OutputLease | None):
         self.run_id, self.invocation_id = run_id, invocation_id
         self.commit_every, self.commit_seconds = max(1, commit_every), commit_seconds
         self.lease = lease
-        self._tracks: list[dict] = []
-        self._expl: list = []
-        self._errors: list[dict] = []
+        self._tracks: list[dict[str, Any]] = []
+        self._expl: list[Any] = []  # pyarrow Tables
+        self._errors: list[dict[str, Any]] = []
         self._last_commit = time.monotonic()
         self.commits = 0
 
-    def add_track(self, track: dict, explanations) -> None:
+    def add_track(self, track: dict[str, Any], explanations: Any) -> None:
         self._tracks.append(track)
         self._expl.append(explanations)
 
-    def add_error(self, row: dict) -> None:
+    def add_error(self, row: dict[str, Any]) -> None:
         self._errors.append(row)
 
     @property
@@ -63,14 +68,14 @@ class TableWriter(ABC):
         many were finished."""
 
     @abstractmethod
-    def scan(self, table: str, columns: list[str], batch_rows: int = 16384) -> Iterator[dict[str, list]]:
+    def scan(self, table: str, columns: list[str], batch_rows: int = 16384) -> Iterator[dict[str, list[Any]]]:
         """Committed rows of this run's ``table``, a few columns at a time (bounded memory)."""
 
     @abstractmethod
     def drop_errors(self) -> None:
         """Remove this run's ``errors`` rows (``--retry-errors``): they are pending again."""
 
-    def _batch_tables(self) -> dict:
+    def _batch_tables(self) -> dict[str, Any]:
         """The buffered batch as one Arrow table per table name (None when empty)."""
         import pyarrow as pa
         return {
