@@ -37,6 +37,7 @@ RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # the whole string: se
 class SeparatorName(Choice):
     """``--separator``: where a track's stems come from (the separators themselves live in
     :mod:`musiclime.separation`)."""
+    __option__ = "separator"
     HPSS = "hpss"
     DEMUCS = "demucs"
     PROVIDED = "provided"
