@@ -20,7 +20,7 @@ from musiclime.layout import FeatureLayout
 from musiclime.masks import Modality, seed_bits
 from musiclime.protocol import is_late_fusion
 from musiclime.runner import ModelRunner, OutputCache, ProgressFn, auto_batch_size  # noqa: F401  (re-exported)
-from musiclime.surrogate import FeatureSelection, fit_surrogate, mask_distances, resolve_target, topk_state
+from musiclime.surrogate import FeatureSelection, Target, fit_surrogate, mask_distances, resolve_target, topk_state
 
 DESIGN_CHOICES = designs.CHOICES
 # num_samples="auto" with design="auto": the design measured best per model type
@@ -92,15 +92,10 @@ class MusicLIME:
                  design: str = "auto", grid_size: tuple[int, int] | None = None,
                  target: str = "auto", top_k: int = 10, confidence: float = 0.95,
                  tie_tolerance: float = 0.05, max_samples: int | None = None):
+        check_settings(num_samples, design, batch_size, feature_selection, target, kernel_width, num_features)
         self.adaptive = num_samples == "auto"
-        if not self.adaptive and (isinstance(num_samples, str) or int(num_samples) < 2):
-            raise ValueError(f"num_samples must be 'auto' or an int >= 2, got {num_samples!r}")
-        if design not in DESIGN_CHOICES:
-            raise ValueError(f"design must be one of {DESIGN_CHOICES}, got {design!r}")
         if not 0.5 < confidence < 1:
             raise ValueError(f"confidence must be in (0.5, 1), got {confidence}")
-        if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
-            raise ValueError(f"batch_size must be 'auto' or a positive int, got {batch_size!r}")
         self.num_samples = None if self.adaptive else int(num_samples)
         self.design, self.grid_size = design, grid_size
         self.top_k, self.confidence, self.tie_tolerance = int(top_k), float(confidence), float(tie_tolerance)
@@ -272,6 +267,27 @@ class Evaluation:
     timings: dict
 
 
+def check_settings(num_samples: object, design: str, batch_size: object, feature_selection: str, target: str,
+                   kernel_width: float, num_features: int | None) -> None:
+    """The explainer's settings, checked in one place for the Python API and the job
+    (:class:`ExplainerSpec`): a ValueError naming the setting."""
+    from numbers import Integral
+    if num_samples != "auto" and not (isinstance(num_samples, Integral) and not isinstance(num_samples, bool)
+                                      and int(num_samples) >= 2):
+        raise ValueError(f"num_samples must be 'auto' or an int >= 2, got {num_samples!r}")
+    if design not in DESIGN_CHOICES:
+        raise ValueError(f"design must be one of {DESIGN_CHOICES}, got {design!r}")
+    if batch_size != "auto" and not (isinstance(batch_size, Integral) and not isinstance(batch_size, bool)
+                                     and int(batch_size) >= 1):
+        raise ValueError(f"batch_size must be 'auto' or a positive int, got {batch_size!r}")
+    FeatureSelection.parse(feature_selection)
+    Target.parse(target)
+    if not kernel_width > 0:
+        raise ValueError(f"kernel_width must be > 0, got {kernel_width!r}")
+    if num_features is not None and num_features < 1:
+        raise ValueError(f"num_features must be >= 1 or None, got {num_features!r}")
+
+
 @dataclass(frozen=True)
 class ExplainerSpec:
     """A job's explainer settings as one value (it pickles to actors): the stage that
@@ -285,6 +301,10 @@ class ExplainerSpec:
     design: str = "auto"
     batch_size: int | str = "auto"
     target: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_settings(self.num_samples, self.design, self.batch_size, self.feature_selection, self.target,
+                       self.kernel_width, self.num_features)
 
     def build(self, seed: int) -> MusicLIME:
         return MusicLIME(num_samples=self.num_samples, batch_size=self.batch_size, kernel_width=self.kernel_width,

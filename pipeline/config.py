@@ -201,38 +201,27 @@ class ExplainConfig:
     def __post_init__(self) -> None:
         """Every option is checked here, once: a bad value from the CLI or from Python is a
         ValueError (exit 2) before any catalogue is read or Ray is started."""
-        from musiclime.designs import CHOICES as DESIGN_CHOICES
         for name in ("catalogue", "out"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ValueError(f"{name} must be a path or URI, got {getattr(self, name)!r}")
         from musiclime.masks import Modality
-        from musiclime.surrogate import FeatureSelection, Target
         SeparatorName.parse(self.separator)
         OutputFormat.parse(self.format)
         Precision.parse(self.precision)
         Labels.parse(self.labels)
         Modality.parse(self.modality)
-        if self.design not in DESIGN_CHOICES:
-            raise ValueError(f"design must be one of {', '.join(DESIGN_CHOICES)}, got {self.design!r}")
-        Target.parse(self.target)
-        FeatureSelection.parse(self.feature_selection)
-        if self.num_samples != "auto" and not (isinstance(self.num_samples, int) and self.num_samples >= 2):
-            raise ValueError(f"num_samples must be an int >= 2 or 'auto', got {self.num_samples!r}")
-        if self.batch_size != "auto" and not (isinstance(self.batch_size, int) and self.batch_size >= 1):
-            raise ValueError(f"batch_size must be a positive int or 'auto', got {self.batch_size!r}")
+        self.explainer_spec()  # num_samples, design, batch size, target, feature selection: checked by the core
         self.pool  # noqa: B018 (parses --predictors)
         for name, low in (("segments", 1), ("surrogate_workers", 1), ("commit_every", 1),
                           ("max_attempts", 1), ("max_words", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-        for name in ("max_seconds", "lease_timeout", "kernel_width", "stall_timeout", "status_every"):
+        for name in ("max_seconds", "lease_timeout", "stall_timeout", "status_every"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if self.gpus_per_predictor < 0:
             raise ValueError(f"gpus_per_predictor must be >= 0, got {self.gpus_per_predictor!r}")
-        if self.num_features is not None and self.num_features < 1:
-            raise ValueError(f"num_features must be >= 1 or None, got {self.num_features!r}")
         if self.limit is not None and self.limit < 0:
             raise ValueError(f"limit must be >= 0 or None, got {self.limit!r}")
         if self.run_id is not None:
