@@ -255,3 +255,45 @@ def test_random_event_orders_never_lose_or_duplicate_a_row(seed):
             if not ready:
                 ready, unready = {0, 1, 2}, {}
     assert sorted(ended) == sorted(r["track_id"] for r in rows)
+
+
+def test_commit_cadence_every_n_rows_or_after_the_seconds(monkeypatch):
+    """The writer commits a batch when ``commit_every`` rows wait, or when rows have waited
+    ``commit_seconds`` since the last commit; never an empty batch."""
+    from pipeline import writer_base
+    from pipeline.writer_base import TableWriter
+
+    class Recorder(TableWriter):
+        def __init__(self, every, seconds):
+            super().__init__("r", "inv", every, seconds, None)
+            self.batches = []
+
+        def _commit(self):
+            if not self.pending:
+                return False
+            self.batches.append([t["track_id"] for t in self._tracks] + [e["track_id"] for e in self._errors])
+            self._batch_done()
+            return True
+
+        def recover(self):
+            return 0
+
+        def scan(self, table, columns, batch_rows=16384):
+            return iter(())
+
+        def drop_errors(self):
+            pass
+
+    clock = [0.0]
+    monkeypatch.setattr(writer_base.time, "monotonic", lambda: clock[0])
+    w = Recorder(every=3, seconds=10.0)
+    for i in range(7):
+        (w.add_track({"track_id": f"t{i}"}, None) if i % 2 else w.add_error({"track_id": f"t{i}"}))
+        w.maybe_commit()
+    assert w.batches == [["t1", "t0", "t2"], ["t3", "t5", "t4"]] and w.pending == 1
+    clock[0] = 9.9
+    assert not w.maybe_commit()  # one row, not yet due
+    clock[0] = 10.1
+    assert w.maybe_commit() and w.batches[-1] == ["t6"]
+    clock[0] = 30.0
+    assert not w.maybe_commit() and not w.commit()  # nothing waits: no empty batch
