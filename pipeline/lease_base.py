@@ -2,6 +2,7 @@
 a heartbeat thread, checked by the writer before every commit. Kinds: a file created with
 O_EXCL (:class:`pipeline.lease.Lease`), an object written with conditional PUTs
 (:class:`pipeline.lease.ObjectLease`)."""
+
 from __future__ import annotations
 
 import threading
@@ -20,7 +21,8 @@ class LeaseHeld(RuntimeError):
             f"{str(path).rsplit('/', 1)[0]} is in use by another musiclime driver: host {holder.get('host')!r}, "
             f"pid {holder.get('pid')}, started {holder.get('started')}, run {holder.get('run_id')!r} "
             f"(its lease {path} is refreshed while it runs; a dead holder's lease is taken over "
-            f"after {holder.get('stale_after_s')} s without a heartbeat)")
+            f"after {holder.get('stale_after_s')} s without a heartbeat)"
+        )
 
 
 class LeaseLost(RuntimeError):
@@ -30,6 +32,7 @@ class LeaseLost(RuntimeError):
 class OutputLease(ABC):
     """Holds an output for one driver. ``token`` names this holder in the lease's document;
     ``held`` is True between :meth:`acquire` and :meth:`release`."""
+
     path: Any  # where the lease lives (a Path, or an object store URI)
 
     def __init__(self, run_id: str, stale_after: float = 60.0):
@@ -56,8 +59,10 @@ class OutputLease(ABC):
         """Raise :class:`LeaseLost` unless this driver still holds the lease."""
         holder = self.read()
         if not self.held or holder is None or holder.get("token") != self.token:
-            raise LeaseLost(f"this driver no longer holds {self.path}"
-                            + (f" (now held by host {holder.get('host')!r} pid {holder.get('pid')})" if holder else ""))
+            raise LeaseLost(
+                f"this driver no longer holds {self.path}"
+                + (f" (now held by host {holder.get('host')!r} pid {holder.get('pid')})" if holder else "")
+            )
 
     def __enter__(self) -> OutputLease:
         return self.acquire()

@@ -7,6 +7,7 @@ whole record. Every reader in this project takes runs from ``runs/*.json``
 (:func:`pipeline.output.runs`, :func:`pipeline.output.night_doc`) and reads ``run.json`` only
 for the output's format, which all its runs share; the next write of the run repairs the copy.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -21,6 +22,7 @@ from pipeline.config import ExplainConfig
 def catalogue_hash(path: str | Path) -> str:
     """sha256 of a catalogue file's bytes, or of a folder's file names and sizes."""
     from musiclime import storage
+
     h = hashlib.sha256()
     if storage.is_dir(path):
         start = len(storage.filesystem(path)[1].rstrip("/")) + 1
@@ -36,6 +38,7 @@ def catalogue_hash(path: str | Path) -> str:
 
 def versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
+
     out = {}
     for pkg in ("musiclime", "torch", "torchaudio", "transformers", "ray", "pyarrow", "numpy", "scikit-learn"):
         try:
@@ -45,7 +48,6 @@ def versions() -> dict:
     return out
 
 
-
 class RunRecord:
     """``runs/<run>.json`` and ``run.json``: the run's config, resolved settings, config
     hash, output format, classes and invocations, each write atomic (a rename, or one PUT
@@ -53,6 +55,7 @@ class RunRecord:
 
     def __init__(self, out: str, run_id: str, cfg: ExplainConfig, invocation_id: str, fmt: str):
         from pipeline.output import location, read_json
+
         self.out, self.run_id, self.cfg, self.invocation_id, self.format = out, run_id, cfg, invocation_id, fmt
         self.path = location(out, "runs", f"{run_id}.json")
         self.latest = location(out, "run.json")
@@ -71,15 +74,27 @@ class RunRecord:
 
     def write(self, status: str, rows: int | None = None) -> None:
         from musiclime import storage
+
         old = self.previous
         settings = self.cfg.settings(self.model.get("model_id"))
-        doc = {"run_id": self.run_id, "status": status, "format": self.format, "incremental": self.cfg.incremental,
-               "config": self.cfg.to_json(), "seed": self.cfg.seed, "settings": settings,
-               "config_hash": self.config_hash(),
-               **self.model, "catalogue_hash": self.catalogue_hash(), "versions": versions(),
-               "invocation_id": self.invocation_id, "rows": rows,
-               "invocations": list(dict.fromkeys(old.get("invocations", []) + [self.invocation_id])),
-               "started": self.started, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        doc = {
+            "run_id": self.run_id,
+            "status": status,
+            "format": self.format,
+            "incremental": self.cfg.incremental,
+            "config": self.cfg.to_json(),
+            "seed": self.cfg.seed,
+            "settings": settings,
+            "config_hash": self.config_hash(),
+            **self.model,
+            "catalogue_hash": self.catalogue_hash(),
+            "versions": versions(),
+            "invocation_id": self.invocation_id,
+            "rows": rows,
+            "invocations": list(dict.fromkeys(old.get("invocations", []) + [self.invocation_id])),
+            "started": self.started,
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
         blob = json.dumps(doc, indent=2, default=str).encode()
         storage.write_atomic(self.path, blob)
         failpoints.hit("run-record:between")

@@ -2,6 +2,7 @@
 tables and the interface the driver, the planner and the loop use. Formats: Parquet files
 committed by rename (:mod:`pipeline.writer`), Delta tables committed by transaction
 (:mod:`pipeline.delta_writer`)."""
+
 from __future__ import annotations
 
 import time
@@ -25,8 +26,9 @@ class TableWriter(ABC):
     wait for. A format commits a batch exactly once (``_commit``), finishes what a crashed
     writer left (``recover``), and reads back what it committed (``scan``)."""
 
-    def __init__(self, run_id: str, invocation_id: str, commit_every: int, commit_seconds: float,
-                 lease: OutputLease | None):
+    def __init__(
+        self, run_id: str, invocation_id: str, commit_every: int, commit_seconds: float, lease: OutputLease | None
+    ):
         self.run_id, self.invocation_id = run_id, invocation_id
         self.commit_every, self.commit_seconds = max(1, commit_every), commit_seconds
         self.lease = lease
@@ -49,7 +51,8 @@ class TableWriter(ABC):
 
     def maybe_commit(self) -> bool:
         due = self.pending >= self.commit_every or (
-            self.pending and time.monotonic() - self._last_commit >= self.commit_seconds)
+            self.pending and time.monotonic() - self._last_commit >= self.commit_seconds
+        )
         return self.commit() if due else False
 
     def commit(self) -> bool:
@@ -78,6 +81,7 @@ class TableWriter(ABC):
     def _batch_tables(self) -> dict[str, Any]:
         """The buffered batch as one Arrow table per table name (None when empty)."""
         import pyarrow as pa
+
         return {
             "explanations": pa.concat_tables([t.cast(EXPLANATIONS) for t in self._expl]) if self._expl else None,
             "errors": pa.Table.from_pylist(self._errors, schema=ERRORS) if self._errors else None,

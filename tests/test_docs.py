@@ -1,5 +1,6 @@
 """README is the user's entry and docs/ holds the rest: every link between them resolves,
 and every module README's "How it is built" names exists."""
+
 from __future__ import annotations
 
 import re
@@ -45,10 +46,12 @@ def test_readme_is_the_entry():
 
 def test_how_it_is_built_names_modules_that_exist():
     text = (ROOT / "README.md").read_text()
-    section = text[text.index("## How it is built"):text.index("## Read more")]
+    section = text[text.index("## How it is built") : text.index("## Read more")]
     named = set(re.findall(r"`((?:musiclime|pipeline|actors|schemas|tests)/[\w/]+\.py)`", section))
     assert len(named) > 10
     missing = [n for n in named if not (ROOT / n).exists()]
     engine = re.findall(r"`pipeline/engine/policy\.py`, `(\w+\.py)`, `(\w+\.py)`, `(\w+\.py)`", section)
-    missing += [f"pipeline/engine/{n}" for group in engine for n in group if not (ROOT / "pipeline/engine" / n).exists()]
+    missing += [
+        f"pipeline/engine/{n}" for group in engine for n in group if not (ROOT / "pipeline/engine" / n).exists()
+    ]
     assert not missing, missing

@@ -1,5 +1,6 @@
 """The scheduler's rules, one test each, without Ray (milliseconds): the policy is driven
 with events as the loop would send them and its commands are checked."""
+
 from __future__ import annotations
 
 import pytest
@@ -50,7 +51,7 @@ def test_the_in_flight_window_bounds_new_rows():
         n += 1
     assert n == 3 and len(p.inflight) == 3
     assert not p.has_room(set())  # no predictor ready: window of 1 is already full
-    assert p.has_room({0, 1})     # the window grows with the ready predictors
+    assert p.has_room({0, 1})  # the window grows with the ready predictors
 
 
 def test_no_ready_predictor_queues_the_row_until_one_is():
@@ -214,6 +215,7 @@ def test_on_interrupt_only_finished_results_are_recorded():
 def test_random_event_orders_never_lose_or_duplicate_a_row(seed):
     """Random deaths, bugs, stalls, orphans and successes: every row ends exactly once."""
     import random
+
     rng = random.Random(seed)
     p = policy(window=4, stall_timeout=5.0, orphan_after=3.0)
     rows = [row(i) for i in range(30)]
@@ -221,8 +223,10 @@ def test_random_event_orders_never_lose_or_duplicate_a_row(seed):
     ready, unready = {0, 1, 2}, {}
 
     def take(cmds):
-        ended.extend(r.outcome.track["track_id"] if isinstance(r.outcome, TrackResult) else r.outcome.track_id
-                     for r in records(cmds))
+        ended.extend(
+            r.outcome.track["track_id"] if isinstance(r.outcome, TrackResult) else r.outcome.track_id
+            for r in records(cmds)
+        )
 
     for _ in range(2000):
         now += 1.0

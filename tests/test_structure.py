@@ -1,5 +1,6 @@
 """The code's shape: no import cycles among the project's packages (imports inside
 functions count; ``if TYPE_CHECKING:`` imports do not)."""
+
 from __future__ import annotations
 
 import ast
@@ -38,7 +39,7 @@ def imports_of(path: Path, modules: set[str]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
             names = [base] + [f"{base}.{a.name}" for a in node.names]
         for name in names:

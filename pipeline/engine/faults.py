@@ -1,5 +1,6 @@
 """What a failed Ray call says about the cluster: the only module of the engine that reads
 Ray's exception types. The policy sees a :class:`Failure`, never an exception."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,10 +15,11 @@ class Failure:
     the error reports, when it names one. ``dead_elsewhere``: the error names a dead actor
     that is not a GPU-stage actor (a fit or decode worker beside the track).
     """
+
     infrastructure: bool
-    stage: str                      # decode | predict | fit
+    stage: str  # decode | predict | fit
     error_type: str
-    message: str                    # first line, for the error row
+    message: str  # first line, for the error row
     dead_predictor: int | None = None
     dead_elsewhere: bool = False
 
@@ -25,8 +27,16 @@ class Failure:
 def is_infrastructure(err: BaseException | None) -> bool:
     """Actor, worker or node death, or lost objects, anywhere in the cause chain."""
     from ray import exceptions as rx
-    infra = (rx.RayActorError, rx.WorkerCrashedError, rx.NodeDiedError, rx.ObjectLostError, rx.OwnerDiedError,
-             rx.LocalRayletDiedError, rx.ActorUnavailableError)
+
+    infra = (
+        rx.RayActorError,
+        rx.WorkerCrashedError,
+        rx.NodeDiedError,
+        rx.ObjectLostError,
+        rx.OwnerDiedError,
+        rx.LocalRayletDiedError,
+        rx.ActorUnavailableError,
+    )
     seen: set[int] = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
@@ -39,6 +49,7 @@ def is_infrastructure(err: BaseException | None) -> bool:
 def dead_actor_id(err: BaseException | None) -> str | None:
     """The id (hex) of the actor whose death ``err`` reports, innermost first, or None."""
     from ray import exceptions as rx
+
     found, seen = None, set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
@@ -62,10 +73,14 @@ def classify(err: BaseException, actor_stage: dict[str, tuple[str, int]]) -> Fai
     """``err`` as a :class:`Failure`; ``actor_stage`` maps actor ids (hex) to (stage, index)."""
     infra = is_infrastructure(err)
     dead = actor_stage.get(dead_actor_id(err) or "") if infra else None
-    return Failure(infrastructure=infra, stage=dead[0] if dead else stage_of(err), error_type=type(err).__name__,
-                   message=str(err).splitlines()[0] if str(err) else type(err).__name__,
-                   dead_predictor=dead[1] if dead and dead[0] == "predict" else None,
-                   dead_elsewhere=dead is not None and dead[0] != "predict")
+    return Failure(
+        infrastructure=infra,
+        stage=dead[0] if dead else stage_of(err),
+        error_type=type(err).__name__,
+        message=str(err).splitlines()[0] if str(err) else type(err).__name__,
+        dead_predictor=dead[1] if dead and dead[0] == "predict" else None,
+        dead_elsewhere=dead is not None and dead[0] != "predict",
+    )
 
 
 def init_error(err: BaseException) -> str:

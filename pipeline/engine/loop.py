@@ -1,5 +1,6 @@
 """The explain job's event loop: rows from the plan, events from the pool, rules from the
 policy, rows to the writer. Every decision is the policy's; this file only carries them out."""
+
 from __future__ import annotations
 
 import time
@@ -14,8 +15,13 @@ ORPHAN_AFTER_S = 10.0  # tracks queued on a predictor that has not come back for
 
 
 def limits_of(cfg) -> Limits:
-    return Limits(window=cfg.in_flight, max_attempts=cfg.max_attempts, stall_timeout=cfg.stall_timeout,
-                  crashes_alone=CRASHES_ALONE, orphan_after=ORPHAN_AFTER_S)
+    return Limits(
+        window=cfg.in_flight,
+        max_attempts=cfg.max_attempts,
+        stall_timeout=cfg.stall_timeout,
+        crashes_alone=CRASHES_ALONE,
+        orphan_after=ORPHAN_AFTER_S,
+    )
 
 
 class Loop:
@@ -24,8 +30,8 @@ class Loop:
 
     def __init__(self, pool, policy: Policy, writer, summary, bar=None):
         self.pool, self.policy, self.writer, self.summary, self.bar = pool, policy, writer, summary, bar
-        self.refs: dict = {}        # ref -> ticket, while in flight
-        self.tickets: dict = {}     # ticket -> ref
+        self.refs: dict = {}  # ref -> ticket, while in flight
+        self.tickets: dict = {}  # ticket -> ref
         self.ok = self.failed = 0
         self.t0 = time.perf_counter()
 
@@ -84,8 +90,12 @@ class Loop:
         if self.bar:
             rate = self.summary.model_rows / max(time.perf_counter() - self.t0, 1e-9)
             busy = self.pool.busy_share()
-            self.bar.update(self.ok, self.failed, extra=f"{rate:.0f} masks/s, {len(self.pool.ready)} GPU-stage "
-                            f"actor(s)" + ("" if busy is None else f" {busy:.0%} busy"))
+            self.bar.update(
+                self.ok,
+                self.failed,
+                extra=f"{rate:.0f} masks/s, {len(self.pool.ready)} GPU-stage "
+                f"actor(s)" + ("" if busy is None else f" {busy:.0%} busy"),
+            )
 
     def _do(self, commands: list[Command]) -> None:
         for c in commands:

@@ -17,6 +17,7 @@ keeps a guarantee lives here, where a unit test drives it in milliseconds:
 Work in flight is named by a *ticket* (an int the policy hands out); each in-flight row
 carries its own content key to the table rows it becomes.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Set
@@ -34,6 +35,7 @@ TrackOutcome = TrackResult | ErrorRecord
 class Submit:
     """Run ``row`` through the stages on predictor ``predictor``; its result comes back
     under ``ticket``."""
+
     ticket: int
     row: Row
     predictor: int
@@ -42,6 +44,7 @@ class Submit:
 @dataclass(frozen=True)
 class Record:
     """Write ``outcome`` (a track's result or its error) with the row's content key."""
+
     outcome: TrackOutcome
     content_key: str | None
 
@@ -49,12 +52,14 @@ class Record:
 @dataclass(frozen=True)
 class Cancel:
     """Forget ``ticket`` (its row moved on); a result that still comes is never read."""
+
     ticket: int
 
 
 @dataclass(frozen=True)
 class Kill:
     """Kill predictor ``predictor`` (Ray restarts it) and probe it until it answers again."""
+
     predictor: int
     message: str
 
@@ -62,6 +67,7 @@ class Kill:
 @dataclass(frozen=True)
 class Probe:
     """Stop routing to ``predictor`` until it answers again (it died)."""
+
     predictor: int
 
 
@@ -71,7 +77,8 @@ Command = Submit | Record | Cancel | Kill | Probe
 @dataclass(frozen=True)
 class Limits:
     """The numbers the rules use (from the run's settings)."""
-    window: Callable[[int], int]          # ready predictors -> tracks in flight at most
+
+    window: Callable[[int], int]  # ready predictors -> tracks in flight at most
     max_attempts: int = 3
     stall_timeout: float = 1800.0
     crashes_alone: int = 3
@@ -91,6 +98,7 @@ class Flight:
 class Heartbeat:
     """What a predictor said of itself: the track it is on (None: idle) and the seconds
     since it last finished a model batch."""
+
     track_id: str | None
     idle_s: float
 
@@ -99,14 +107,14 @@ class Heartbeat:
 class Policy:
     limits: Limits
     inflight: dict[int, Flight] = field(default_factory=dict)
-    crashes: dict[str, int] = field(default_factory=dict)   # track id -> deaths while alone on its predictor
-    died_on: dict[str, int] = field(default_factory=dict)   # track id -> predictor it last died on
-    suspects: list[tuple[Row, int]] = field(default_factory=list)   # (row, attempt): retried alone
-    waiting: list[tuple[Row, int]] = field(default_factory=list)    # (row, attempt): no predictor was ready
+    crashes: dict[str, int] = field(default_factory=dict)  # track id -> deaths while alone on its predictor
+    died_on: dict[str, int] = field(default_factory=dict)  # track id -> predictor it last died on
+    suspects: list[tuple[Row, int]] = field(default_factory=list)  # (row, attempt): retried alone
+    waiting: list[tuple[Row, int]] = field(default_factory=list)  # (row, attempt): no predictor was ready
     reserved: dict[int, int] = field(default_factory=dict)  # predictor -> ticket of the suspect alone on it
-    stalls: dict[str, int] = field(default_factory=dict)    # track id -> times a predictor stalled on it
-    stall_killed: set[int] = field(default_factory=set)     # tickets failed by our own kill of a stalled predictor
-    timed_out: set[int] = field(default_factory=set)        # tickets to record as timeout when they fail
+    stalls: dict[str, int] = field(default_factory=dict)  # track id -> times a predictor stalled on it
+    stall_killed: set[int] = field(default_factory=set)  # tickets failed by our own kill of a stalled predictor
+    timed_out: set[int] = field(default_factory=set)  # tickets to record as timeout when they fail
     _next_ticket: int = 0
 
     # -- what the loop asks ------------------------------------------------------------
@@ -120,8 +128,12 @@ class Policy:
     def has_room(self, ready: Set[int]) -> bool:
         """May a new catalogue row start? Not while suspects or retries queue, nor when every
         ready predictor runs a suspect alone."""
-        return (len(self.inflight) < self.limits.window(len(ready)) and not self.suspects and not self.waiting
-                and len(set(ready) - set(self.reserved)) > 0)
+        return (
+            len(self.inflight) < self.limits.window(len(ready))
+            and not self.suspects
+            and not self.waiting
+            and len(set(ready) - set(self.reserved)) > 0
+        )
 
     def drained(self) -> bool:
         """Nothing in flight or queued: the run is over once the catalogue is."""
@@ -161,8 +173,16 @@ class Policy:
         row, attempt, tid = flight.row, flight.attempt, flight.row["track_id"]
         if ticket in self.timed_out:
             self.timed_out.discard(ticket)
-            return [self._error(row, "predict", "timeout", f"track {tid!r} stalled its predictor twice (no model "
-                                f"batch finished for {self.limits.stall_timeout:g} s)", attempt)]
+            return [
+                self._error(
+                    row,
+                    "predict",
+                    "timeout",
+                    f"track {tid!r} stalled its predictor twice (no model "
+                    f"batch finished for {self.limits.stall_timeout:g} s)",
+                    attempt,
+                )
+            ]
         if ticket in self.stall_killed:  # our own kill: retry, the stall is counted already
             self.stall_killed.discard(ticket)
             return self._submit(row, attempt, ready, now)
@@ -170,10 +190,19 @@ class Policy:
             return self._infrastructure(flight, failure, ready)
         if attempt < self.limits.max_attempts:  # a bug or a flaky model: retry, then record
             return self._submit(row, attempt + 1, ready, now)
-        return [self._error(row, failure.stage, failure.error_type,
-                            f"track {tid!r} failed {attempt} times: {failure.message[:500]}", attempt)]
+        return [
+            self._error(
+                row,
+                failure.stage,
+                failure.error_type,
+                f"track {tid!r} failed {attempt} times: {failure.message[:500]}",
+                attempt,
+            )
+        ]
 
-    def stalled(self, ready: Set[int], beats: Mapping[int, Heartbeat], unanswered: Mapping[int, float]) -> list[Command]:
+    def stalled(
+        self, ready: Set[int], beats: Mapping[int, Heartbeat], unanswered: Mapping[int, float]
+    ) -> list[Command]:
         """A predictor is stalled when it is on a track and has finished no model batch for
         ``stall_timeout`` (a long track that keeps finishing batches is not; time waiting for
         a decode or in the fit does not count), or when its heartbeat has gone unanswered that
@@ -182,32 +211,42 @@ class Policy:
         limit = self.limits.stall_timeout
         for j in sorted(self.busy() & set(ready)):
             beat = beats.get(j)
-            if not ((beat is not None and beat.track_id is not None and beat.idle_s > limit)
-                    or unanswered.get(j, 0.0) > limit):
+            if not (
+                (beat is not None and beat.track_id is not None and beat.idle_s > limit)
+                or unanswered.get(j, 0.0) > limit
+            ):
                 continue
             mine = [t for t, f in self.inflight.items() if f.predictor == j]
             # the track it is on, as its heartbeat said (a threaded actor need not run its
             # calls in order); the oldest of its tracks when it never answered
             on = beat.track_id if beat else None
-            stuck = next((t for t in mine if self.inflight[t].row["track_id"] == on), None) \
-                or min(mine, key=lambda t: self.inflight[t].since)
+            stuck = next((t for t in mine if self.inflight[t].row["track_id"] == on), None) or min(
+                mine, key=lambda t: self.inflight[t].since
+            )
             tid = self.inflight[stuck].row["track_id"]
             self.stalls[tid] = self.stalls.get(tid, 0) + 1
             if self.stalls[tid] >= 2:
                 self.timed_out.add(stuck)
             self.stall_killed.update(mine)
-            out.append(Kill(j, f"predictor {j} finished no model batch for {limit:g} s on track {tid!r}: "
-                               f"replacing it and retrying its {len(mine)} track(s)"))
+            out.append(
+                Kill(
+                    j,
+                    f"predictor {j} finished no model batch for {limit:g} s on track {tid!r}: "
+                    f"replacing it and retrying its {len(mine)} track(s)",
+                )
+            )
         return out
 
     def interrupted(self, finished: Iterable[tuple[int, object]]) -> list[Command]:
         """On SIGINT/SIGTERM: record what already finished (tickets with their values)."""
-        return [c for t, value in finished if isinstance(value, (TrackResult, ErrorRecord))
-                for c in self.done(t, value)]
+        return [
+            c for t, value in finished if isinstance(value, (TrackResult, ErrorRecord)) for c in self.done(t, value)
+        ]
 
     # -- the rules' parts --------------------------------------------------------------
-    def _submit(self, row: Row, attempt: int, ready: Set[int], now: float,
-                predictor: int | None = None) -> list[Command]:
+    def _submit(
+        self, row: Row, attempt: int, ready: Set[int], now: float, predictor: int | None = None
+    ) -> list[Command]:
         if predictor is None and not ready:  # every predictor is restarting: wait for one
             self.waiting.append((row, attempt))
             return []
@@ -239,16 +278,24 @@ class Policy:
         out: list[Command] = []
         if failure.dead_predictor is not None and failure.dead_predictor in ready:
             out.append(Probe(failure.dead_predictor))  # routed to again once it is back
-        own = failure.dead_predictor == flight.predictor or (failure.dead_predictor is None
-                                                             and not failure.dead_elsewhere)
+        own = failure.dead_predictor == flight.predictor or (
+            failure.dead_predictor is None and not failure.dead_elsewhere
+        )
         self.crashes[tid] = self.crashes.get(tid, 0) + int(flight.alone and own)
         self.died_on[tid] = flight.predictor
         if self.crashes[tid] < self.limits.crashes_alone:
             self.suspects.append((row, flight.attempt))
             return out
-        return out + [self._error(row, failure.stage, "worker_crash",
-                                  f"track {tid!r} took its worker down {self.crashes[tid]} times while alone on it: "
-                                  f"{failure.message[:300]}", flight.attempt)]
+        return out + [
+            self._error(
+                row,
+                failure.stage,
+                "worker_crash",
+                f"track {tid!r} took its worker down {self.crashes[tid]} times while alone on it: "
+                f"{failure.message[:300]}",
+                flight.attempt,
+            )
+        ]
 
     def _rescue_orphans(self, ready: Set[int], unready_since: Mapping[int, float], now: float) -> list[Command]:
         """Tracks sent to a predictor just as it died wait for its restart, which may never
@@ -286,8 +333,9 @@ class Policy:
 
     @staticmethod
     def _error(row: Row, stage: str, error_type: str, message: str, attempt: int) -> Record:
-        return Record(ErrorRecord(row["track_id"], row["catalogue_row"], stage, error_type, message, attempt),
-                      _key(row))
+        return Record(
+            ErrorRecord(row["track_id"], row["catalogue_row"], stage, error_type, message, attempt), _key(row)
+        )
 
 
 def _key(row: Row) -> str | None:

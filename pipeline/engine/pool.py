@@ -8,6 +8,7 @@ predictors: one whose probe (an ``info`` call) answered since it started or last
 predictor restarting after a kill or waiting for a node is never routed to. Which predictor
 gets which row is the policy's choice (:mod:`pipeline.engine.policy`), not the pool's.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,6 +37,7 @@ class PredictorPool:
         from actors import PROBE_GROUP, PredictorActor
         from musiclime import stages
         from pipeline.ray_runtime import init_ray
+
         self.ray, self.cfg, self.log, self.invocation_id = ray, cfg, log, invocation_id
         init_ray(cfg.address)
         signals.reinstall()
@@ -47,26 +49,41 @@ class PredictorPool:
         # only it knows whether a track died alone (a poison track) or beside others (chaos).
         self._predictor_cls = ray.remote(concurrency_groups=PROBE_GROUP)(PredictorActor)
         self._predictor_opts = dict(
-            num_cpus=PREDICTOR_CPUS_WITH_GPU if gpu else PREDICTOR_CPUS_CPU_ONLY, num_gpus=cfg.gpus_per_predictor,
-            max_restarts=-1, max_task_retries=0,
-            runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}})
+            num_cpus=PREDICTOR_CPUS_WITH_GPU if gpu else PREDICTOR_CPUS_CPU_ONLY,
+            num_gpus=cfg.gpus_per_predictor,
+            max_restarts=-1,
+            max_task_retries=0,
+            runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}},
+        )
         # with GPUs the actor picks cuda when its GPU is real (Ray's logical GPUs on a CPU
         # machine, as in the tests, run CPU torch)
         separator = None
         if cfg.separator == "demucs" and cfg.audio_used:  # separated in the GPU stage, on its device
-            separator = ("demucs", {"model_name": cfg.demucs_model, "repo": cfg.demucs_repo,
-                                    "allow_pickle": cfg.trust_pickle}, cfg.stem_cache)
-        self._predictor_args = (cfg.model, cfg.explainer_spec(), cfg.modality, cfg.segments,
-                                None if gpu else "cpu", cfg.labels, cfg.label_column, separator, cfg.precision)
+            separator = (
+                "demucs",
+                {"model_name": cfg.demucs_model, "repo": cfg.demucs_repo, "allow_pickle": cfg.trust_pickle},
+                cfg.stem_cache,
+            )
+        self._predictor_args = (
+            cfg.model,
+            cfg.explainer_spec(),
+            cfg.modality,
+            cfg.segments,
+            None if gpu else "cpu",
+            cfg.labels,
+            cfg.label_column,
+            separator,
+            cfg.precision,
+        )
         self.predictors: list = []
         self.ready: set[int] = set()
-        self.probes: dict = {}      # probe ref -> predictor index
+        self.probes: dict = {}  # probe ref -> predictor index
         self.unready_since: dict[int, float] = {}
         self.unusable: dict[int, str] = {}  # predictor -> why its model no longer loads there
         self.stats_refs: dict = {}  # info ref -> predictor index (for the busy share)
         self.busy: dict[int, tuple[float, float]] = {}  # predictor -> (busy s, up s) as last reported
-        self.beats: dict[int, Heartbeat] = {}   # predictor -> its last heartbeat
-        self.beat_refs: dict = {}               # heartbeat ref -> (predictor index, when asked)
+        self.beats: dict[int, Heartbeat] = {}  # predictor -> its last heartbeat
+        self.beat_refs: dict = {}  # heartbeat ref -> (predictor index, when asked)
         self.beat_asked: dict[int, float] = {}  # predictor -> when it was last asked
         self.grown_at = 0.0
         # CPU stages are tasks: they run on any free CPU, as many at once as the cluster
@@ -84,8 +101,9 @@ class PredictorPool:
 
     def _add_predictor(self) -> None:
         i = len(self.predictors)
-        actor = self._predictor_cls.options(name=f"musiclime-predictor-{self.invocation_id}-{i}",
-                                            **self._predictor_opts).remote(*self._predictor_args)
+        actor = self._predictor_cls.options(
+            name=f"musiclime-predictor-{self.invocation_id}-{i}", **self._predictor_opts
+        ).remote(*self._predictor_args)
         self.predictors.append(actor)
         self.actor_stage[actor._actor_id.hex()] = ("predict", i)
         self.probe(i)
@@ -100,6 +118,7 @@ class PredictorPool:
         """Mark predictors whose probe answered ready; probe again one that died meanwhile;
         every few seconds, start the predictors a grown cluster has room for."""
         from pipeline.resources import pool_target
+
         if self.probes:
             done, _ = self.ray.wait(list(self.probes), num_returns=len(self.probes), timeout=timeout)
             for ref in done:
