@@ -68,7 +68,7 @@ class OutputCache:
     rows' probabilities, or a late-fusion model's audio / lyrics embeddings), so growing
     sample sets (``num_samples="auto"``) pay only for masks not seen before."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._index: dict[str, dict[bytes, int]] = {}
         self._chunks: dict[str, list] = {}
         self.rows_computed = 0
