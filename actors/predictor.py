@@ -28,11 +28,14 @@ class PredictorActor:
         return self.stage.heartbeat()
 
     def predict(self, decoded: list):
-        """``[ref to a TrackInput]`` (stems on the host, or a mix to separate here) ->
-        dict(plan, probs, ...), or the ErrorRecord passed in.
+        """``[refs to TrackInputs]`` (stems on the host, or a mix to separate here) -> one
+        :class:`~musiclime.records.Predictions` (or the ErrorRecord passed in) per track:
+        the value itself for one track, a tuple for several (call it with
+        ``num_returns=len(decoded)``: each track's result is its own ref, so a fit, a
+        retry or an error row is per track whatever the call carried).
 
-        The decoded track comes as a ref inside a list, so Ray sends the call at once and
-        this actor fetches the track itself: a call waiting for its decode would otherwise
-        hold back every later call from the driver, the heartbeat included."""
-        (inp,) = ray.get(decoded)
-        return self.stage(inp)
+        The decoded tracks come as refs inside a list, so Ray sends the call at once and
+        this actor fetches them itself: a call waiting for its decode would otherwise hold
+        back every later call from the driver, the heartbeat included."""
+        out = self.stage.explain_batch(ray.get(decoded))
+        return out[0] if len(out) == 1 else tuple(out)

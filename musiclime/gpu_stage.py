@@ -114,6 +114,12 @@ class ExplainStage:
             self.busy_s += time.perf_counter() - t0
             self.current = None
 
+    def explain_batch(self, inputs: list[TrackInput | ErrorRecord]) -> list[Predictions | ErrorRecord]:
+        """Several decoded tracks -> one result each, in order: the shape of a call that
+        separates and predicts several tracks at once. Today each track runs on its own (the
+        heartbeat names the track being explained); a bad track is its own error row."""
+        return [self(inp) for inp in inputs]
+
     def autocast(self):
         """The forward passes' precision on CUDA (a no-op context on CPU or with fp32)."""
         import contextlib

@@ -34,3 +34,21 @@ def test_predict_and_fit_build_the_same_explainer(plugin_path, demo_library):
     assert written.track["topk_separation"] == pytest.approx(res.explanation.separation)
     weights = written.explanations.column("weight").to_numpy()
     assert np.count_nonzero(weights) <= 6  # the written surrogate keeps num_features
+
+
+def test_a_gpu_stage_call_may_carry_several_tracks(plugin_path, demo_library):
+    """The stage contract is per track inside a batch: each track's result is its own (a bad
+    one its own error row), equal to the track explained alone."""
+    from musiclime.records import ErrorRecord
+    cfg = ExplainConfig(catalogue=str(demo_library / "catalogue.parquet"), model="mlplugins:make", out="o",
+                        separator="provided", num_samples=64)
+    stage = ExplainStage(cfg.model, cfg.explainer_spec(), cfg.modality, cfg.segments, "cpu")
+    rows = read_catalogue(demo_library / "catalogue.parquet", limit=2)
+    bad = ErrorRecord("x", 9, "decode", "decode_error", "unreadable")
+    inputs = [decode(rows[0], cfg.decode_spec(), 16000), bad, decode(rows[1], cfg.decode_spec(), 16000)]
+    alone = [stage(decode(r, cfg.decode_spec(), 16000)) for r in rows]
+    batch = stage.explain_batch(inputs)
+    assert batch[1] is bad and [p.input.track_id for p in (batch[0], batch[2])] == [r["track_id"] for r in rows]
+    for a, b in zip(alone, (batch[0], batch[2])):
+        np.testing.assert_array_equal(a.probs, b.probs)
+        assert a.model_rows == b.model_rows
