@@ -113,7 +113,8 @@ def timed_stage(name: str, stage, warm_up, batch, sync, after_warm_up=None) -> t
     results = [stage(inp) for inp in batch]
     sync()
     wall = time.perf_counter() - t0
-    bad = [r for r in results if not isinstance(r, dict)]
+    from musiclime.records import Predictions
+    bad = [r for r in results if not isinstance(r, Predictions)]
     if bad:
         raise SystemExit(f"{name}: {bad[0]}")
     return results, wall
