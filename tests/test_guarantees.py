@@ -320,17 +320,25 @@ def test_a_stalled_predictor_is_replaced_and_a_track_stalling_twice_is_timeout(r
     assert time.perf_counter() - t0 < 120
 
 
+def _records_cfg(demo_library, out, run_id, **kw):
+    return ExplainConfig(catalogue=str(demo_library / "catalogue.parquet"), model="mlplugins:make", out=str(out),
+                         separator="provided", num_samples=120, limit=2, run_id=run_id, commit_every=1, **kw)
+
+
 @pytest.mark.parametrize("hit", [1, 2])  # the run's first record write ("running"), its last ("finished")
-def test_a_crash_between_the_run_records_leaves_them_consistent(plugin_path, demo_library, tmp_path, hit):
-    """``runs/<run>.json`` is written first, then its copy ``run.json``: killed between the
+def test_a_crash_between_the_run_records_leaves_them_consistent(ray_session, plugin_path, demo_library, tmp_path,
+                                                                 hit, monkeypatch):
+    """``runs/<run>.json`` is written first, then its copy ``run.json``: broken between the
     two, every reader (which takes runs from runs/*.json) sees a whole record of the run, and
-    the rerun writes both alike."""
-    from pipeline import output
+    the rerun writes both alike. (A raise leaves the files as a SIGKILL there would.)"""
+    from pipeline import failpoints, output
     out = tmp_path / "out"
-    args = cli(demo_library, out, "rec", limit=2)
-    env = dict(os.environ, MUSICLIME_FAILPOINTS=f"run-record:between=kill@{hit}")
-    r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
+    c = _records_cfg(demo_library, out, "rec")
+    failpoints._hits.clear()
+    monkeypatch.setenv(failpoints.ENV, f"run-record:between=raise@{hit}")
+    with pytest.raises(failpoints.InjectedFault):
+        run_explain(c, show_progress=False)
+    monkeypatch.delenv(failpoints.ENV)
     record = json.loads((out / "runs" / "rec.json").read_text())
     assert record["status"] == ("running" if hit == 1 else "finished")
     if hit == 1:
@@ -338,25 +346,24 @@ def test_a_crash_between_the_run_records_leaves_them_consistent(plugin_path, dem
     else:  # the copy is one write behind: a whole record of the same run
         assert json.loads((out / "run.json").read_text())["status"] == "running"
     assert output.night_doc(str(out))["status"] == record["status"]
-    r = subprocess.run(args, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
+    again = run_explain(c, show_progress=False)
+    assert again.exit_code == 0
     assert (out / "run.json").read_bytes() == (out / "runs" / "rec.json").read_bytes()
     assert json.loads((out / "run.json").read_text())["status"] == "finished"
     exactly_once(out, 2)
 
 
-def test_a_resume_refused_on_its_model_writes_nothing(plugin_path, demo_library, tmp_path):
+def test_a_resume_refused_on_its_model_writes_nothing(ray_session, plugin_path, demo_library, tmp_path):
     """The model's hash is known once a predictor has loaded it: a resume whose model
     changed is refused after that, before the run's records or tables are touched."""
+    from dataclasses import replace
     out = tmp_path / "out"
     other = plugin_path / "mlplugins_other.py"  # the same model with another source: another model hash
     other.write_text((plugin_path / "mlplugins.py").read_text() + "\n# another release\n")
-    first = subprocess.run(cli(demo_library, out, "m", limit=2), capture_output=True, text=True, timeout=600)
-    assert first.returncode == 0, first.stderr[-2000:]
-    (out / "errors" / "run_id=m").mkdir(parents=True, exist_ok=True)
+    c = _records_cfg(demo_library, out, "m")
+    assert run_explain(c, show_progress=False).exit_code == 0
     before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and "lease" not in p.name.lower()}
-    args = [a if a != "mlplugins:make" else "mlplugins_other:make" for a in cli(demo_library, out, "m", limit=3)]
-    r = subprocess.run(args + ["--retry-errors"], capture_output=True, text=True, timeout=600)
-    assert r.returncode == EXIT_USAGE and "model_id" in r.stderr, r.stderr[-2000:]
+    s = run_explain(replace(c, model="mlplugins_other:make", limit=3, retry_errors=True), show_progress=False)
+    assert s.exit_code == EXIT_USAGE and "model_id" in s.message, s.message
     after = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and "lease" not in p.name.lower()}
     assert after == before  # run.json's status included

@@ -101,9 +101,10 @@ class Cluster:
                 os.killpg(p.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
+        deadline = time.time() + 5  # for all of them together: what is left is SIGKILLed anyway
         for p in self.procs.values():
             try:
-                p.wait(5)
+                p.wait(max(0.1, deadline - time.time()))
             except subprocess.TimeoutExpired:
                 try:
                     os.killpg(p.pid, signal.SIGKILL)
