@@ -94,8 +94,9 @@ def test_two_drivers_then_sigterm_then_rerun(plugin_path, demo_library, tmp_path
     assert all(after[t] == inv for t, inv in before.items())  # committed tracks were not recomputed
 
 
-@pytest.mark.parametrize("failpoint,first_exit", [("ready=kill@3", -signal.SIGKILL),
-                                                  ("renamed:tracks=raise@3", 1)])
+# An exception at each commit step is proven without Ray (tests/test_writer_faults.py); the
+# end-to-end run keeps the kill inside a commit.
+@pytest.mark.parametrize("failpoint,first_exit", [("ready=kill@3", -signal.SIGKILL)])
 def test_driver_broken_inside_a_commit_resumes_exactly_once(plugin_path, demo_library, tmp_path, failpoint,
                                                             first_exit):
     out = tmp_path / "out"
