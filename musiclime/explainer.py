@@ -167,7 +167,17 @@ class MusicLIME:
             labels: Sequence[int] | None = None, top_labels: int | None = 1,
             model_rows: int = 0) -> Explanation:
         """Fit one surrogate per explained label on the plan's explained columns, with each
-        weight's standard error from the design's independent units."""
+        weight's standard error from the design's independent units.
+
+        On one BLAS thread: the same bits wherever it runs (a fit task, or the GPU-stage
+        actor whose ``num_samples="auto"`` fit is written as is), whatever threads the process
+        has, so weights never depend on the number of actors."""
+        from threadpoolctl import threadpool_limits
+        with threadpool_limits(limits=1):
+            return self._fit(plan, probs, classes, labels, top_labels, model_rows)
+
+    def _fit(self, plan: Plan, probs: np.ndarray, classes: Sequence[str], labels: Sequence[int] | None,
+             top_labels: int | None, model_rows: int) -> Explanation:
         probs = np.asarray(probs, dtype=np.float64)
         if probs.shape != (len(plan.masks), len(classes)):
             raise InputError("bad_model_output", f"probabilities {probs.shape} do not match "
