@@ -8,7 +8,6 @@ ObjectRefs flow stage to stage so the driver never holds audio. At most ``in_fli
 """
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from dataclasses import dataclass, field, replace
@@ -16,12 +15,12 @@ from dataclasses import dataclass, field, replace
 from pipeline import logs
 from pipeline.catalogue import CatalogueError, CatalogueReader, ContentKeys
 from pipeline.config import ExplainConfig, check_run_id, settings_diff
+from pipeline.exits import EXIT_FATAL, EXIT_OK, EXIT_SOME_ERRORS, EXIT_USAGE
 from pipeline.lease import LeaseHeld, LeaseLost
 from pipeline.lease_base import OutputLease
+from pipeline.placement import is_local, placement_problems
 from pipeline.run_record import RunRecord
 from pipeline.signals import interrupts_as_keyboard_interrupt
-
-EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_SOME_ERRORS = 0, 1, 2, 3
 
 
 class UsageError(ValueError):
@@ -119,47 +118,6 @@ def resolve_model(cfg: ExplainConfig, log) -> ExplainConfig:
                    audio_used=ref.modality != "lyrics")
 
 
-def _is_local(cfg: ExplainConfig) -> bool:
-    return cfg.address in (None, "local") and not os.environ.get("RAY_ADDRESS")
-
-
-def _placement_problems(cfg: ExplainConfig) -> list[str]:
-    """An actor that can never be placed would wait forever: such a plan is refused up front,
-    against the cluster as it can ever be (see :func:`pipeline.resources.cluster_node_types`)."""
-    from pipeline.resources import cluster_node_types, demands, placement_problems
-    return placement_problems(demands(cfg), cluster_node_types(_is_local(cfg))[0])
-
-
-def dry_run(cfg: ExplainConfig) -> tuple[int, str]:
-    """The plan without doing it: stages, actors, CPUs/GPUs each, the cluster it is checked
-    against, rows to do and already committed. Exit 0, or 2 when it can never be placed."""
-    from pipeline.resources import cluster_node_types, demands, placement_problems, plan_text
-    from pipeline.worklist import make_worklist
-    try:
-        run_id = check_run_id(cfg.run_id or "dry-run")
-        from pipeline.output import open_writer, resolve_format
-        reader = CatalogueReader(cfg.catalogue, limit=cfg.limit)
-        writer = open_writer(resolve_format(cfg.out, cfg.format), cfg.out, run_id, "dry-run")
-        work = make_worklist(reader, writer)  # reads only
-    except (CatalogueError, ValueError) as e:
-        return EXIT_USAGE, str(e)
-    wanted = demands(cfg)
-    if not _is_local(cfg):
-        from pipeline.ray_runtime import init_ray
-        init_ray(cfg.address)
-    types, source = cluster_node_types(_is_local(cfg))
-    text = plan_text(wanted, types, work.n_rows, work.n_done, work.n_work) + f"\n(cluster as read from: {source})"
-    if not cfg.pool.fixed:
-        from pipeline.resources import pool_target
-        resources = {"CPU": sum(t.cpus * t.max_nodes for t in types), "GPU": sum(t.gpus * t.max_nodes for t in types)}
-        text += (f"\nGPU-stage pool --predictors {cfg.predictors}: {cfg.pool.low} placed first, up to "
-                 f"{pool_target(cfg.pool, cfg.gpus_per_predictor, resources)} on this cluster as it can be")
-    problems = placement_problems(wanted, types)
-    if problems:
-        return EXIT_USAGE, text + "\nthis plan can never be placed:\n  " + "\n  ".join(problems)
-    return EXIT_OK, text
-
-
 def _resume_refused(run_id: str, diff: list[str]) -> str:
     return (f"run {run_id} was started with other settings; resuming it would mix explanations that cannot "
             f"be compared. Use a new --run-id, or the old settings:\n  " + "\n  ".join(diff))
@@ -170,10 +128,10 @@ def _start_job(cfg: ExplainConfig, record: RunRecord, invocation_id: str, log, s
     record (written by the caller). None (with the summary's exit code and message set)
     when the run must not go on: a refused run has written nothing; a model that does not
     load is a fatal, resumable failure, recorded as such."""
-    if not _is_local(cfg):
+    if not is_local(cfg):
         from pipeline.ray_runtime import init_ray
         init_ray(cfg.address)
-    problems = _placement_problems(cfg)
+    problems = placement_problems(cfg)
     if problems:
         summary.exit_code, summary.message = EXIT_USAGE, "this plan can never be placed:\n  " + "\n  ".join(problems)
         return None

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"musiclime explain: {e}", file=sys.stderr)
         return 2
     if args.dry_run:
-        from pipeline.driver import dry_run
+        from pipeline.placement import dry_run
         code, text = dry_run(cfg)
         print(text, file=sys.stdout if code == 0 else sys.stderr)
         return code
