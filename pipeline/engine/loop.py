@@ -10,18 +10,10 @@ from musiclime.records import ErrorRecord, TrackResult
 from pipeline import logs
 from pipeline.engine.policy import Cancel, Command, Kill, Limits, Policy, Probe, Record, Submit
 
-CRASHES_ALONE = 3
-ORPHAN_AFTER_S = 10.0  # tracks queued on a predictor that has not come back for this long move on
-
 
 def limits_of(cfg) -> Limits:
-    return Limits(
-        window=cfg.in_flight,
-        max_attempts=cfg.max_attempts,
-        stall_timeout=cfg.stall_timeout,
-        crashes_alone=CRASHES_ALONE,
-        orphan_after=ORPHAN_AFTER_S,
-    )
+    """The policy's numbers from the run's settings (the others are the policy's own)."""
+    return Limits(window=cfg.in_flight, max_attempts=cfg.max_attempts, stall_timeout=cfg.stall_timeout)
 
 
 class Loop:

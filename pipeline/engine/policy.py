@@ -81,8 +81,8 @@ class Limits:
     window: Callable[[int], int]  # ready predictors -> tracks in flight at most
     max_attempts: int = 3
     stall_timeout: float = 1800.0
-    crashes_alone: int = 3
-    orphan_after: float = 10.0
+    crashes_alone: int = 3  # deaths alone on its predictor that make a track worker_crash
+    orphan_after: float = 10.0  # seconds a predictor may stay away before its tracks move on
 
 
 @dataclass

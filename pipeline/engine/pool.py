@@ -81,7 +81,7 @@ class PredictorPool:
         self.unready_since: dict[int, float] = {}
         self.unusable: dict[int, str] = {}  # predictor -> why its model no longer loads there
         self.stats_refs: dict = {}  # info ref -> predictor index (for the busy share)
-        self.busy: dict[int, tuple[float, float]] = {}  # predictor -> (busy s, up s) as last reported
+        self.busy_time: dict[int, tuple[float, float]] = {}  # predictor -> (busy s, up s) as last reported
         self.beats: dict[int, Heartbeat] = {}  # predictor -> its last heartbeat
         self.beat_refs: dict = {}  # heartbeat ref -> (predictor index, when asked)
         self.beat_asked: dict[int, float] = {}  # predictor -> when it was last asked
@@ -154,9 +154,9 @@ class PredictorPool:
         predictors again."""
         for _ref, i, value in self._answered(self.stats_refs):
             if isinstance(value, Exception):
-                self.busy.pop(i, None)  # it died: its uptime starts again
+                self.busy_time.pop(i, None)  # it died: its uptime starts again
             else:
-                self.busy[i] = (value["busy_s"], value["up_s"])
+                self.busy_time[i] = (value["busy_s"], value["up_s"])
         asked = set(self.stats_refs.values())
         for i in sorted(self.ready - asked):
             self.stats_refs[self.predictors[i].info.remote()] = i
@@ -178,8 +178,8 @@ class PredictorPool:
 
     def busy_share(self) -> float | None:
         """The share of their lives the GPU-stage actors spent separating and predicting."""
-        up = sum(u for _, u in self.busy.values())
-        return sum(b for b, _ in self.busy.values()) / up if up > 0 else None
+        up = sum(u for _, u in self.busy_time.values())
+        return sum(b for b, _ in self.busy_time.values()) / up if up > 0 else None
 
     def heartbeats(self, working: set[int]) -> tuple[dict[int, Heartbeat], dict[int, float]]:
         """Ask each working predictor which track it is on and how long ago it last finished
