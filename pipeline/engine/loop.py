@@ -77,8 +77,12 @@ class Loop:
             value = self.pool.ray.get(ref)
         except Exception as e:
             self._do(self.policy.failed(ticket, self.pool.classify(e), self.pool.ready, time.monotonic()))
-            return
-        self._do(self.policy.done(ticket, value))
+        else:
+            self._do(self.policy.done(ticket, value))
+        self._progress()
+
+    def _progress(self) -> None:
+        """The progress line after each finished call (a result, an error row or a retry)."""
         if self.bar:
             rate = self.summary.model_rows / max(time.perf_counter() - self.t0, 1e-9)
             busy = self.pool.busy_share()
