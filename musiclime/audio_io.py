@@ -1,6 +1,8 @@
-"""Decoding audio: soundfile to read, torchaudio to resample; flags say what was changed."""
+"""Decoding audio: PyAV (FFmpeg) to read any format, windowed (:mod:`musiclime.av_decode`),
+torchaudio to resample once to the model's rate; flags say what was changed."""
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -8,50 +10,54 @@ import numpy as np
 from musiclime.errors import InputError
 
 
-def read_audio(path: str | Path, sample_rate: int, mono: bool = True,
-               max_seconds: float | None = None) -> tuple[np.ndarray, list[str]]:
-    """Decode ``path`` to float32 at ``sample_rate`` Hz.
+@lru_cache(maxsize=1)
+def decoder_version() -> str:
+    """The decoder that made a run's samples (``run.json`` records it): lossy formats'
+    samples change slightly between decoders, lossless ones never."""
+    import av
+    return f"pyav {av.__version__} / libavcodec {'.'.join(map(str, av.library_versions['libavcodec']))}"
 
-    Returns ``(audio, flags)``: audio ``[n_samples]`` (mono) or ``[channels, n_samples]``;
-    flags among ``resampled``, ``downmixed``, ``cropped`` (the middle ``max_seconds``).
+
+def read_window(path: str | Path, sample_rate: int, mono: bool = True, max_seconds: float | None = None):
+    """Decode the middle ``max_seconds`` of ``path`` (a path or URI) to float32 at
+    ``sample_rate`` Hz: a :class:`musiclime.av_decode.Decoded` whose ``audio`` is ``[n]``
+    (mono) or ``[channels, n]``; flags among ``resampled``, ``downmixed``, ``cropped``,
+    ``truncated``. A remote file is read by ranges: about the window's bytes.
 
     Raises:
-        InputError: ``missing_file``, ``decode_error``, ``empty_audio``.
+        InputError: ``missing_file``, ``unreadable_file``, ``decode_error``, ``encrypted``,
+            ``no_audio_stream``, ``empty_audio``.
     """
-    import soundfile as sf
-
     from musiclime import storage
+    from musiclime.av_decode import decode_window
     p = Path(str(path).split("?")[0])  # for messages: the file's name
     if not file_exists(path):
         raise InputError("missing_file", f"no audio file at {path}")
-    flags: list[str] = []
+    source = storage.readable(path)
     try:
-        # Only the explained window is decoded: a 6-minute file with max_seconds=30 costs
-        # the window's memory, not the file's (a remote file is fetched whole first).
-        with sf.SoundFile(storage.readable(path)) as f:
-            sr, frames = f.samplerate, f.frames
-            start, stop = 0, frames
-            if max_seconds is not None and frames > int(max_seconds * sr):
-                keep = int(max_seconds * sr)
-                start = (frames - keep) // 2
-                stop = start + keep
-                flags.append("cropped")
-            if start:
-                f.seek(start)
-            data = f.read(stop - start, dtype="float32", always_2d=True)  # [n, channels]
-    except Exception as e:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
-        raise InputError("decode_error", f"cannot decode {p.name}: {e}") from None
-    if data.shape[0] == 0:
+        d = decode_window(source, max_seconds, p.name)
+    finally:
+        if not isinstance(source, str):
+            source.close()
+    if d.audio.shape[1] == 0:
         raise InputError("empty_audio", f"{p.name} has zero samples")
-    audio = data.T  # [channels, n]
+    audio = d.audio
     if mono and audio.shape[0] > 1:
         audio = audio.mean(axis=0, keepdims=True)
-        flags.append("downmixed")
-    if sr != sample_rate:
-        audio = resample(audio, sr, sample_rate)
-        flags.append("resampled")
+        d.flags.append("downmixed")
+    if d.sample_rate != sample_rate:
+        audio = resample(audio, d.sample_rate, sample_rate)
+        d.flags.append("resampled")
     audio = np.ascontiguousarray(audio, dtype=np.float32)
-    return (audio[0] if mono else audio), flags
+    d.audio, d.sample_rate = (audio[0] if mono else audio), sample_rate
+    return d
+
+
+def read_audio(path: str | Path, sample_rate: int, mono: bool = True,
+               max_seconds: float | None = None) -> tuple[np.ndarray, list[str]]:
+    """:func:`read_window`'s ``(audio, flags)``."""
+    d = read_window(path, sample_rate, mono, max_seconds)
+    return d.audio, d.flags
 
 
 def resample(audio: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:

@@ -105,12 +105,54 @@ def open_input(location: str | os.PathLike):
     return fs.open_input_file(path)
 
 
+READ_BUFFER = 1 << 20  # bytes per range request when a decoder reads a remote file
+
+
+class RangeReader(io.RawIOBase):
+    """A remote file read by ranges (``read_at``), never fetched whole; ``requests`` and
+    ``bytes_read`` count what it asked of the store. Wrap it in ``io.BufferedReader`` with
+    :data:`READ_BUFFER` so a decoder's small reads become few requests."""
+
+    def __init__(self, native):
+        self.native, self.pos, self.size = native, 0, native.size()
+        self.requests = self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.pos = max(0, {0: 0, 1: self.pos, 2: self.size}[whence] + offset)
+        return self.pos
+
+    def readinto(self, buf) -> int:
+        n = min(len(buf), max(0, self.size - self.pos))
+        if n == 0:
+            return 0
+        data = self.native.read_at(n, self.pos)
+        self.requests += 1
+        self.bytes_read += len(data)
+        buf[: len(data)] = data
+        self.pos += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.native.close()
+        super().close()
+
+
 def readable(location: str | os.PathLike):
-    """What ``soundfile`` opens: a local path as it is (decoded in place, seeking in the
-    file), a remote object as an in-memory copy (audio files are a few MB)."""
+    """What a decoder opens: a local path as it is (decoded in place, seeking in the file),
+    a remote object as a buffered :class:`RangeReader` (only the bytes decoded are read)."""
     if not is_object_store(location):
         return filesystem(location)[1]
-    return io.BytesIO(read_bytes(location))
+    return io.BufferedReader(RangeReader(open_input(location)), buffer_size=READ_BUFFER)
 
 
 def read_bytes(location: str | os.PathLike) -> bytes:

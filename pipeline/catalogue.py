@@ -20,9 +20,11 @@ from pathlib import Path
 
 from musiclime import storage
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
-PATH_COLUMNS = ("audio_path", "lyrics_path", "vocals_path", "drums_path", "bass_path", "other_path")
-LYRICS_PATH_COLUMNS = ("lyrics_path",)   # the only file a text classifier reads
+PATH_COLUMNS = ("audio_path", "lyrics_path", "lrc_path", "vocals_path", "drums_path", "bass_path", "other_path")
+LYRICS_PATH_COLUMNS = ("lyrics_path", "lrc_path")   # the files a text classifier reads (and the
+# audio file's tags when the row has no other lyrics: see content_keys)
+FOLDER_COLUMNS = ("track_id", "audio_path", "lyrics_path", "lrc_path")
+TAG_COLUMNS = ("title", "artist", "album", "genre", "mood")  # read from the files' tags at decode
 DECODE_ERROR = "_decode_error"   # key of a row that could not be read: the reason
 
 
@@ -34,14 +36,27 @@ def content_keys(rows: list[dict], label_column: str | None = None, audio_used: 
     the ``checksum`` column when the catalogue has one, else the size and modification time
     (Last-Modified on object stores) of each file the model reads (its audio, stem and
     lyrics files; the lyrics file alone when ``audio_used`` is False, for a text
-    classifier); plus the inline lyrics and the label column's value (what ``--labels
-    true`` explains). A missing file counts as such, so a file that appears later changes
-    the key."""
+    classifier, or its audio file when the row has no other lyrics: their tags); plus the
+    inline lyrics and the label column's value (what ``--labels true`` explains). A lossy
+    audio file's key also holds the decoder's version (:func:`musiclime.audio_io.decoder_version`):
+    after a decoder upgrade an incremental night re-explains lossy files once, lossless ones
+    (decoded bit-identically) never. A missing file counts as such, so a file that appears
+    later changes the key."""
     import hashlib
-    columns = PATH_COLUMNS if audio_used else LYRICS_PATH_COLUMNS
+
+    from musiclime.audio_io import decoder_version
+    from pipeline.folder import LOSSLESS_SUFFIXES
+
+    def columns_of(r: dict) -> tuple[str, ...]:
+        if audio_used:
+            return PATH_COLUMNS
+        # a text classifier reads the audio file only for the lyrics in its tags
+        return LYRICS_PATH_COLUMNS if any(r.get(c) for c in ("lyrics", *LYRICS_PATH_COLUMNS)) else ("audio_path",)
+
     wanted = [r[c] for r in rows if DECODE_ERROR not in r and not r.get(CHECKSUM)
-              for c in columns if r.get(c)]
+              for c in columns_of(r) if r.get(c)]
     found = storage.stats(wanted) if wanted else {}
+    decoder = b""
     keys = []
     for r in rows:
         h = hashlib.blake2b(digest_size=16)
@@ -51,10 +66,14 @@ def content_keys(rows: list[dict], label_column: str | None = None, audio_used: 
         elif r.get(CHECKSUM):
             h.update(b"\0checksum=" + str(r[CHECKSUM]).encode("utf-8", "surrogatepass"))
         else:
-            for c in columns:
+            for c in columns_of(r):
                 if r.get(c):
                     st = found.get(r[c])
                     h.update(f"\0{c}=".encode() + (f"{st[0]}:{st[1]}".encode() if st else b"missing"))
+                    if c not in LYRICS_PATH_COLUMNS and not str(r[c]).split("?")[0].lower().endswith(LOSSLESS_SUFFIXES):
+                        # a lossy file's samples follow the decoder: a new one re-explains it once
+                        decoder = decoder or decoder_version().encode()
+                        h.update(b"\0decoder=" + decoder)
         for c in ("lyrics", label_column):
             if c and r.get(c) is not None:
                 h.update(f"\0{c}=".encode() + str(r[c]).encode("utf-8", "surrogatepass"))
@@ -94,6 +113,7 @@ class CatalogueReader:
         self.path = str(path)
         self.batch_rows = max(1, int(batch_rows))
         self.limit = limit
+        self.skipped = None  # a folder's pipeline.folder.Skipped, filled as its rows are read
         try:
             found = storage.info(self.path)
         except Exception as e:  # a bad URI, an unknown bucket, no credentials
@@ -113,9 +133,12 @@ class CatalogueReader:
     def _folder_kind(self) -> str:
         if storage.is_dir(storage.join(self.path, "_delta_log")):
             return "delta"
-        files = storage.list_files(self.path)
-        parquet = [f for f in files if f.lower().endswith(".parquet")]
-        return "dataset" if parquet and not any(f.lower().endswith(AUDIO_SUFFIXES) for f in files) else "folder"
+        from pipeline.folder import Skipped, scan
+        top = [c.rstrip("/").rsplit("/", 1)[-1] for c in storage.children(self.path)]
+        # a Parquet dataset: .parquet files at the top or in hive partitions (k=v), no audio anywhere
+        # (the scan stops at the first audio file and never follows a link loop)
+        tabular = any(n.lower().endswith(".parquet") or "=" in n for n in top)
+        return "dataset" if tabular and next(scan(self.path, Skipped()), None) is None else "folder"
 
     def _dataset(self):
         """The pyarrow dataset of a Parquet dataset folder or a Delta table (its current version)."""
@@ -137,7 +160,7 @@ class CatalogueReader:
             if self.kind == "csv":
                 return _csv_names(self.path)
             if self.kind == "folder":
-                return ["track_id", "audio_path", "lyrics_path"]
+                return [*FOLDER_COLUMNS, *TAG_COLUMNS]
             return self._jsonl_columns()
         except CatalogueError:
             raise
@@ -238,19 +261,14 @@ class CatalogueReader:
             yield batch
 
     def _folder(self) -> Iterator[list[dict]]:
+        from pipeline.folder import Skipped, scan
+        self.skipped = Skipped()
         batch: list[dict] = []
-        files = storage.list_files(self.path)
-        texts = {f for f in files if f.endswith(".txt")}
-        prefix = storage.filesystem(self.path)[1].rstrip("/") + "/"
-        for f in files:
-            if f.lower().endswith(AUDIO_SUFFIXES):
-                stem = f.rsplit(".", 1)[0]
-                inside = storage.filesystem(f)[1]
-                batch.append({"track_id": inside[len(prefix):].rsplit(".", 1)[0], "audio_path": f,
-                              "lyrics_path": stem + ".txt" if stem + ".txt" in texts else None})
-                if len(batch) >= self.batch_rows:
-                    yield batch
-                    batch = []
+        for row in scan(self.path, self.skipped):
+            batch.append(row)
+            if len(batch) >= self.batch_rows:
+                yield batch
+                batch = []
         if batch:
             yield batch
 

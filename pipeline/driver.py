@@ -44,6 +44,7 @@ class RunSummary:
     errors: list = field(default_factory=list)
     actors: list = field(default_factory=list)     # PredictorActor.info() at the end
     driver_peak_rss_mb: float = 0.0
+    skipped_files: dict = field(default_factory=dict)  # a folder catalogue's files left out, by kind
 
 
 def run_explain(cfg: ExplainConfig, log=None, show_progress: bool = True) -> RunSummary:
@@ -174,6 +175,10 @@ def _run_locked(cfg: ExplainConfig, reader: CatalogueReader, record: RunRecord, 
         return found
     work, keys_of = found
     summary.total, summary.skipped, summary.unchanged = work.n_rows, work.n_done, work.n_unchanged
+    if reader.skipped is not None:
+        summary.skipped_files = record.skipped_files = reader.skipped.as_dict()
+        if reader.skipped.total:
+            log(f"catalogue {cfg.catalogue}: {reader.skipped.describe()}")
     if work.n_work and job is None:
         job = _start_job(cfg, record, invocation_id, log, summary)
         if job is None:

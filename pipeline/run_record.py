@@ -63,6 +63,7 @@ class RunRecord:
         self.model: dict = {k: self.previous.get(k) for k in ("classes", "model_id", "sample_rate")}
         self.started = self.previous.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self._catalogue_hash: str | None = None
+        self.skipped_files: dict[str, int] | None = self.previous.get("skipped_files")
 
     def catalogue_hash(self) -> str:
         if self._catalogue_hash is None:  # read once: a catalogue may be large
@@ -75,7 +76,10 @@ class RunRecord:
     def write(self, status: str, rows: int | None = None) -> None:
         from musiclime import storage
 
+        from musiclime.audio_io import decoder_version
+
         old = self.previous
+        decoder = decoder_version()
         settings = self.cfg.settings(self.model.get("model_id"))
         doc = {
             "run_id": self.run_id,
@@ -89,6 +93,11 @@ class RunRecord:
             **self.model,
             "catalogue_hash": self.catalogue_hash(),
             "versions": versions(),
+            # lossy formats' samples follow the decoder: a resume across an upgrade lists both
+            # (each track's own is in tracks.decoder), and incremental nights re-explain lossy files
+            "decoder": decoder,
+            "decoders": list(dict.fromkeys(old.get("decoders", []) + [decoder])),
+            "skipped_files": self.skipped_files,
             "invocation_id": self.invocation_id,
             "rows": rows,
             "invocations": list(dict.fromkeys(old.get("invocations", []) + [self.invocation_id])),

@@ -23,10 +23,9 @@ def read_provided_stems(paths: dict[str, str | Path | None], sample_rate: int,
         InputError: ``missing_file`` / ``decode_error`` naming the stem,
             ``stem_mismatch`` when sample rates or lengths disagree.
     """
-    import soundfile as sf
-
     from musiclime import storage
     from musiclime.audio_io import file_exists, read_audio
+    from musiclime.av_decode import probe
     missing = [s for s in stem_names if not paths.get(s)]
     if missing:
         raise InputError("missing_file", f"no path for stems {missing}")
@@ -35,14 +34,18 @@ def read_provided_stems(paths: dict[str, str | Path | None], sample_rate: int,
         p = Path(str(paths[s]).split("?")[0])
         if not file_exists(paths[s]):
             raise InputError("missing_file", f"stem {s!r}: no file at {paths[s]}")
+        source = storage.readable(cast(str, paths[s]))  # none is missing (above)
         try:
-            infos[s] = sf.info(storage.readable(cast(str, paths[s])))  # none is missing (above)
-        except Exception as e:
-            raise InputError("decode_error", f"stem {s!r}: cannot decode {p.name}: {e}") from None
-    rates = {s: i.samplerate for s, i in infos.items()}
+            infos[s] = probe(source, p.name)
+        except InputError as e:
+            raise InputError("decode_error", f"stem {s!r}: {e.message}") from None
+        finally:
+            if not isinstance(source, str):
+                source.close()
+    rates = {s: i[0] for s, i in infos.items()}
     if len(set(rates.values())) > 1:
         raise InputError("stem_mismatch", f"stems have different sample rates: {rates}")
-    frames = {s: i.frames for s, i in infos.items()}
+    frames = {s: i[1] or 0 for s, i in infos.items()}
     if max(frames.values()) - min(frames.values()) > tolerance_samples:
         raise InputError("stem_mismatch", f"stems have different lengths (samples): {frames}")
     decoded, flags = [], set()

@@ -42,12 +42,16 @@ def run(args: argparse.Namespace) -> int:
 
 def _report(s, args: argparse.Namespace) -> int:
     import sys
+    from collections import Counter
     if s.exit_code == 2:
         print(f"musiclime explain: {s.message}", file=sys.stderr)
         return 2
     unchanged = f", {s.unchanged} unchanged since an earlier night" if s.unchanged else ""
     print(f"run {s.run_id}: {s.explained} explained, {s.failed} in errors ({s.computed} computed now, "
           f"{s.skipped - s.unchanged} already committed{unchanged}); {s.model_rows} model rows in {s.seconds:.0f}s")
+    if s.skipped_files:
+        from pipeline.folder import Skipped
+        print(f"catalogue folder: {Skipped(Counter(s.skipped_files)).describe()}")
     for e in s.errors[:20]:
         print(f"  {e.track_id or '#' + str(e.catalogue_row)} [{e.stage}] {e.error_type}: {e.message}")
     out = args.out.rstrip("/")
