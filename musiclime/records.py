@@ -31,6 +31,23 @@ class ErrorRecord:
 
 
 @dataclass
+class TrackAbout:
+    """What the decode stage learnt of a track besides its audio and lyrics: written to
+    ``tracks`` beside the weights."""
+    title: str | None = None
+    artist: str | None = None
+    album: str | None = None
+    lyrics_source: str | None = None           # see musiclime.lyrics_sources
+    decoder: str | None = None                 # e.g. ffmpeg:aac (null: no audio decoded)
+    window_start_s: float = 0.0                # where the explained window starts in the track
+    word_times: dict[str, list[float]] | None = None  # per lyric word, when it is sung (from window start)
+
+    def columns(self) -> dict[str, Any]:
+        return dict(title=self.title, artist=self.artist, album=self.album, lyrics_source=self.lyrics_source,
+                    decoder=self.decoder, window_start_s=self.window_start_s)
+
+
+@dataclass
 class TrackInput:
     track_id: str
     catalogue_row: int
@@ -43,6 +60,7 @@ class TrackInput:
     true_label: str | None = None
     flags: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    about: TrackAbout | None = None   # what the decode stage learnt of the file (tags, window, lyrics source)
 
     @property
     def audio_used(self) -> bool:

@@ -22,9 +22,12 @@ from musiclime.records import (  # noqa: F401 (the stages' records)
     AUDIO_NOT_USED,
     ErrorRecord,
     Predictions,
+    TrackAbout,
     TrackInput,
     TrackResult,
 )
+from musiclime.separation import read_provided_stems
+from musiclime.tags import FIELDS as TAG_FIELDS
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class DecodeSpec:
     audio_used: bool = True
     label_column: str | None = None
     stem_cache: str | None = None
+    lyrics_window: str = "on"          # on: synced lyrics are cut to the audio window explained
 
 
 @dataclass(frozen=True)
@@ -67,74 +71,128 @@ def track_seed(seed: int, track_id: str) -> int:
                           signed=True)
 
 
-def read_lyrics(row: dict[str, Any]) -> str:
-    text = row.get("lyrics")
-    if isinstance(text, (bytes, bytearray)):
-        try:
-            return bytes(text).decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise InputError("lyrics_decode_error", f"lyrics are not UTF-8: {e}") from None
-    if isinstance(text, str):
-        return text
-    if row.get("lyrics_path"):
-        from musiclime.audio_io import read_lyrics_file
-        return read_lyrics_file(row["lyrics_path"])
-    return ""
-
-
 def decode(row: dict[str, Any], spec: DecodeSpec, sample_rate: int) -> TrackInput | ErrorRecord:
     """The decode stage; never raises for bad input."""
-    from musiclime.audio_io import read_audio
-    from musiclime.separation import StemCache, read_provided_stems
-    from musiclime.separation.hpss import HPSSSeparator
     t0 = time.perf_counter()
     tid, idx = row["track_id"], row["catalogue_row"]
-    window = spec.max_seconds if not spec.model_window else min(spec.max_seconds, spec.model_window)
     try:
-        lyrics, truncated = truncate_words(read_lyrics(row), spec.max_words)
-        flags: list[str] = ["lyrics_truncated"] if truncated else []
-        mix = None
-        if not spec.audio_used:
-            # the model never hears audio: the audio columns are not read (a missing or bad
-            # file is no error) and one silent stem stands in for it, kept whole by every mask
-            stems, names = np.zeros((1, spec.segments), dtype=np.float32), ("mix",)
-            flags.append(AUDIO_NOT_USED)
-        elif spec.separator == "provided":
-            stems_t, stem_flags = read_provided_stems({s: row.get(f"{s}_path") for s in STEMS}, sample_rate,
-                                                      max_seconds=window)
-            flags += stem_flags
-            stems, names = stems_t.numpy(), STEMS
-        else:
-            mix, audio_flags = read_audio(row.get("audio_path") or "", sample_rate, max_seconds=window)
-            flags += audio_flags
-            if len(mix) and float(np.abs(mix).max()) <= SILENCE_PEAK:
-                raise InputError("silent_audio", "the audio is digital silence")
-            if len(mix) < spec.segments:
-                raise InputError("too_short", f"{len(mix)} samples cannot be cut into {spec.segments} segments")
-            if spec.separator == "none":
-                stems, names, mix = mix[None], ("mix",), None
-            elif spec.separator == "hpss":
-                if spec.stem_cache is None:
-                    raise ValueError("separator hpss needs a stem_cache folder")
-                cache = StemCache(spec.stem_cache)
-                stems_t, _ = cache.separate(HPSSSeparator(), mix, sample_rate)
-                stems, names, mix = stems_t.numpy(), STEMS, None
-            else:  # demucs: the GPU stage separates the mix on its device
-                stems, names = None, STEMS
-        if stems is not None:
-            stems = np.ascontiguousarray(stems, dtype=np.float32)
-        if not lyrics.strip():
-            flags.append("no_lyrics")
-        if "cropped" in flags and window < spec.max_seconds:  # cut to what the model sees, not to --max-seconds
-            flags[flags.index("cropped")] = "cropped_to_model"
-        true_label = None
-        if spec.label_column:
-            v = row.get(spec.label_column)
-            true_label = None if v is None else str(v)
-        return TrackInput(tid, idx, track_seed(spec.seed, tid), lyrics, sample_rate, stems, names, mix, true_label,
-                          sorted(set(flags)), {"decode_s": time.perf_counter() - t0})
+        return _decode(row, spec, sample_rate, t0)
     except InputError as e:
         return ErrorRecord(tid, idx, "decode", e.code, f"track {tid!r}: {e.message}")
+
+
+def _decode(row: dict[str, Any], spec: DecodeSpec, sample_rate: int, t0: float) -> TrackInput:
+    from musiclime.lyrics_sources import find_lyrics
+
+    tid, idx = row["track_id"], row["catalogue_row"]
+    window = spec.max_seconds if not spec.model_window else min(spec.max_seconds, spec.model_window)
+    tags = _TagReader(row.get("audio_path"))
+    found = find_lyrics(row, tags)
+    flags: list[str] = list(found.flags)
+    about = TrackAbout(lyrics_source=found.source)
+    mix = None
+    if not spec.audio_used:
+        # the model never hears audio: the audio columns are not read (a missing or bad
+        # file is no error; its tags may be read for lyrics) and one silent stem stands in
+        stems, names = np.zeros((1, spec.segments), dtype=np.float32), ("mix",)
+        flags.append(AUDIO_NOT_USED)
+        seconds = None
+    elif spec.separator == "provided":
+        stems_t, stem_flags, about.window_start_s = read_provided_stems(
+            {s: row.get(f"{s}_path") for s in STEMS}, sample_rate, max_seconds=window)
+        flags += stem_flags
+        stems, names = stems_t.numpy(), STEMS
+        seconds = stems.shape[1] / sample_rate
+    else:
+        stems, names, mix, about = _decode_mix(row, spec, sample_rate, window, flags, about)
+        seconds = (stems if stems is not None else mix[None]).shape[-1] / sample_rate
+    text = found.text
+    if found.synced is not None and seconds is not None and spec.lyrics_window == "on":
+        text, about.word_times = found.synced.within(about.window_start_s, about.window_start_s + seconds)
+        flags.append("lyrics_windowed")
+    lyrics, truncated = truncate_words(text, spec.max_words)
+    flags += ["lyrics_truncated"] if truncated else []
+    if stems is not None:
+        stems = np.ascontiguousarray(stems, dtype=np.float32)
+    if not lyrics.strip():
+        flags.append("no_lyrics")
+    if "cropped" in flags and window < spec.max_seconds:  # cut to what the model sees, not to --max-seconds
+        flags[flags.index("cropped")] = "cropped_to_model"
+    if row.get("audio_path") and spec.audio_used:
+        t = tags()
+        if t is not None:
+            about.title, about.artist, about.album = t.title, t.artist, t.album
+            flags += t.flags
+    return TrackInput(tid, idx, track_seed(spec.seed, tid), lyrics, sample_rate, stems, names, mix,
+                      _true_label(row, spec, tags), sorted(set(flags)), {"decode_s": time.perf_counter() - t0},
+                      about)
+
+
+def _decode_mix(row: dict[str, Any], spec: DecodeSpec, sample_rate: int, window: float, flags: list[str],
+                about: TrackAbout):
+    """The mix's window, separated (hpss), kept whole (none) or handed on (demucs)."""
+    from musiclime.audio_io import read_window
+    from musiclime.separation import StemCache
+    from musiclime.separation.hpss import HPSSSeparator
+
+    d = read_window(row.get("audio_path") or "", sample_rate, max_seconds=window)
+    flags += d.flags
+    about.decoder, about.window_start_s = d.decoder, round(d.start_s, 6)
+    mix = d.audio
+    if len(mix) and float(np.abs(mix).max()) <= SILENCE_PEAK:
+        raise InputError("silent_audio", "the audio is digital silence")
+    if len(mix) < spec.segments:
+        raise InputError("too_short", f"{len(mix)} samples cannot be cut into {spec.segments} segments")
+    if spec.separator == "none":
+        return mix[None], ("mix",), None, about
+    if spec.separator == "hpss":
+        if spec.stem_cache is None:
+            raise ValueError("separator hpss needs a stem_cache folder")
+        stems_t, _ = StemCache(spec.stem_cache).separate(HPSSSeparator(), mix, sample_rate)
+        return stems_t.numpy(), STEMS, None, about
+    return None, STEMS, mix, about  # demucs: the GPU stage separates the mix on its device
+
+
+class _TagReader:
+    """The audio file's tags, read at most once and only when asked (a text classifier with
+    lyrics in the catalogue never opens the audio file)."""
+
+    def __init__(self, path: str | None):
+        self.path, self.done, self.tags = path, False, None
+
+    def __call__(self):
+        if not self.done:
+            self.done = True
+            self.tags = _read_tags(self.path) if self.path else None
+        return self.tags
+
+
+def _read_tags(path: str):
+    from musiclime import storage
+    from musiclime.audio_io import file_exists
+    from musiclime.tags import read_tags
+    try:
+        if not file_exists(path):
+            return None
+    except InputError:
+        return None
+    source = storage.readable(path)
+    try:
+        return read_tags(source)
+    finally:
+        if not isinstance(source, str):
+            source.close()
+
+
+def _true_label(row: dict[str, Any], spec: DecodeSpec, tags: _TagReader) -> str | None:
+    """The catalogue's label column; a folder's comes from the tags (``--label-column genre``)."""
+    if not spec.label_column:
+        return None
+    v = row.get(spec.label_column)
+    if v is None and spec.label_column in TAG_FIELDS and spec.label_column not in row:
+        t = tags()
+        v = getattr(t, spec.label_column, None) if t is not None else None
+    return None if v is None else str(v)
 
 
 def label_indices(rule: LabelRule, classes: list[str], probs0: np.ndarray, true_label: str | None) -> list[int]:
@@ -190,7 +248,11 @@ def fit(pred: Predictions | ErrorRecord, spec: FitSpec, invocation_id: str) -> T
                  duration_s=pred.duration_s, modality=exp.modality, separator=spec.separator,
                  model_id=pred.model_id, config_hash=spec.config_hash,
                  timings={k: float(timings.get(k, 0.0)) for k in ("decode_s", "separate_s", "predict_s", "fit_s")},
-                 status="ok", flags=sorted(set(inp.flags) | set(exp.flags)), invocation_id=invocation_id)
+                 status="ok", flags=sorted(set(inp.flags) | set(exp.flags)), invocation_id=invocation_id,
+                 **(inp.about or TrackAbout()).columns())
     local = exp.to_arrow()
     table = local.add_column(0, "track_id", pa.array([inp.track_id] * local.num_rows, pa.string()))
+    times = (inp.about.word_times if inp.about else None) or {}
+    sung = [times.get(tok) if tok is not None else None for tok in local.column("token").to_pylist()]
+    table = table.append_column("sung_at_s", pa.array(sung, pa.list_(pa.float64())))
     return TrackResult(track, table, exp.model_rows)

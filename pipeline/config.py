@@ -50,6 +50,11 @@ class Labels(Choice):
     ALL = "all"
 
 
+class LyricsWindow(Choice):
+    ON = "on"     # synced lyrics: the words sung inside the explained audio window
+    OFF = "off"
+
+
 class Precision(Choice):
     AUTO = "auto"  # bf16 autocast on a GPU that has it, else fp16; fp32 on CPU
     FP32 = "fp32"
@@ -160,6 +165,10 @@ class ExplainConfig:
                                     "so more run on any free CPU (new nodes included)")
     limit: int | None = option(None, "explain only the first N catalogue rows", parse=int, stage="plan")
     max_seconds: float = option(30.0, "longer audio: its middle window is explained", hashed=True, stage="decode")
+    lyrics_window: str = option("on", "on: time-synced lyrics (LRC, SYLT) are cut to the words sung inside the "
+                                "explained audio window (the model reads only those); off: the whole lyrics",
+                                choices=_values("pipeline.config:LyricsWindow"), hashed=True, hashed_since="on",
+                                stage="decode")
     max_words: int = option(1000, "distinct lyric words explained per track; longer lyrics are truncated and "
                             "flagged lyrics_truncated", hashed=True, stage="decode")
     stem_cache: str | None = option(None, "stem cache directory (default $MUSICLIME_HOME/stems)", stage="predict")
@@ -242,7 +251,8 @@ class ExplainConfig:
         from musiclime.stages import DecodeSpec
         return DecodeSpec(seed=self.seed, separator=self.separator, segments=self.segments,
                           max_seconds=self.max_seconds, model_window=self.model_window, max_words=self.max_words,
-                          audio_used=self.audio_used, label_column=self.label_column, stem_cache=self.stem_cache)
+                          audio_used=self.audio_used, label_column=self.label_column, stem_cache=self.stem_cache,
+                          lyrics_window=self.lyrics_window)
 
     def label_rule(self) -> LabelRule:
         from musiclime.stages import LabelRule

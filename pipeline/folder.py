@@ -5,6 +5,8 @@ Rules (docs/library.md says the same to users):
 - **Audio** is every extension in :data:`AUDIO_SUFFIXES` (what FFmpeg's demuxers in the
   ``av`` wheel read), in any case. Other files are skipped and counted by extension
   (``.jpg: 230``); sidecars (``.txt``, ``.lrc``) that belong to a track are not.
+- A ``.cue`` sheet is counted with the skipped files and its album file (one FLAC for the
+  whole album) is explained as one track: a note in the summary says so.
 - **Hidden** names (starting with ``.``: files and whole folders) and macOS AppleDouble
   files (``._*``) are skipped and counted (``hidden``, ``appledouble``).
 - **Symlinks** are followed; each real file and each real folder is taken once (the first
@@ -59,7 +61,8 @@ class Skipped:
         """``skipped 240 files: 230 .jpg, 10 .pdf`` (empty when nothing was skipped)."""
         if not self.total:
             return ""
-        return f"skipped {self.total} files: " + ", ".join(f"{n} {k}" for k, n in self.as_dict().items())
+        note = " (an album file beside a .cue sheet is explained as one track)" if self.counts[".cue"] else ""
+        return f"skipped {self.total} files: " + ", ".join(f"{n} {k}" for k, n in self.as_dict().items()) + note
 
 
 def _suffix(name: str) -> str:

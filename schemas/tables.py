@@ -56,12 +56,22 @@ TRACKS = schema([
                                       "the model hash included: equal hashes, comparable weights"),
     field("timings", TIMINGS, "seconds per stage for this track"),
     field("status", pa.string(), "'ok'", nullable=False),
-    field("flags", pa.list_(pa.string()), "input notes: resampled, downmixed, cropped, cropped_to_model, no_lyrics, lyrics_truncated, audio_not_used (a text classifier: the audio was not read)"),
+    field("flags", pa.list_(pa.string()), "input notes: resampled, downmixed, cropped, cropped_to_model, truncated (the file ends before its header says), no_lyrics, lyrics_truncated, lyrics_windowed (synced lyrics cut to the window), lyrics_recoded (a lyrics file not in UTF-8), tag_truncated, tags_unreadable, audio_not_used (a text classifier: the audio was not read)"),
     field("invocation_id", pa.string(), "which invocation of the run computed the track (resumes keep earlier ones)"),
     CONTENT_KEY,
+    field("title", pa.string(), "the file's title tag (cleaned, capped: flag tag_truncated)"),
+    field("artist", pa.string(), "the file's artist tag (the first when several)"),
+    field("album", pa.string(), "the file's album tag"),
+    field("lyrics_source", pa.string(), "where the lyrics came from: catalogue | lrc | text_file | tag_synced | tag "
+          "(null: no lyrics); docs/library.md has the precedence"),
+    field("decoder", pa.string(), "the decoder of the audio, e.g. ffmpeg:aac (run.json 'decoder' has its version)"),
+    field("window_start_s", pa.float64(), "where the explained window starts in the track, seconds (explanations' "
+          "start_s/end_s and sung_at_s are relative to it)"),
 ], "One row per explained track.")
 
-EXPLANATIONS = schema([TRACK_ID] + LOCAL_FIELDS,
+SUNG_AT = field("sung_at_s", pa.list_(pa.float64()), "when the word is sung inside the explained window, seconds "
+                "from its start (time-synced lyrics under --lyrics-window on; null otherwise)")
+EXPLANATIONS = schema([TRACK_ID] + LOCAL_FIELDS + [SUNG_AT],
                       "One row per track x explained label x feature (the local MusicLIME weights).")
 
 ERRORS = schema([
@@ -69,7 +79,8 @@ ERRORS = schema([
     field("stage", pa.string(), "catalogue | validate | decode | separate | predict | fit", nullable=False),
     field("error_type", pa.string(), "e.g. catalogue_decode_error, missing_track_id, duplicate_track_id, "
                                      "missing_file, unreadable_file (storage refused: access, bad URI), "
-                                     "decode_error, empty_audio, silent_audio, too_short, "
+                                     "decode_error, encrypted (DRM-protected MP4 audio), no_audio_stream (a media file without "
+                                     "audio, e.g. a video-only MP4), empty_audio, silent_audio, too_short, "
                                      "lyrics_decode_error, stem_mismatch, worker_crash (the track took its "
                                      "worker down 3 times alone), timeout (it stalled its predictor twice)", nullable=False),
     field("message", pa.string(), "what went wrong, naming the track's input"),

@@ -106,7 +106,7 @@ def _write_stems(tmp_path, stems, sr=SR, lengths=None):
 
 
 def test_provided_stems_read_and_checked(tmp_path, track):
-    stems, flags = read_provided_stems(_write_stems(tmp_path, track), SR)
+    stems, flags, _ = read_provided_stems(_write_stems(tmp_path, track), SR)
     np.testing.assert_allclose(stems.numpy(), track, atol=1e-6)
     assert flags == []
     with pytest.raises(InputError, match="different lengths") as e:

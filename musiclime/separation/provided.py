@@ -13,8 +13,9 @@ from musiclime.separation.base import STEM_NAMES
 
 def read_provided_stems(paths: dict[str, str | Path | None], sample_rate: int,
                         stem_names: tuple[str, ...] = STEM_NAMES, max_seconds: float | None = None,
-                        tolerance_samples: int = 0) -> tuple[torch.Tensor, list[str]]:
-    """Decode one file per stem to ``[n_stems, T]`` mono at ``sample_rate``.
+                        tolerance_samples: int = 0) -> tuple[torch.Tensor, list[str], float]:
+    """Decode one file per stem to ``[n_stems, T]`` mono at ``sample_rate``; returns the
+    stems, flags, and where the window starts in the track (seconds).
 
     Every stem must exist, decode, and have the same length and original sample rate
     (lengths may differ by ``tolerance_samples``, then the shortest wins).
@@ -24,7 +25,7 @@ def read_provided_stems(paths: dict[str, str | Path | None], sample_rate: int,
             ``stem_mismatch`` when sample rates or lengths disagree.
     """
     from musiclime import storage
-    from musiclime.audio_io import file_exists, read_audio
+    from musiclime.audio_io import file_exists, read_window
     from musiclime.av_decode import probe
     missing = [s for s in stem_names if not paths.get(s)]
     if missing:
@@ -48,10 +49,11 @@ def read_provided_stems(paths: dict[str, str | Path | None], sample_rate: int,
     frames = {s: i[1] or 0 for s, i in infos.items()}
     if max(frames.values()) - min(frames.values()) > tolerance_samples:
         raise InputError("stem_mismatch", f"stems have different lengths (samples): {frames}")
-    decoded, flags = [], set()
+    decoded, flags, start_s = [], set(), 0.0
     for s in stem_names:
-        x, f = read_audio(cast(str, paths[s]), sample_rate, mono=True, max_seconds=max_seconds)
-        decoded.append(x)
-        flags.update(f)
+        d = read_window(cast(str, paths[s]), sample_rate, mono=True, max_seconds=max_seconds)
+        decoded.append(d.audio)
+        flags.update(d.flags)
+        start_s = d.start_s
     n = min(len(x) for x in decoded)
-    return torch.from_numpy(np.stack([x[:n] for x in decoded])), sorted(flags)
+    return torch.from_numpy(np.stack([x[:n] for x in decoded])), sorted(flags), start_s
