@@ -105,17 +105,19 @@ def open_input(location: str | os.PathLike):
     return fs.open_input_file(path)
 
 
-READ_BUFFER = 1 << 20  # bytes per range request when a decoder reads a remote file
+READ_MIN, READ_MAX = 64 << 10, 1 << 20  # range request sizes: small after a seek, doubling while sequential
 
 
 class RangeReader(io.RawIOBase):
-    """A remote file read by ranges (``read_at``), never fetched whole; ``requests`` and
-    ``bytes_read`` count what it asked of the store. Wrap it in ``io.BufferedReader`` with
-    :data:`READ_BUFFER` so a decoder's small reads become few requests."""
+    """A remote file read by ranges (``read_at``), never fetched whole. A read after a seek
+    asks for :data:`READ_MIN` bytes; each read that continues where the last request ended
+    asks for twice as much, up to :data:`READ_MAX`: a decoder's probes stay small and its
+    window streams in few requests. ``requests`` and ``bytes_read`` count what was asked."""
 
     def __init__(self, native):
         self.native, self.pos, self.size = native, 0, native.size()
         self.requests = self.bytes_read = 0
+        self._buf, self._buf_at, self._next = b"", 0, READ_MIN
 
     def readable(self) -> bool:
         return True
@@ -131,15 +133,22 @@ class RangeReader(io.RawIOBase):
         return self.pos
 
     def readinto(self, buf) -> int:
-        n = min(len(buf), max(0, self.size - self.pos))
-        if n == 0:
+        want = min(len(buf), max(0, self.size - self.pos))
+        if want == 0:
             return 0
-        data = self.native.read_at(n, self.pos)
-        self.requests += 1
-        self.bytes_read += len(data)
-        buf[: len(data)] = data
-        self.pos += len(data)
-        return len(data)
+        lo = self.pos - self._buf_at
+        if not (0 <= lo < len(self._buf)):
+            sequential = self.pos == self._buf_at + len(self._buf) and self._buf
+            self._next = min(self._next * 2, READ_MAX) if sequential else READ_MIN
+            n = min(max(want, self._next), self.size - self.pos)
+            self._buf, self._buf_at = self.native.read_at(n, self.pos), self.pos
+            self.requests += 1
+            self.bytes_read += len(self._buf)
+            lo = 0
+        got = self._buf[lo:lo + want]
+        buf[: len(got)] = got
+        self.pos += len(got)
+        return len(got)
 
     def close(self) -> None:
         if not self.closed:
@@ -149,10 +158,10 @@ class RangeReader(io.RawIOBase):
 
 def readable(location: str | os.PathLike):
     """What a decoder opens: a local path as it is (decoded in place, seeking in the file),
-    a remote object as a buffered :class:`RangeReader` (only the bytes decoded are read)."""
+    a remote object as a :class:`RangeReader` (only about the bytes decoded are read)."""
     if not is_object_store(location):
         return filesystem(location)[1]
-    return io.BufferedReader(RangeReader(open_input(location)), buffer_size=READ_BUFFER)
+    return RangeReader(open_input(location))
 
 
 def read_bytes(location: str | os.PathLike) -> bytes:

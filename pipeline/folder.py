@@ -10,7 +10,7 @@ Rules (docs/library.md says the same to users):
 - **Hidden** names (starting with ``.``: files and whole folders) and macOS AppleDouble
   files (``._*``) are skipped and counted (``hidden``, ``appledouble``).
 - **Symlinks** are followed; each real file and each real folder is taken once (the first
-  path in sorted order wins), so a link loop ends and a linked album is not listed twice.
+  path met wins: see Order), so a link loop ends and a linked album is not listed twice.
 - **Ids**: the path under the folder without its extension (``Artist/Album/01 Song``), as
   before this release: ids that were unique keep their bytes. Two audio files of one name
   in one folder (``Song.flac`` and ``Song.mp3``) both keep their extension in the id
@@ -18,8 +18,8 @@ Rules (docs/library.md says the same to users):
 - **Names** are kept as stored (NFC or NFD bytes alike); a sidecar belongs to an audio file
   when their names match after NFC normalisation (a ``.lrc`` written on Linux for a track
   copied from macOS).
-- **Order**: folders depth-first, names sorted (by their stored bytes): the same rows in
-  the same order every night. Memory is one folder's names at a time, plus the real
+- **Order**: a folder's files, then its folders, each in name order (by the stored bytes),
+  depth-first: the same rows in the same order every night; the first path met wins. Memory is one folder's names at a time, plus the real
   paths seen (for symlink deduplication).
 """
 from __future__ import annotations
@@ -132,7 +132,7 @@ def _scan_local(path: str, root: str, skipped: Skipped) -> Iterator[dict]:
             skipped.add("unreadable folder")
             return
         seen.add((st.st_dev, st.st_ino))
-        files, dirs = [], []
+        files, dirs, real = [], [], {}
         for e in entries:
             try:
                 st_e = e.stat()  # follows links: a broken link raises
@@ -147,13 +147,15 @@ def _scan_local(path: str, root: str, skipped: Skipped) -> Iterator[dict]:
                 else:
                     dirs.append(e.name)
                 continue
-            if (st_e.st_dev, st_e.st_ino) in seen:
+            files.append(e.name)
+            real[e.name] = (st_e.st_dev, st_e.st_ino)
+        # ids are decided on the folder's names (a link does not change them); then each
+        # real file is taken once
+        for name, stem, side in tracks_of(files, skipped):
+            if real[name] in seen:
                 skipped.add("link to a file already listed")
                 continue
-            if not e.name.startswith(".") and _suffix(e.name) in AUDIO_SUFFIXES:
-                seen.add((st_e.st_dev, st_e.st_ino))
-            files.append(e.name)
-        for name, stem, side in tracks_of(files, skipped):
+            seen.add(real[name])
             yield _row(prefix, folder, name, stem, side, join)
         for d in dirs:
             full = os.path.join(folder, d)

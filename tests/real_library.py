@@ -30,8 +30,9 @@ def resampled(x: np.ndarray, sr: int, rate: int) -> np.ndarray:
     return resample(x, sr, rate) if sr != rate else x
 
 
-def encode(path: str | Path, x: np.ndarray, sr: int, kind: str) -> Path:
-    """Write mono ``x`` (float, at ``sr``) as ``kind`` (a :data:`FORMATS` key or ``vorbis``)."""
+def encode(path: str | Path, x: np.ndarray, sr: int, kind: str, options: dict | None = None) -> Path:
+    """Write mono ``x`` (float, at ``sr``) as ``kind`` (a :data:`FORMATS` key or ``vorbis``);
+    ``options`` go to the encoder (``{"aac_pns": "0"}``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if kind == "vorbis":
@@ -43,7 +44,7 @@ def encode(path: str | Path, x: np.ndarray, sr: int, kind: str) -> Path:
     y = resampled(x.astype(np.float32), sr, rate)
     y = np.stack([y * (1.0 - 0.1 * c) for c in range(channels)]).astype(np.float32)
     with av.open(str(path), "w", format=fmt) as out:
-        s = out.add_stream(codec, rate=rate)
+        s = out.add_stream(codec, rate=rate, options=options or {})
         s.layout = "mono" if channels == 1 else "stereo"
         if bit_rate:
             s.bit_rate = bit_rate

@@ -1,0 +1,163 @@
+"""A folder as a catalogue, tags, embedded and synced lyrics (issue: real libraries)."""
+from __future__ import annotations
+
+import os
+import unicodedata
+
+import numpy as np
+import pytest
+
+from musiclime.lyrics_sources import find_lyrics
+from musiclime.synced import decode_text, parse_lrc
+from musiclime.tags import MAX_TAG_CHARS, read_tags
+from pipeline.catalogue import CatalogueReader, content_keys
+from tests.real_library import encode, lrc, tag
+
+SR = 16000
+
+
+def tone(seconds: float = 1.0) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    return (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
+
+
+def ids(root) -> tuple[list[str], CatalogueReader]:
+    r = CatalogueReader(str(root))
+    return [row["track_id"] for row in r.rows()], r
+
+
+def test_folder_rules_ids_hidden_links_and_skips(tmp_path):
+    root = tmp_path / "lib"
+    a = root / "Artist" / "Album"
+    a.mkdir(parents=True)
+    for name in ("01 One.m4a", "02 Two.opus", "03 Three.wma", "04 Four.webm", "05 Five.mka", "Song.flac", "Song.mp3"):
+        (a / name).write_bytes(b"x")  # the scan never opens a file: contents do not matter here
+    (a / "cover.jpg").write_bytes(b"x")
+    (a / "notes.pdf").write_bytes(b"x")
+    (a / "._01 One.m4a").write_bytes(b"x")
+    (a / ".hidden.mp3").write_bytes(b"x")
+    (root / ".git").mkdir()
+    (root / ".git" / "x.mp3").write_bytes(b"x")
+    os.symlink("..", a / "up")                       # a loop
+    os.symlink(a / "Song.flac", root / "Link.flac")  # the same file twice
+    got, r = ids(root)
+    assert got == ["Link", "Artist/Album/01 One", "Artist/Album/02 Two", "Artist/Album/03 Three", "Artist/Album/04 Four",
+                   "Artist/Album/05 Five", "Artist/Album/Song.mp3"]  # Song.flac was met as Link.flac
+    assert r.skipped.as_dict() == {".jpg": 1, ".pdf": 1, "appledouble": 1, "hidden": 2,
+                                   "link to a file already listed": 1, "link to a folder already listed": 1}
+    assert r.skipped.describe().startswith("skipped 7 files: 2 hidden, 1 .jpg")
+    assert got == ids(root)[0]  # the same rows every pass
+
+
+def test_ids_unique_before_keep_their_bytes_and_sidecars_match_across_normal_forms(tmp_path):
+    root = tmp_path / "lib"
+    root.mkdir()
+    nfd, nfc = unicodedata.normalize("NFD", "Beyoncé"), unicodedata.normalize("NFC", "Beyoncé")
+    assert nfd != nfc
+    (root / f"{nfd}.flac").write_bytes(b"x")
+    (root / f"{nfc}.txt").write_text("sidecar")
+    (root / f"{nfc}.mp3").write_bytes(b"x")  # another file (another name, byte-wise)
+    (root / "plain.wav").write_bytes(b"x")
+    (root / "plain.lrc").write_text("[00:01.00]hi")
+    rows = {r["track_id"]: r for r in CatalogueReader(str(root)).rows()}
+    assert set(rows) == {nfd, nfc, "plain"}  # stored bytes, as before the upgrade
+    assert rows[nfd]["lyrics_path"].endswith(f"{nfc}.txt") and rows[nfc]["lyrics_path"].endswith(f"{nfc}.txt")
+    assert rows["plain"]["lrc_path"].endswith("plain.lrc") and rows["plain"]["lyrics_path"] is None
+
+
+def test_tags_are_read_cleaned_and_capped(tmp_path):
+    from mutagen import id3
+    mp3 = encode(tmp_path / "t.mp3", tone(), SR, "mp3")
+    f = id3.ID3()
+    f.add(id3.TIT2(encoding=3, text="Title\x1b[31m <script>x</script>"))
+    f.add(id3.TPE1(encoding=3, text=["First", "Second"]))
+    f.add(id3.TCON(encoding=3, text="(17)"))
+    f.add(id3.TALB(encoding=3, text="A" * (MAX_TAG_CHARS + 50)))
+    f.add(id3.USLT(encoding=3, lang="deu", desc="", text="deutsch"))
+    f.add(id3.USLT(encoding=3, lang="eng", desc="x", text="english described"))
+    f.add(id3.USLT(encoding=3, lang="eng", desc="", text="english\nplain"))
+    f.add(id3.UFID(owner="http://musicbrainz.org", data=b"b1a9c0e9-d987-4042-ae91-78d6a3267d69"))
+    f.save(mp3)
+    t = read_tags(str(mp3))
+    assert t.title == "Title [31m <script>x</script>"  # control characters out; escaping is the report's
+    assert t.artist == "First" and t.genre == "Rock" and len(t.album) == MAX_TAG_CHARS
+    assert t.flags == ["tag_truncated"] and t.lyrics == "english\nplain"
+    assert t.musicbrainz_recording_id.startswith("b1a9c0e9") and 0.9 < t.duration_s < 1.2
+    for kind, suffix in (("aac", ".m4a"), ("flac", ".flac"), ("opus", ".opus"), ("vorbis", ".ogg")):
+        p = encode(tmp_path / f"x{suffix}", tone(), SR, kind)
+        tag(p, "T", "Ar", "Al", genre="jazz", lyrics="la la")
+        t = read_tags(str(p))
+        assert (t.title, t.artist, t.album, t.genre, t.lyrics) == ("T", "Ar", "Al", "jazz", "la la"), kind
+    assert read_tags(str(tmp_path / "t.mp3")).synced is None
+    (tmp_path / "junk.mp3").write_bytes(os.urandom(3000))
+    assert read_tags(str(tmp_path / "junk.mp3")).title is None  # never raises
+
+
+def test_lrc_offsets_repeats_word_times_and_encodings():
+    text = "[ar:x]\n[offset:+500]\n[00:10.00][00:40.00]chorus line\n[00:20.50]<00:20.50>one <00:21.00>two\n"
+    s = parse_lrc(text)
+    times = {w.word: [] for w in s.words}
+    for w in s.words:
+        times[w.word].append(w.time_s)
+    assert times["chorus"] == [9.5, 39.5]  # +500 ms: shown half a second sooner; both timestamps
+    assert times["one"] == [20.0] and times["two"] == [20.5]  # enhanced word times
+    inside, sung = s.within(15.0, 25.0)
+    assert inside == "one two" and sung == {"one": [5.0], "two": [5.5]}
+    assert parse_lrc("no timestamps here") is None
+    assert decode_text("caf\xe9".encode("cp1252")) == ("café", True)
+    assert decode_text("\ufeffcafé".encode()) == ("café", False)
+    assert decode_text("café".encode("utf-16")) == ("café", True)
+
+
+def test_lyrics_precedence_column_lrc_txt_tags(tmp_path):
+    p = encode(tmp_path / "s.flac", tone(), SR, "flac")
+    tag(p, "T", "A", "B", lyrics="from tags")
+    (tmp_path / "s.txt").write_text("from txt")
+    (tmp_path / "s.lrc").write_text(lrc("from lrc", 1.0))
+    from musiclime.stages import _TagReader
+    row = dict(audio_path=str(p), lyrics="from column", lrc_path=str(tmp_path / "s.lrc"),
+               lyrics_path=str(tmp_path / "s.txt"))
+    order = []
+    for drop in (None, "lyrics", "lrc_path", "lyrics_path"):
+        row.pop(drop, None)
+        found = find_lyrics(row, _TagReader(str(p)))
+        order.append((found.source, found.text))
+    assert order == [("catalogue", "from column"), ("lrc", "from lrc"), ("text_file", "from txt"), ("tag", "from tags")]
+
+
+def test_content_keys_follow_the_decoder_for_lossy_files_only(tmp_path, monkeypatch):
+    from musiclime import audio_io
+    rows = [dict(track_id=n, audio_path=str(encode(tmp_path / f"{n}.{ext}", tone(), SR, kind)))
+            for n, ext, kind in (("a", "flac", "flac"), ("b", "mp3", "mp3"), ("c", "wav", "wav"))]
+    before = content_keys([dict(r) for r in rows])
+    monkeypatch.setattr(audio_io, "decoder_version", lambda: "pyav 99 / libavcodec 99")
+    after = content_keys([dict(r) for r in rows])
+    assert [x == y for x, y in zip(before, after)] == [True, False, True]
+
+
+@pytest.mark.parametrize("window", ["on", "off"])
+def test_synced_lyrics_are_cut_to_the_explained_window(tmp_path, window):
+    """Planted 'fire' is sung inside the middle window, decoys outside it: with the window on
+    only the inside words are features, and the planted one carries the weight."""
+    from musiclime import MusicLIME
+    from musiclime.factorization import AudioFactorization, LyricsFactorization
+    from musiclime.stages import DecodeSpec, decode
+    from tests.toys import PlantedModel
+    sr = 8000
+    x = np.random.default_rng(0).normal(0, 0.05, 40 * sr).astype(np.float32)
+    path = encode(tmp_path / "song.wav", x, sr, "wav")
+    (tmp_path / "song.lrc").write_text("[00:02.00]decoy early words\n[00:18.00]the fire burns\n"
+                                       "[00:21.00]and we run\n[00:23.00]\n[00:35.00]decoy late words\n")
+    row = dict(track_id="song", catalogue_row=0, audio_path=str(path), lrc_path=str(tmp_path / "song.lrc"))
+    inp = decode(row, DecodeSpec(separator="none", max_seconds=10.0, lyrics_window=window), sr)
+    assert inp.about.window_start_s == 15.0 and inp.about.lyrics_source == "lrc"
+    words = set(inp.lyrics.split())
+    if window == "off":
+        assert {"decoy", "early", "late", "fire"} <= words and inp.about.word_times is None
+        return
+    assert words == {"the", "fire", "burns", "and", "we", "run"} and "lyrics_windowed" in inp.flags
+    assert inp.about.word_times["fire"] == [4.0]  # the line at 18 s, its words spread to the next at 21 s
+    af = AudioFactorization(inp.stems, sr, n_segments=10, stem_names=inp.stem_names)
+    exp = MusicLIME(num_samples=300, seed=0).explain(PlantedModel(), af, LyricsFactorization(inp.lyrics), labels=[1])
+    lyric = [(name, w) for modality, name, w in exp.as_list(1) if modality == "lyrics"]
+    assert lyric[0][0] == "fire" and lyric[0][1] > 0.05, lyric[:3]
