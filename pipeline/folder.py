@@ -190,3 +190,42 @@ def _scan_store(root: str, skipped: Skipped) -> Iterator[dict]:
             yield from visit(f"{folder}/{d}", prefix + d + "/")
 
     yield from visit(path.rstrip("/"), "")
+
+
+SCAN_TAGS = ("title", "artist", "album", "genre", "mood", "musicbrainz_recording_id", "duration_s")
+
+
+def write_catalogue(root: str, out: str, batch_rows: int = 2048, progress=None) -> tuple[int, Skipped]:
+    """``musiclime library scan``: the folder's catalogue with its tag columns, as Parquet at
+    ``out`` (a path or URI), written in batches (memory: a batch, whatever the folder's
+    size). Explaining it gives the rows explaining the folder gives."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from musiclime.tags import read_tags
+    from pipeline.catalogue import CatalogueReader
+
+    schema = pa.schema([*(pa.field(c, pa.string()) for c in ("track_id", "audio_path", "lyrics_path", "lrc_path")),
+                        *(pa.field(c, pa.float64() if c == "duration_s" else pa.string()) for c in SCAN_TAGS),
+                        pa.field("tag_flags", pa.list_(pa.string()))])
+    reader = CatalogueReader(root, batch_rows=batch_rows)
+    if reader.kind != "folder":
+        raise ValueError(f"{root} is a {reader.kind} catalogue, not a folder of audio files")
+    n = 0
+    fs, path = storage.filesystem(out)
+    with fs.open_output_stream(path) as sink, pq.ParquetWriter(sink, schema) as writer:
+        for batch in reader.batches():
+            for row in batch:
+                row.pop("catalogue_row", None)
+                source = storage.readable(row["audio_path"])
+                try:
+                    tags = read_tags(source)
+                finally:
+                    if not isinstance(source, str):
+                        source.close()
+                row.update({c: getattr(tags, c) for c in SCAN_TAGS}, tag_flags=tags.flags)
+            writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+            n += len(batch)
+            if progress:
+                progress(n)
+    return n, reader.skipped or Skipped()
