@@ -27,17 +27,28 @@ class ExplainStage:
             tracks that arrive with a mix and no stems (demucs).
         precision: ``auto`` | ``fp32`` | ``fp16`` | ``bf16``: autocast of the model's forward
             passes on CUDA (auto: bf16 where the GPU has it, else fp16); CPU runs fp32.
+        window: ``middle``, or ``whole``: the model's prediction of a track is the mean over
+            consecutive windows of its input length (:class:`musiclime.whole_track.WholeTrack`).
+        model_window: the model's input length in seconds when the registry knows it (else
+            the model's ``window_seconds``, if it declares one).
     """
 
     def __init__(self, model_spec: str, spec, modality: str, n_segments: int, device: str | None = None,
                  labels: str = "top1", label_column: str | None = None,
-                 separator: tuple[str, dict, str] | None = None, precision: str = "auto"):
+                 separator: tuple[str, dict, str] | None = None, precision: str = "auto",
+                 window: str = "middle", model_window: float | None = None):
         import torch
 
         from musiclime.models.registry import load_model
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model = load_model(model_spec, device=self.device)
         self.model_id = model_hash(self.model, model_spec)
+        self.window_seconds = model_window or getattr(self.model, "window_seconds", None)
+        self.heard = self.model  # what the explainer calls: the model, or the model over whole tracks
+        if window == "whole" and self.window_seconds:
+            from musiclime.runner import auto_batch_size
+            from musiclime.whole_track import WholeTrack
+            self.heard = WholeTrack(self.model, self.window_seconds, auto_batch_size(self.device))
         self.precision = precision
         self.n_segments, self.modality = n_segments, modality
         self.spec = spec
@@ -59,6 +70,7 @@ class ExplainStage:
         import resource
         return {"pid": os.getpid(), "device": self.device, "classes": list(self.model.classes),
                 "sample_rate": int(self.model.sample_rate), "model_id": self.model_id, "tracks_done": self.tracks_done,
+                "window_seconds": self.window_seconds,
                 "busy_s": self.busy_s, "up_s": time.monotonic() - self.started,
                 "busy_share": self.busy_s / max(time.monotonic() - self.started, 1e-9),
                 "cache": None if self.cache is None else {"hits": self.cache.hits, "misses": self.cache.misses},
@@ -133,7 +145,7 @@ class ExplainStage:
     def _explain(self, inp: TrackInput, af, lf, explainer, t1: float) -> Predictions:
         from musiclime.stages import label_indices
         classes = list(self.model.classes)
-        ev = explainer.evaluate(self.model, af, lf, lambda p0: label_indices(self.labels, classes, p0, inp.true_label),
+        ev = explainer.evaluate(self.heard, af, lf, lambda p0: label_indices(self.labels, classes, p0, inp.true_label),
                                 top_labels=None, modality=self.modality, progress=self._beat)
         self.tracks_done += 1
         inp.stems = None  # the fit stage needs no audio: keep the object store light
@@ -141,7 +153,8 @@ class ExplainStage:
         return Predictions(input=inp, plan=ev.plan, probs=ev.probs, model_rows=ev.model_rows, classes=classes,
                            model_id=self.model_id,
                            duration_s=af.explained_length / af.sample_rate if inp.audio_used else 0.0,
-                           timings={"predict_s": time.perf_counter() - t1}, explanation=ev.explanation)
+                           timings={"predict_s": time.perf_counter() - t1}, explanation=ev.explanation,
+                           windows=self.heard.windows(af.explained_length) if hasattr(self.heard, "windows") else 1)
 
 
 def rss_split_mb() -> dict:

@@ -24,6 +24,10 @@ class MusicModel(Protocol):
 
     ``predict_proba(audio: float32 Tensor [B, n_samples] at sample_rate Hz,
     lyrics: list[str] of length B) -> probabilities [B, len(classes)]`` (numpy or torch).
+
+    Optional: ``window_seconds``, the audio length the model hears at once (a clip model:
+    AST 10.24 s). The decoded window is cut to it; ``--window whole`` averages the model's
+    probabilities over consecutive windows of it. Absent or None: any length.
     """
     classes: list[str]
     sample_rate: int

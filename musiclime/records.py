@@ -82,6 +82,7 @@ class Predictions:
     duration_s: float            # seconds of audio explained (0 for a text classifier)
     timings: dict[str, float] = field(default_factory=dict)
     explanation: Explanation | None = None
+    windows: int = 1             # model windows per perturbed track (--window whole; 1 otherwise)
 
 
 @dataclass

@@ -20,7 +20,18 @@ AUTO_BATCH_SIZE = {"cpu": 8, "cuda": 256}
 # one op each, then fed to the model in batches of batch_size: composing costs one call
 # per block, not per batch, and memory holds one block of audio at a time.
 COMPOSE_BLOCK = 16
+COMPOSE_BYTES = 128 << 20  # ...and fewer for long tracks: a block of perturbed audio stays under
+# this per 8 rows of model batch (a CPU's 128 MB; a GPU's batch of 256: up to COMPOSE_BYTES_MAX)
+COMPOSE_BYTES_MAX = 2 << 30
 HEAD_BATCH_SIZE = 4096  # a late-fusion head is tiny next to the encoders
+
+
+def compose_rows(batch: int, n_samples: int) -> int:
+    """Rows composed at once: a block of ``max(COMPOSE_BLOCK, batch)`` rows, fewer when the
+    track is long (CPU, a 10-minute track at 16 kHz: 3 rows of 38 MB; a GPU's 30 s block
+    keeps its 256 rows), at least one."""
+    budget = min(COMPOSE_BYTES * max(1, batch // 8), COMPOSE_BYTES_MAX)
+    return max(1, min(max(COMPOSE_BLOCK, batch), budget // max(4 * n_samples, 1)))
 
 
 ProgressFn = Callable[[int, int], None]
@@ -151,7 +162,7 @@ class ModelRunner:
                         progress(done[0], len(new))
 
                 parts = []
-                for block in _batches(len(new), max(COMPOSE_BLOCK, batcher.size)):
+                for block in _batches(len(new), compose_rows(batcher.size, af.explained_length)):
                     audio = af.compose(new[block, :n_audio])
                     texts = lf.compose(new[block, n_audio:])
                     # the lambda runs inside batcher.run, within this iteration
@@ -175,7 +186,7 @@ class ModelRunner:
                 progress(done[0], total)
 
         audio_parts = []
-        for block in _batches(len(ua_new), max(COMPOSE_BLOCK, batcher.size)):
+        for block in _batches(len(ua_new), compose_rows(batcher.size, af.explained_length)):
             audio = af.compose(ua_new[block])
             # the lambda runs inside batcher.run, within this iteration
             audio_parts += batcher.run(len(audio), lambda sl: as_embedding(

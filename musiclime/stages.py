@@ -43,6 +43,7 @@ class DecodeSpec:
     label_column: str | None = None
     stem_cache: str | None = None
     lyrics_window: str = "on"          # on: synced lyrics are cut to the audio window explained
+    window: str = "middle"             # whole: the track up to max_seconds, not cut to the model's window
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,9 @@ def _decode(row: dict[str, Any], spec: DecodeSpec, sample_rate: int, t0: float) 
     from musiclime.lyrics_sources import find_lyrics
 
     tid, idx = row["track_id"], row["catalogue_row"]
-    window = spec.max_seconds if not spec.model_window else min(spec.max_seconds, spec.model_window)
+    window = spec.max_seconds
+    if spec.model_window and spec.window == "middle":
+        window = min(window, spec.model_window)
     tags = _TagReader(row.get("audio_path"))
     found = find_lyrics(row, tags)
     flags: list[str] = list(found.flags)
@@ -249,6 +252,7 @@ def fit(pred: Predictions | ErrorRecord, spec: FitSpec, invocation_id: str) -> T
                  model_id=pred.model_id, config_hash=spec.config_hash,
                  timings={k: float(timings.get(k, 0.0)) for k in ("decode_s", "separate_s", "predict_s", "fit_s")},
                  status="ok", flags=sorted(set(inp.flags) | set(exp.flags)), invocation_id=invocation_id,
+                 windows=pred.windows,
                  **(inp.about or TrackAbout()).columns())
     local = exp.to_arrow()
     table = local.add_column(0, "track_id", pa.array([inp.track_id] * local.num_rows, pa.string()))

@@ -50,6 +50,11 @@ class Labels(Choice):
     ALL = "all"
 
 
+class Window(Choice):
+    MIDDLE = "middle"  # the middle --max-seconds (default 30)
+    WHOLE = "whole"    # the whole track up to --max-seconds (default 600), heard window by window
+
+
 class LyricsWindow(Choice):
     ON = "on"     # synced lyrics: the words sung inside the explained audio window
     OFF = "off"
@@ -164,7 +169,14 @@ class ExplainConfig:
     surrogate_workers: int = option(1, "surrogate fits the plan must find CPU room for at once; fits are Ray tasks, "
                                     "so more run on any free CPU (new nodes included)")
     limit: int | None = option(None, "explain only the first N catalogue rows", parse=int, stage="plan")
-    max_seconds: float = option(30.0, "longer audio: its middle window is explained", hashed=True, stage="decode")
+    window: str = option("middle", "middle: the middle --max-seconds of a track are explained; whole: the whole "
+                         "track (up to --max-seconds), the model's prediction being the mean of its probabilities "
+                         "over consecutive windows of its input length (cost: windows x rows)",
+                         choices=_values("pipeline.config:Window"), hashed=True, hashed_since="middle",
+                         stage="decode")
+    max_seconds: float = option(None, "seconds explained per track: the middle window (default 30), or with "
+                                "--window whole the track's first seconds (default 600)", parse=float, hashed=True,
+                                stage="decode")
     lyrics_window: str = option("on", "on: time-synced lyrics (LRC, SYLT) are cut to the words sung inside the "
                                 "explained audio window (the model reads only those); off: the whole lyrics",
                                 choices=_values("pipeline.config:LyricsWindow"), hashed=True, hashed_since="on",
@@ -210,6 +222,10 @@ class ExplainConfig:
     def __post_init__(self) -> None:
         """Every option is checked here, once: a bad value from the CLI or from Python is a
         ValueError (exit 2) before any catalogue is read or Ray is started."""
+        Window.parse(self.window)
+        LyricsWindow.parse(self.lyrics_window)
+        if self.max_seconds is None:  # the window's own default, resolved once (hashed as resolved)
+            object.__setattr__(self, "max_seconds", 600.0 if self.window == Window.WHOLE.value else 30.0)
         for name in ("catalogue", "out"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ValueError(f"{name} must be a path or URI, got {getattr(self, name)!r}")
@@ -252,7 +268,7 @@ class ExplainConfig:
         return DecodeSpec(seed=self.seed, separator=self.separator, segments=self.segments,
                           max_seconds=self.max_seconds, model_window=self.model_window, max_words=self.max_words,
                           audio_used=self.audio_used, label_column=self.label_column, stem_cache=self.stem_cache,
-                          lyrics_window=self.lyrics_window)
+                          lyrics_window=self.lyrics_window, window=self.window)
 
     def label_rule(self) -> LabelRule:
         from musiclime.stages import LabelRule

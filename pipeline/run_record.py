@@ -75,7 +75,6 @@ class RunRecord:
 
     def write(self, status: str, rows: int | None = None) -> None:
         from musiclime import storage
-
         from musiclime.audio_io import decoder_version
 
         old = self.previous

@@ -65,6 +65,8 @@ TRACKS = schema([
     field("lyrics_source", pa.string(), "where the lyrics came from: catalogue | lrc | text_file | tag_synced | tag "
           "(null: no lyrics); docs/library.md has the precedence"),
     field("decoder", pa.string(), "the decoder of the audio, e.g. ffmpeg:aac (run.json 'decoder' has its version)"),
+    field("windows", pa.int32(), "model windows each perturbation was heard in: 1, or under --window whole the "
+          "consecutive windows of the model's input length whose mean probabilities are the track's prediction"),
     field("window_start_s", pa.float64(), "where the explained window starts in the track, seconds (explanations' "
           "start_s/end_s and sung_at_s are relative to it)"),
 ], "One row per explained track.")

@@ -67,6 +67,7 @@ class ASTEncoder(nn.Module):
         self.fbank = KaldiFbank.from_extractor(self.extractor)
         self.sample_rate = int(self.extractor.sampling_rate)
         self.emb_dim = int(self.model.config.hidden_size)
+        self.window_seconds = self.extractor.max_length * 0.010  # frames the filterbank keeps, 10 ms each
         self.trainable, self.unfreeze = freeze(self.model, trainable, unfreeze, final=("layernorm",))
 
     def spec(self) -> dict:

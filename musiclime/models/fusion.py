@@ -40,6 +40,8 @@ class LateFusionClassifier(nn.Module):
                  lyrics_dim: int = 8, lyrics_dropout: float = 0.5):
         super().__init__()
         self.audio_encoder = audio_encoder
+        # what the model hears at once (an AST encoder: 10.24 s); None: any length
+        self.window_seconds = getattr(audio_encoder, "window_seconds", None)
         self.lyrics_encoder = lyrics_encoder
         self.classes = list(classes)
         self.sample_rate = int(sample_rate)

@@ -87,6 +87,7 @@ class HFAudioClassifier:
             from musiclime.models.features import KaldiFbank
             self.fbank = KaldiFbank.from_extractor(self.extractor)
             self.max_seconds = self.extractor.max_length * 0.010
+        self.window_seconds = self.max_seconds  # the model protocol's name (see musiclime.protocol)
         if device is not None:
             self.to(device)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from typing import Any
 
 from pipeline import signals
@@ -74,6 +75,8 @@ class PredictorPool:
             cfg.label_column,
             separator,
             cfg.precision,
+            cfg.window,
+            cfg.model_window,
         )
         self.predictors: list = []
         self.ready: set[int] = set()
@@ -96,7 +99,10 @@ class PredictorPool:
         self.info = ray.get(self.predictors[0].info.remote())  # fails fast if the model does not load
         self.poll()
         # the stages get typed specs of the settings they read, never the pipeline's config
-        self.decode_ref = ray.put(cfg.decode_spec())
+        # the model's own window (a plugin's window_seconds, an AST checkpoint's 10.24 s) where
+        # the registry could not tell it: the decoded window is what the model hears
+        window_s = cfg.model_window or self.info.get("window_seconds")
+        self.decode_ref = ray.put(replace(cfg.decode_spec(), model_window=window_s))
         self.fit_ref = ray.put(cfg.fit_spec(self.info["model_id"]))
 
     def _add_predictor(self) -> None:
