@@ -39,6 +39,7 @@ class RunSummary:
     format: str = ""
     computed: int = 0
     model_rows: int = 0
+    window_rows: int = 0    # model rows x windows (--window whole hears each mask in several)
     seconds: float = 0.0
     message: str = ""
     errors: list = field(default_factory=list)

@@ -41,6 +41,7 @@ def dry_run(cfg: ExplainConfig) -> tuple[int, str]:
         init_ray(cfg.address)
     types, source = cluster_node_types(is_local(cfg))
     text = plan_text(wanted, types, work.n_rows, work.n_done, work.n_work) + f"\n(cluster as read from: {source})"
+    text += "\n" + window_cost(_with_model_window(cfg))
     if not cfg.pool.fixed:
         from pipeline.resources import pool_target
         resources = {"CPU": sum(t.cpus * t.max_nodes for t in types), "GPU": sum(t.gpus * t.max_nodes for t in types)}
@@ -50,3 +51,27 @@ def dry_run(cfg: ExplainConfig) -> tuple[int, str]:
     if problems:
         return EXIT_USAGE, text + "\nthis plan can never be placed:\n  " + "\n  ".join(problems)
     return EXIT_OK, text
+
+
+def _with_model_window(cfg: ExplainConfig) -> ExplainConfig:
+    """``cfg`` with the model's window where its files say it (a dry run loads no model)."""
+    from dataclasses import replace
+
+    from musiclime.models.registry import resolve
+    try:
+        return replace(cfg, model_window=cfg.model_window or resolve(cfg.model).max_seconds)
+    except Exception:  # a model that does not resolve: the run itself says why
+        return cfg
+
+
+def window_cost(cfg: ExplainConfig) -> str:
+    """What one perturbation costs the model under ``--window``."""
+    if cfg.window != "whole":
+        return f"model cost: 1 model window per perturbation (the middle {cfg.max_seconds:g} s, or the model's window)"
+    if cfg.model_window:
+        import math
+        n = math.ceil(cfg.max_seconds / cfg.model_window)
+        return (f"model cost: --window whole: up to {n} model windows of {cfg.model_window:g} s per perturbation "
+                f"(tracks up to {cfg.max_seconds:g} s): rows x windows")
+    return (f"model cost: --window whole: tracks up to {cfg.max_seconds:g} s, each perturbation heard in "
+            f"ceil(track length / the model's window) windows (one when the model takes any length): rows x windows")

@@ -84,12 +84,16 @@ class Loop:
     def _progress(self) -> None:
         """The progress line after each finished call (a result, an error row or a retry)."""
         if self.bar:
-            rate = self.summary.model_rows / max(time.perf_counter() - self.t0, 1e-9)
+            seconds = max(time.perf_counter() - self.t0, 1e-9)
+            rate = self.summary.model_rows / seconds
             busy = self.pool.busy_share()
+            # --window whole: each mask is heard in several windows, the cost that counts
+            windows = self.summary.window_rows
+            heard = f" ({windows / seconds:.0f} model windows/s)" if windows > self.summary.model_rows else ""
             self.bar.update(
                 self.ok,
                 self.failed,
-                extra=f"{rate:.0f} masks/s, {len(self.pool.ready)} GPU-stage "
+                extra=f"{rate:.0f} masks/s{heard}, {len(self.pool.ready)} GPU-stage "
                 f"actor(s)" + ("" if busy is None else f" {busy:.0%} busy"),
             )
 
@@ -118,6 +122,7 @@ class Loop:
             res.track["content_key"] = c.content_key
             writer.add_track(res.track, res.explanations)
             self.summary.model_rows += res.model_rows
+            self.summary.window_rows += res.model_rows * int(res.track.get("windows") or 1)
             self.summary.computed += 1
             self.ok += 1
         else:
