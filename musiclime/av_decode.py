@@ -80,7 +80,6 @@ def decode_window(source: str | BinaryIO, max_seconds: float | None, name: str =
                 raise InputError("no_audio_stream", f"{name} is a {fmt.split(',')[0]} file with no audio stream")
             raise InputError("decode_error", f"cannot decode {name}: no audio stream found")
         stream = container.streams.audio[0]
-        stream.thread_type = "AUTO"
         ctx = stream.codec_context
         sr = int(ctx.sample_rate or 0)
         if sr <= 0:

@@ -28,6 +28,7 @@ from musiclime.records import (  # noqa: F401 (the stages' records)
 )
 from musiclime.separation import read_provided_stems
 from musiclime.tags import FIELDS as TAG_FIELDS
+from musiclime.tags import Tags
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,8 @@ def _decode(row: dict[str, Any], spec: DecodeSpec, sample_rate: int, t0: float) 
         seconds = stems.shape[1] / sample_rate
     else:
         stems, names, mix, about = _decode_mix(row, spec, sample_rate, window, flags, about)
-        seconds = (stems if stems is not None else mix[None]).shape[-1] / sample_rate
+        heard = stems if stems is not None else mix
+        seconds = heard.shape[-1] / sample_rate if heard is not None else None
     text = found.text
     if found.synced is not None and seconds is not None and spec.lyrics_window == "on":
         text, about.word_times = found.synced.within(about.window_start_s, about.window_start_s + seconds)
@@ -132,7 +134,7 @@ def _decode(row: dict[str, Any], spec: DecodeSpec, sample_rate: int, t0: float) 
 
 
 def _decode_mix(row: dict[str, Any], spec: DecodeSpec, sample_rate: int, window: float, flags: list[str],
-                about: TrackAbout):
+                about: TrackAbout) -> tuple[np.ndarray | None, tuple[str, ...], np.ndarray | None, TrackAbout]:
     """The mix's window, separated (hpss), kept whole (none) or handed on (demucs)."""
     from musiclime.audio_io import read_window
     from musiclime.separation import StemCache
@@ -161,16 +163,17 @@ class _TagReader:
     lyrics in the catalogue never opens the audio file)."""
 
     def __init__(self, path: str | None):
-        self.path, self.done, self.tags = path, False, None
+        self.path, self.done = path, False
+        self.tags: Tags | None = None
 
-    def __call__(self):
+    def __call__(self) -> Tags | None:
         if not self.done:
             self.done = True
             self.tags = _read_tags(self.path) if self.path else None
         return self.tags
 
 
-def _read_tags(path: str):
+def _read_tags(path: str) -> Tags | None:
     from musiclime import storage
     from musiclime.audio_io import file_exists
     from musiclime.tags import read_tags

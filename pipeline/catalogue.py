@@ -17,8 +17,12 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from musiclime import storage
+
+if TYPE_CHECKING:
+    from pipeline.folder import Skipped
 
 PATH_COLUMNS = ("audio_path", "lyrics_path", "lrc_path", "vocals_path", "drums_path", "bass_path", "other_path")
 LYRICS_PATH_COLUMNS = ("lyrics_path", "lrc_path")   # the files a text classifier reads (and the
@@ -113,7 +117,7 @@ class CatalogueReader:
         self.path = str(path)
         self.batch_rows = max(1, int(batch_rows))
         self.limit = limit
-        self.skipped = None  # a folder's pipeline.folder.Skipped, filled as its rows are read
+        self.skipped: Skipped | None = None  # a folder's files left out, counted as its rows are read
         try:
             found = storage.info(self.path)
         except Exception as e:  # a bad URI, an unknown bucket, no credentials
@@ -262,9 +266,9 @@ class CatalogueReader:
 
     def _folder(self) -> Iterator[list[dict]]:
         from pipeline.folder import Skipped, scan
-        self.skipped = Skipped()
+        skipped = self.skipped = Skipped()
         batch: list[dict] = []
-        for row in scan(self.path, self.skipped):
+        for row in scan(self.path, skipped):
             batch.append(row)
             if len(batch) >= self.batch_rows:
                 yield batch

@@ -24,6 +24,7 @@ Rules (docs/library.md says the same to users):
 """
 from __future__ import annotations
 
+import itertools
 import os
 import unicodedata
 from collections import Counter
@@ -90,7 +91,8 @@ def tracks_of(names: list[str], skipped: Skipped) -> list[tuple[str, str, dict[s
         else:
             skipped.add(_suffix(name))
     stems = Counter(n[: n.rfind(".")] for n in audio)
-    used, out = set(), []
+    used: set[tuple[str, str]] = set()
+    out = []
     for n in audio:
         stem = n[: n.rfind(".")]
         mine = {ext: sidecars[(_nfc(stem), ext)] for ext in SIDECARS if (_nfc(stem), ext) in sidecars}
@@ -203,20 +205,18 @@ def write_catalogue(root: str, out: str, batch_rows: int = 2048, progress=None) 
     import pyarrow.parquet as pq
 
     from musiclime.tags import read_tags
-    from pipeline.catalogue import CatalogueReader
 
     schema = pa.schema([*(pa.field(c, pa.string()) for c in ("track_id", "audio_path", "lyrics_path", "lrc_path")),
                         *(pa.field(c, pa.float64() if c == "duration_s" else pa.string()) for c in SCAN_TAGS),
                         pa.field("tag_flags", pa.list_(pa.string()))])
-    reader = CatalogueReader(root, batch_rows=batch_rows)
-    if reader.kind != "folder":
-        raise ValueError(f"{root} is a {reader.kind} catalogue, not a folder of audio files")
-    n = 0
+    if not storage.is_dir(root):
+        raise ValueError(f"{root} is not a folder")
+    skipped, n = Skipped(), 0
     fs, path = storage.filesystem(out)
     with fs.open_output_stream(path) as sink, pq.ParquetWriter(sink, schema) as writer:
-        for batch in reader.batches():
+        rows = scan(root, skipped)
+        while batch := list(itertools.islice(rows, batch_rows)):
             for row in batch:
-                row.pop("catalogue_row", None)
                 source = storage.readable(row["audio_path"])
                 try:
                     tags = read_tags(source)
@@ -228,4 +228,4 @@ def write_catalogue(root: str, out: str, batch_rows: int = 2048, progress=None) 
             n += len(batch)
             if progress:
                 progress(n)
-    return n, reader.skipped or Skipped()
+    return n, skipped

@@ -113,6 +113,22 @@ def prob_hist(probs_by_class: dict[str, list[float]]):
     return fig
 
 
+def _sung_under_segments(e, track: dict, n_seg: int) -> str:
+    """Time-synced lyrics: each explained word under the audio segments it is sung in."""
+    if "sung_at_s" not in e.columns or not track.get("duration_s"):
+        return ""
+    seg_s = track["duration_s"] / n_seg
+    cells: list[list[str]] = [[] for _ in range(n_seg)]
+    for token, times in e.filter(e["sung_at_s"].is_not_null()).select("token", "sung_at_s").iter_rows():
+        for t in times or []:
+            cells[min(int(t // seg_s), n_seg - 1)].append(token)
+    if not any(cells):
+        return ""
+    row = "".join(f"<td>{esc(' '.join(dict.fromkeys(c)))}</td>" for c in cells)
+    return ("<table class='sung'><tr>" + "".join(f"<th>{i}</th>" for i in range(n_seg))
+            + f"</tr><tr>{row}</tr></table><p class='muted'>words sung in each segment</p>")
+
+
 def _lyrics_html(text: str, weights: dict[str, float]) -> str:
     """Each word coloured by its weight (red positive, blue negative), lime word semantics."""
     from musiclime.factorization import LyricsFactorization
@@ -257,9 +273,13 @@ def _track_view(out: str, fmt: str | None, doc: dict, tracks, classes: list[str]
                 m[stems.index(s), seg] = w
         word_w = dict(e.filter(pl.col("modality") == "lyrics").select("token", "weight").iter_rows())
         probs_txt = ", ".join(f"{esc(c)} {p:.2f}" for c, p in sorted(zip(classes, t["probabilities"]), key=lambda x: -x[1])[:5])
-        parts.append(f"<div class='card'><b>{esc(t['track_id'])}</b> · predicted <b>{esc(t['predicted'])}</b>"
+        about = " · ".join(esc(t.get(k)) for k in ("title", "artist", "album") if t.get(k))
+        parts.append(f"<div class='card'><b>{esc(t['track_id'])}</b>"
+                     + (f" <span class='muted'>({about})</span>" if about else "")
+                     + f" · predicted <b>{esc(t['predicted'])}</b>"
                      f" ({probs_txt}) · surrogate R² {t['score']:.2f} · audio share {t['audio_share']:.0%}"
-                     f"<div class='grid'><div>{_png(heatmap(m, stems, f'explaining {label}', 5))}</div>")
+                     f"<div class='grid'><div>{_png(heatmap(m, stems, f'explaining {label}', 5))}"
+                     f"{_sung_under_segments(e, t, n_seg)}</div>")
         row = rows_by_tid.get(t["track_id"])
         lyrics = None
         if row is not None:

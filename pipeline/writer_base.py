@@ -83,7 +83,7 @@ class TableWriter(ABC):
         import pyarrow as pa
 
         return {
-            "explanations": pa.concat_tables([t.cast(EXPLANATIONS) for t in self._expl]) if self._expl else None,
+            "explanations": pa.concat_tables([_conform(t, EXPLANATIONS) for t in self._expl]) if self._expl else None,
             "errors": pa.Table.from_pylist(self._errors, schema=ERRORS) if self._errors else None,
             "tracks": pa.Table.from_pylist(self._tracks, schema=TRACKS) if self._tracks else None,
         }
@@ -93,3 +93,13 @@ class TableWriter(ABC):
         self._tracks, self._expl, self._errors = [], [], []
         self.commits += 1
         self._last_commit = time.monotonic()
+
+
+def _conform(table: Any, schema: Any) -> Any:
+    """``table`` in ``schema``: columns it lacks (a field added in a later release) as nulls."""
+    import pyarrow as pa
+
+    for f in schema:
+        if f.name not in table.column_names:
+            table = table.append_column(f.name, pa.nulls(table.num_rows, f.type))
+    return table.select(schema.names).cast(schema)

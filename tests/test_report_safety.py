@@ -51,6 +51,16 @@ def test_report_escapes_every_value(ray_session, plugin_path, demo_library, tmp_
     for i, (r, payload) in enumerate(zip(demo, PAYLOADS)):
         rows.append({**{k: v for k, v in r.items() if k != "catalogue_row"},
                      "track_id": f"t{i} {payload}", "lyrics": f"storm {payload} night"})
+    # tags are untrusted too: a title and an artist carrying payloads, read from the file
+    import shutil as sh
+
+    from mutagen.flac import FLAC
+    tagged = tmp_path / "tagged.flac"
+    sh.copy(demo_library / demo[0]["audio_path"], tagged)
+    f = FLAC(tagged)
+    f["title"], f["artist"] = f"Song {PAYLOADS[1]}", f"Band {PAYLOADS[0]}"
+    f.save()
+    rows[0]["audio_path"] = str(tagged)
     # a row whose error message quotes a path carrying a payload
     rows.append({**rows[0], "track_id": f"bad {PAYLOADS[2]}",
                  "vocals_path": str(tmp_path / PAYLOADS[0].replace("/", "_"))})
@@ -63,6 +73,7 @@ def test_report_escapes_every_value(ray_session, plugin_path, demo_library, tmp_
     from pipeline.report import build_report
     page = build_report(out).read_text()
     assert "&lt;img src=x onerror=" in page and "&lt;script&gt;" in page
+    assert "Song &lt;script&gt;" in page and "Band &lt;img" in page  # the tags are shown, escaped
     assert "<img src=x" not in page and "<script>document" not in page and "<svg" not in page
     dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
