@@ -37,7 +37,11 @@ def encode(path: str | Path, x: np.ndarray, sr: int, kind: str, options: dict | 
     path.parent.mkdir(parents=True, exist_ok=True)
     if kind == "vorbis":
         import soundfile as sf
-        sf.write(path, np.stack([x, x]).T, sr, format="OGG", subtype="VORBIS")
+        y = np.stack([x, x]).T
+        # in blocks: libsndfile 1.2 crashes writing minutes of Vorbis in one call
+        with sf.SoundFile(path, "w", sr, 2, format="OGG", subtype="VORBIS") as f:
+            for i in range(0, len(y), sr):
+                f.write(y[i:i + sr])
         return path
     import av
     codec, fmt, rate, channels, bit_rate = FORMATS[kind]
