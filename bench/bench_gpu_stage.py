@@ -126,6 +126,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--tracks", type=int, default=20)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--num-samples", type=int, default=1000)
+    ap.add_argument("--whole-seconds", type=float, default=60.0, help="track length of the --window whole row")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
     ap.add_argument("--device", default=None, help="cuda or cpu (default: cuda when there is one)")
     ap.add_argument("--out", default=None, help="folder for gpu_stage.json (default: bench/results)")
@@ -151,13 +152,18 @@ def main(argv=None) -> dict:
     print(f"filterbank on {device} vs the extractor: max |diff| {fbank_err:.2e}", flush=True)
     spec = ExplainerSpec(num_samples=args.num_samples, design="iid")
     runs = {}
-    for name, separated in (("provided_stems", False), ("demucs_in_stage", True)):
+    # whole_track: --window whole on longer tracks (the AST hears 10.24 s windows; the mean of
+    # their probabilities is the track's prediction): cost against windows
+    for name, separated, window, seconds in (("provided_stems", False, "middle", args.seconds),
+                                             ("demucs_in_stage", True, "middle", args.seconds),
+                                             ("whole_track", False, "whole", args.whole_seconds)):
         separator = ("demucs", {"model_name": "htdemucs_random", "repo": str(repo)}, str(work / "stems")) \
             if separated else None
         stage = ExplainStage(str(ckpt), spec, "both", 10, device=device, separator=separator,
-                             precision=args.precision)
-        results, wall = timed_stage(name, stage, tracks(1, args.seconds, separated, offset=10_000)[0],
-                                    tracks(args.tracks, args.seconds, separated), sync,
+                             precision=args.precision, window=window)
+        results, wall = timed_stage(name, stage, tracks(1, seconds, separated, offset=10_000)[0],
+                                    tracks(args.tracks if window == "middle" else max(1, args.tracks // 4), seconds,
+                                           separated), sync,
                                     torch.cuda.reset_peak_memory_stats if cuda else None)
         predict_s = sum(r.timings["predict_s"] for r in results)
         separate_s = sum(r.input.timings.get("separate_s", 0.0) for r in results)
@@ -166,7 +172,8 @@ def main(argv=None) -> dict:
                       "separate_s_per_track": separate_s / len(results),
                       "masks_per_s": args.num_samples * len(results) / predict_s,
                       "model_rows_per_track": sum(r.model_rows for r in results) / len(results),
-                      "peak_gpu_mem_gb": torch.cuda.max_memory_allocated() / 1e9 if cuda else None}
+                      "peak_gpu_mem_gb": torch.cuda.max_memory_allocated() / 1e9 if cuda else None,
+                      "track_seconds": seconds, "windows": results[0].windows}
         print(name, json.dumps(runs[name]), flush=True)
         model = stage.model
     # the bare forward limit of the same model: predict_proba on ready inputs, best batch

@@ -59,8 +59,10 @@ def read_tags(source: Any) -> Tags:
 
     try:
         f = mutagen.File(source)
-    except Exception:  # mutagen.MutagenError and anything a damaged tag block raises
-        return Tags(flags=["tags_unreadable"])
+    except Exception:  # mutagen.MutagenError and anything a damaged file raises
+        f = _id3_alone(source)  # the audio behind an ID3 block may be what is damaged
+        if f is None:
+            return Tags(flags=["tags_unreadable"])
     if f is None:
         return Tags()
     raw: dict[str, Any] = {}
@@ -88,6 +90,24 @@ def read_tags(source: Any) -> Tags:
     out.synced = raw.get("synced")
     out.flags = sorted(set(out.flags))
     return out
+
+
+@dataclass
+class _TagsOnly:
+    """A tag block without the file's stream info (what ``mutagen.File`` returns, minus ``info``)."""
+    tags: Any
+    info: Any = None
+
+
+def _id3_alone(source: Any) -> Any:
+    """The ID3 block of a file whose audio mutagen could not parse, as a tags-only object."""
+    from mutagen.id3 import ID3
+    try:
+        if not isinstance(source, str):
+            source.seek(0)
+        return _TagsOnly(ID3(source))
+    except Exception:
+        return None
 
 
 def _length(f) -> float | None:

@@ -18,7 +18,7 @@ from pipeline.config import ExplainConfig, check_run_id, settings_diff
 from pipeline.exits import EXIT_FATAL, EXIT_OK, EXIT_SOME_ERRORS, EXIT_USAGE
 from pipeline.lease import LeaseHeld, LeaseLost
 from pipeline.lease_base import OutputLease
-from pipeline.placement import is_local, placement_problems
+from pipeline.placement import is_local, placement_problems, window_cost
 from pipeline.run_record import RunRecord
 from pipeline.signals import interrupts_as_keyboard_interrupt
 
@@ -176,6 +176,8 @@ def _run_locked(cfg: ExplainConfig, reader: CatalogueReader, record: RunRecord, 
         return found
     work, keys_of = found
     summary.total, summary.skipped, summary.unchanged = work.n_rows, work.n_done, work.n_unchanged
+    if cfg.window == "whole":
+        log(window_cost(cfg))
     if reader.skipped is not None:
         summary.skipped_files = record.skipped_files = reader.skipped.as_dict()
         if reader.skipped.total:

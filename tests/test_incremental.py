@@ -162,8 +162,10 @@ def test_a_standing_delta_output_takes_columns_added_and_missing(tmp_path):
         return add_run(pa.concat_tables(tracks)), add_run(pa.concat_tables(expl))
 
     old_t, old_e = rows("old", ["a", "b"])
-    write_deltalake(f"{out}/tracks", old_t.drop_columns(["content_key"]), partition_by=["run_id"])
-    write_deltalake(f"{out}/explanations", old_e, partition_by=["run_id"])
+    # the release before the real-libraries one: no tag, decoder, window or sung-at columns
+    later_cols = ["title", "artist", "album", "lyrics_source", "decoder", "windows", "window_start_s"]
+    write_deltalake(f"{out}/tracks", old_t.drop_columns(["content_key", *later_cols]), partition_by=["run_id"])
+    write_deltalake(f"{out}/explanations", old_e.drop_columns(["sung_at_s"]), partition_by=["run_id"])
     later_t, later_e = rows("later", ["c"])
     write_deltalake(f"{out}/tracks", later_t, mode="append", partition_by=["run_id"], schema_mode="merge")
     write_deltalake(f"{out}/explanations", later_e.append_column("weight_p", pa.array([0.01] * later_e.num_rows)),
@@ -176,7 +178,9 @@ def test_a_standing_delta_output_takes_columns_added_and_missing(tmp_path):
     assert w.commit()
     expl = pl.read_delta(f"{out}/explanations")
     assert expl.filter(pl.col("run_id") == "now")["weight_p"].null_count() == 2 * 3
-    assert "content_key" in deltalake.DeltaTable(f"{out}/tracks").schema().to_arrow().names
+    names = deltalake.DeltaTable(f"{out}/tracks").schema().to_arrow().names
+    assert "content_key" in names and set(later_cols) <= set(names)
+    assert "sung_at_s" in deltalake.DeltaTable(f"{out}/explanations").schema().to_arrow().names
     tracks = output.frame(out, "tracks", None, None, "delta")
     assert sorted(tracks["track_id"]) == ["a", "b", "c", "d", "e"]
     assert tracks.filter(pl.col("run_id") == "old")["content_key"].null_count() == 2

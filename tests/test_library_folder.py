@@ -187,3 +187,39 @@ def test_the_scanned_catalogue_gives_the_folders_rows(tmp_path):
         assert (dx.lyrics, dx.true_label, dx.about.lyrics_source, dx.flags) == \
                (dy.lyrics, dy.true_label, dy.about.lyrics_source, dy.flags)
         assert np.array_equal(dx.stems, dy.stems)
+
+
+def test_a_resume_across_a_decoder_upgrade_lists_both_decoders(tmp_path, monkeypatch):
+    """No silent mix: run.json lists every decoder a run's invocations used (each track's
+    codec is in tracks.decoder); an incremental night re-explains lossy files (above)."""
+    import json
+
+    from musiclime import audio_io
+    from pipeline.config import ExplainConfig
+    from pipeline.run_record import RunRecord
+    cfg = ExplainConfig(catalogue=str(tmp_path), out=str(tmp_path / "out"), run_id="r")
+    RunRecord(str(tmp_path / "out"), "r", cfg, "inv1", "parquet").write("interrupted", 3)
+    monkeypatch.setattr(audio_io, "decoder_version", lambda: "pyav 99 / libavcodec 99.1")
+    RunRecord(str(tmp_path / "out"), "r", cfg, "inv2", "parquet").write("finished", 3)
+    doc = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert doc["decoder"] == "pyav 99 / libavcodec 99.1" and len(doc["decoders"]) == 2
+    assert doc["decoders"][0].startswith("pyav ") and doc["invocations"] == ["inv1", "inv2"]
+
+
+def test_a_text_model_reads_the_tag_block_and_never_decodes_the_audio(tmp_path):
+    """Lyrics embedded in an MP3's ID3 block: a text classifier's decode takes them from the
+    tags, and audio frames that could not be decoded are no error (never read)."""
+    from mutagen import id3
+
+    from musiclime.stages import DecodeSpec, decode
+    p = encode(tmp_path / "t.mp3", tone(2.0), SR, "mp3")
+    tags = id3.ID3()
+    tags.add(id3.USLT(encoding=3, lang="eng", desc="", text="sung from the tag"))
+    tags.save(p)
+    raw = p.read_bytes()
+    head = 10 + sum(b << (7 * (3 - i)) for i, b in enumerate(raw[6:10]))  # the ID3 block (a syncsafe size)
+    p.write_bytes(raw[:head] + os.urandom(len(raw) - head))  # the audio frames are garbage now
+    row = dict(track_id="t", catalogue_row=0, audio_path=str(p))
+    got = decode(row, DecodeSpec(audio_used=False), SR)
+    assert got.lyrics == "sung from the tag" and got.about.lyrics_source == "tag"
+    assert "audio_not_used" in got.flags and got.about.decoder is None

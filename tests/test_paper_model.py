@@ -86,8 +86,10 @@ def test_the_gpu_stage_benchmark_runs_on_cpu_with_tiny_sizes(tmp_path):
 
     from bench.bench_gpu_stage import main
     r = main(["--size", "tiny", "--tracks", "1", "--num-samples", "32", "--seconds", "3", "--device", "cpu",
-              "--out", str(tmp_path)])
+              "--whole-seconds", "6", "--out", str(tmp_path)])
     assert r["fbank_max_abs_diff"] < 1e-3
+    # the checkpoint's AST hears 2.56 s: under --window whole a 6 s track is 3 windows
+    assert r["runs"]["provided_stems"]["windows"] == 1 and r["runs"]["whole_track"]["windows"] == 3
     for run in r["runs"].values():
         assert run["tracks"] == 1 and run["tracks_per_gpu_hour"] > 0 and run["model_rows_per_track"] == 64
     assert r["runs"]["demucs_in_stage"]["separate_s_per_track"] > 0

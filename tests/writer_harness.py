@@ -39,7 +39,8 @@ def result(row: dict, invocation: str) -> tuple[dict, pa.Table]:
     rows = [dict(label="a", label_index=0, modality="lyrics" if f == "storm" else "audio", feature=f,
                  weight=weight(tid, f), rank=r + 1) for r, f in enumerate(FEATURES)]
     table = pa.Table.from_pylist(rows, schema=LOCAL_SCHEMA)
-    return track, table.add_column(0, "track_id", pa.array([tid] * len(rows), pa.string()))
+    table = table.add_column(0, "track_id", pa.array([tid] * len(rows), pa.string()))
+    return track, table.append_column("sung_at_s", pa.nulls(len(rows), pa.list_(pa.float64())))  # as stages.fit
 
 
 def main(catalogue: str, out: str, run_id: str, fmt: str = "parquet") -> int:
