@@ -36,6 +36,10 @@ def read_window(path: str | Path, sample_rate: int, mono: bool = True, max_secon
     source = storage.readable(path)
     try:
         d = decode_window(source, max_seconds, p.name)
+    except InputError:
+        raise
+    except Exception as e:  # anything a decoder raises is this file's error row, never a crash
+        raise InputError("decode_error", f"cannot decode {p.name}: {type(e).__name__}: {e}") from None
     finally:
         if not isinstance(source, str):
             source.close()

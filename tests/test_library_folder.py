@@ -223,3 +223,17 @@ def test_a_text_model_reads_the_tag_block_and_never_decodes_the_audio(tmp_path):
     got = decode(row, DecodeSpec(audio_used=False), SR)
     assert got.lyrics == "sung from the tag" and got.about.lyrics_source == "tag"
     assert "audio_not_used" in got.flags and got.about.decoder is None
+
+
+def test_the_report_puts_each_word_under_the_segments_it_is_sung_in():
+    import polars as pl
+
+    from pipeline.report import _sung_under_segments
+    e = pl.DataFrame({"token": ["fire", "night", None], "sung_at_s": [[0.5, 7.2], [3.9], None]},
+                     schema={"token": pl.String, "sung_at_s": pl.List(pl.Float64)})
+    html = _sung_under_segments(e, {"duration_s": 10.0}, 10)
+    cells = html.split("</tr><tr>")[1].split("</td>")
+    assert cells[0] == "<td>fire" and cells[3] == "<td>night" and cells[7] == "<td>fire"
+    assert _sung_under_segments(e.head(0), {"duration_s": 10.0}, 10) == ""
+    assert "&lt;b&gt;" in _sung_under_segments(pl.DataFrame({"token": ["<b>"], "sung_at_s": [[1.0]]}),
+                                                {"duration_s": 10.0}, 10)
