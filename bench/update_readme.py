@@ -65,7 +65,7 @@ def scale(r) -> str:
                + (f"; 2 workers vs 1 on the largest catalogue: {r['workers_speedup_largest']:.2f}x"
                   if "workers_speedup_largest" in r else "") + ".")
     out.append("")
-    out += [f"![{p}](bench/results/{p})" for p in r.get("plots", [])]
+    out += [f"![{p}](../bench/results/{p})" for p in r.get("plots", [])]  # the tables live in docs/
     lay = r.get("stage_layout")
     if lay:
         out += ["", f"Where demucs runs, per track ({lay['tracks']} tracks of {lay['track_seconds']:g} s, "
