@@ -300,9 +300,6 @@ def test_plans_are_checked_against_what_the_autoscaler_can_add(cluster_env, demo
         assert three.returncode == 2, three.stdout[-2000:] + three.stderr[-2000:]
         assert "can never be placed" in three.stderr and "3 GPU" in three.stderr and "2 GPU" in three.stderr
         assert not (out / "tracks").exists()
-        dry = subprocess.run(_explain(demo_library, out, "dry", "--predictors", "3", "--dry-run"), env=env,
-                             capture_output=True, text=True, timeout=300)
-        assert dry.returncode == 2 and "the autoscaler's config" in dry.stdout + dry.stderr
         two = subprocess.run(_explain(demo_library, out, "two", "--predictors", "2", "--dry-run"), env=env,
                              capture_output=True, text=True, timeout=300)
         assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-2000:]

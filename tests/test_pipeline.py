@@ -64,20 +64,20 @@ def _weights_reproduce_from_the_stored_seed(out, tracks, expl, demo_library, che
         MusicLIME(seed=2 ** 64)
 
 
-def test_forty_demo_tracks_end_to_end(ray_session, demo_library, light_checkpoint, tmp_path):
+def test_demo_tracks_end_to_end(ray_session, demo_library, light_checkpoint, tmp_path):
     out = tmp_path / "out"
     s = run_explain(cfg(catalogue=str(demo_library / "catalogue.parquet"), model=str(light_checkpoint), out=str(out),
-                        separator="provided", limit=40, run_id="demo40", labels="true", label_column="genre"),
+                        separator="provided", limit=24, run_id="demo40", labels="true", label_column="genre"),
                     show_progress=False)
-    assert s.exit_code == 0 and s.explained == 40 and s.failed == 0
+    assert s.exit_code == 0 and s.explained == 24 and s.failed == 0
     tracks = pl.scan_parquet(f"{out}/tracks/**/*.parquet", hive_partitioning=True).collect()
-    assert tracks.height == 40 and tracks["track_id"].n_unique() == 40
+    assert tracks.height == 24 and tracks["track_id"].n_unique() == 24
     assert set(tracks["run_id"].unique()) == {"demo40"}
     expl = pl.read_parquet(f"{out}/explanations/**/*.parquet", hive_partitioning=True)
     assert expl.height == (tracks["n_audio_features"] + tracks["n_lyrics_features"]).sum()
     # the same numbers through DuckDB and pyarrow.dataset
     con = duckdb.connect()
-    assert con.execute(f"select count(*) from {scan(out, 'tracks')}").fetchone()[0] == 40
+    assert con.execute(f"select count(*) from {scan(out, 'tracks')}").fetchone()[0] == 24
     assert con.execute(f"select count(*) from {scan(out, 'explanations')}").fetchone()[0] == expl.height
     d = ds.dataset(str(out / "explanations"), format="parquet", partitioning="hive")
     assert d.count_rows() == expl.height and "run_id" in d.schema.names
@@ -97,9 +97,9 @@ def test_forty_demo_tracks_end_to_end(ray_session, demo_library, light_checkpoin
     manifest = json.loads((out / "run.json").read_text())
     assert manifest["classes"] == ["electronic", "folk", "hiphop", "jazz", "rock"]
     assert manifest["status"] == "finished" and manifest["model_id"] and manifest["catalogue_hash"]
-    # files are sized by the writer: 40 tracks, 8 per commit -> about 5 files (a slow commit
+    # files are sized by the writer: 24 tracks, 8 per commit -> about 3 files (a slow commit
     # interval can add one), never one per track
-    assert len(list((out / "tracks" / "run_id=demo40").glob("*.parquet"))) <= 40 // 8 + 2
+    assert len(list((out / "tracks" / "run_id=demo40").glob("*.parquet"))) <= 24 // 8 + 2
 
 
 def test_bad_input_catalogue(ray_session, plugin_path, tmp_path):

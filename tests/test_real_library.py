@@ -15,7 +15,7 @@ from pipeline.config import ExplainConfig
 from pipeline.driver import run_explain
 from tests.real_library import build_library
 
-N_TRACKS = 8
+N_TRACKS = 6
 
 
 def scan(out, table):
@@ -50,7 +50,7 @@ def test_a_real_library_is_explained_once_per_file_with_its_tags(ray_session, li
     root, expect, rows = library
     out = tmp_path / "out"
     cfg = ExplainConfig(catalogue=str(root), model=str(genre_model_dir), out=str(out), run_id="lib", seed=0,
-                        num_samples=600, design="orthogonal-grid", label_column="genre", labels="all",
+                        num_samples=300, design="orthogonal-grid", label_column="genre", labels="all",
                         address="local", commit_every=16)
     s = run_explain(cfg, show_progress=False)
     assert s.exit_code == 3, s.message  # the bad files are error rows
