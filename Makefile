@@ -33,7 +33,10 @@ demo: $(STAMP)
 # pyproject.toml). The formatter covers FORMATTED, which grows as files are reworked: formatting
 # the rest at once splits lines into 38 near-duplicate runs that want merging first.
 FORMATTED := pipeline/engine pipeline/run_record.py pipeline/writer_base.py pipeline/lease_base.py \
-	tests/test_policy.py tests/test_structure.py tests/test_docs.py
+	tests/test_policy.py tests/test_structure.py tests/test_docs.py \
+	musiclime/av_decode.py musiclime/tags.py musiclime/synced.py musiclime/lyrics_sources.py \
+	musiclime/whole_track.py pipeline/folder.py bench/bench_decode.py tests/real_library.py \
+	tests/test_formats.py tests/test_library_folder.py tests/test_whole_track.py tests/test_real_library.py
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check $(FORMATTED)

@@ -6,6 +6,7 @@ bytes and requests to read that window from a remote store; folder scans per sec
 ``python bench/bench_decode.py`` writes bench/results/decode.json (and the docs table via
 bench/update_readme.py).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -82,7 +83,7 @@ def remote_bytes(path: Path) -> dict:
             return len(self.data)
 
         def read_at(self, n: int, offset: int) -> bytes:
-            return self.data[offset:offset + n]
+            return self.data[offset : offset + n]
 
         def close(self) -> None:
             pass
@@ -91,8 +92,13 @@ def remote_bytes(path: Path) -> dict:
     reader = storage.RangeReader(Store(data))
     d = decode_window(reader, 30.0)
     window = len(data) * 30.0 / (d.duration_s or 1)
-    return {"file_bytes": len(data), "window_share_bytes": int(window), "bytes_read": reader.bytes_read,
-            "requests": reader.requests, "read_over_window": reader.bytes_read / max(window, 1)}
+    return {
+        "file_bytes": len(data),
+        "window_share_bytes": int(window),
+        "bytes_read": reader.bytes_read,
+        "requests": reader.requests,
+        "read_over_window": reader.bytes_read / max(window, 1),
+    }
 
 
 def scan_rate(n_files: int) -> dict:
@@ -100,6 +106,7 @@ def scan_rate(n_files: int) -> dict:
     import tracemalloc
 
     from pipeline.catalogue import CatalogueReader
+
     with tempfile.TemporaryDirectory() as d:
         root = Path(d)
         for i in range(n_files):
@@ -125,6 +132,7 @@ def whole_track_rows(lengths: list[float]) -> list[dict]:
     from musiclime.factorization import AudioFactorization, LyricsFactorization
     from musiclime.whole_track import WholeTrack
     from tests.test_whole_track import LoudWindow
+
     rows = []
     for seconds in [lengths[0], *lengths]:  # the first is a warm-up
         x = np.random.default_rng(0).normal(0, 0.05, int(seconds * 8000)).astype(np.float32)
@@ -132,8 +140,9 @@ def whole_track_rows(lengths: list[float]) -> list[dict]:
         af = AudioFactorization(x[None], 8000, 10, ("mix",))
         t0 = time.perf_counter()
         MusicLIME(num_samples=256, seed=0).explain(model, af, LyricsFactorization("a b c"), labels=[1])
-        rows.append({"track_s": seconds, "windows": model.windows(af.explained_length),
-                     "seconds": time.perf_counter() - t0})
+        rows.append(
+            {"track_s": seconds, "windows": model.windows(af.explained_length), "seconds": time.perf_counter() - t0}
+        )
     return rows[1:]
 
 
@@ -146,21 +155,32 @@ def main() -> None:
     formats = {}
     with tempfile.TemporaryDirectory() as d:
         import soundfile as sf
+
         wav = Path(d) / "ref.wav"
         sf.write(wav, x, SR)
         formats["wav (soundfile, before)"] = {**decode_row(wav, "soundfile"), **remote_bytes(wav), "kind": "wav"}
         formats["wav (pyav, the same file)"] = {**decode_row(wav, "av"), **remote_bytes(wav), "kind": "wav"}
         for kind in ("wav", "flac", "aac", "alac", "mp3", "mp3vbr", "opus", "vorbis", "aiff"):
             path = encode(Path(d) / f"x{SUFFIX[kind]}", x, SR, kind)
-            formats[kind] = {**decode_row(path, "av"), **remote_bytes(path), "kind": kind,
-                             "codec": FORMATS.get(kind, ("libvorbis",))[0]}
+            formats[kind] = {
+                **decode_row(path, "av"),
+                **remote_bytes(path),
+                "kind": kind,
+                "codec": FORMATS.get(kind, ("libvorbis",))[0],
+            }
             print(kind, formats[kind], flush=True)
     base = formats["wav (soundfile, before)"]["seconds"]
     for v in formats.values():
         v["vs_wav_before"] = v["seconds"] / base
-    result = {"when": time.strftime("%Y-%m-%d"), "machine": machine(), "file_minutes": args.minutes,
-              "window_s": 30.0, "formats": formats, "scan": scan_rate(args.scan_files),
-              "whole_track": whole_track_rows([10.0, 60.0, 240.0])}
+    result = {
+        "when": time.strftime("%Y-%m-%d"),
+        "machine": machine(),
+        "file_minutes": args.minutes,
+        "window_s": 30.0,
+        "formats": formats,
+        "scan": scan_rate(args.scan_files),
+        "whole_track": whole_track_rows([10.0, 60.0, 240.0]),
+    }
     print(result["scan"], result["whole_track"])
     write_result("decode", result)
 

@@ -22,6 +22,7 @@ again, centred on it. A stream that ends before its header's stated length by mo
 samples before it (also ``truncated``), and an error before any sample is a
 ``decode_error``.
 """
+
 from __future__ import annotations
 
 import io
@@ -39,8 +40,7 @@ TRUNCATION_SLACK_S = 1.0
 SEEKABLE = frozenset({"wav", "aiff", "flac", "mov,mp4,m4a,3gp,3g2,mj2", "ogg", "matroska,webm", "caf", "w64"})
 # demuxers of real media containers: one with streams but none audio is ``no_audio_stream``
 # (random bytes sometimes probe as a raw format with a "video" stream: those stay decode_error)
-MEDIA_CONTAINERS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi", "asf", "ogg", "flv", "mpegts",
-                              "mpeg"})
+MEDIA_CONTAINERS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi", "asf", "ogg", "flv", "mpegts", "mpeg"})
 # sample entries of protected MP4 audio (FairPlay ``drms``, common encryption ``enca``)
 PROTECTED_ENTRIES = (b"drms", b"drma", b"enca")
 _SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2147483648.0, "s64": 9223372036854775808.0}
@@ -49,12 +49,13 @@ _SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2147483648.0, "s64": 9223372036854
 @dataclass
 class Decoded:
     """A decoded window: ``audio`` float32 ``[channels, n]`` at ``sample_rate``."""
+
     audio: np.ndarray
     sample_rate: int
     flags: list[str]
-    start_s: float            # where the window starts in the track
-    duration_s: float         # the track's length as far as known (header, or the true end)
-    decoder: str              # e.g. "ffmpeg:aac" (PyAV's codec name)
+    start_s: float  # where the window starts in the track
+    duration_s: float  # the track's length as far as known (header, or the true end)
+    decoder: str  # e.g. "ffmpeg:aac" (PyAV's codec name)
 
 
 def decode_window(source: str | BinaryIO, max_seconds: float | None, name: str = "") -> Decoded:
@@ -185,13 +186,13 @@ class _Buffer:
             self.data = np.zeros((x.shape[0], self.keep), np.float32)
         m = min(x.shape[1], self.keep - self.n)
         ch = self.data.shape[0]
-        self.data[:, self.n:self.n + m] = x[:ch, :m] if x.shape[0] >= ch else x[:1, :m]
+        self.data[:, self.n : self.n + m] = x[:ch, :m] if x.shape[0] >= ch else x[:1, :m]
         self.n += m
 
     def audio(self) -> np.ndarray:
         if self.keep is None:
             return _join(self.parts)
-        return np.zeros((1, 0), np.float32) if self.data is None else self.data[:, :self.n]
+        return np.zeros((1, 0), np.float32) if self.data is None else self.data[:, : self.n]
 
 
 def _join(parts: list[np.ndarray]) -> np.ndarray:

@@ -10,6 +10,7 @@
 The first source present wins, even when empty. The source is written per track
 (``tracks.lyrics_source``; null when none).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -23,8 +24,8 @@ from musiclime.synced import SyncedLyrics, decode_text, parse_lrc
 @dataclass
 class Lyrics:
     text: str
-    source: str | None                    # catalogue | lrc | text_file | tag_synced | tag | None
-    synced: SyncedLyrics | None = None    # words with times (lrc with timestamps, tag_synced)
+    source: str | None  # catalogue | lrc | text_file | tag_synced | tag | None
+    synced: SyncedLyrics | None = None  # words with times (lrc with timestamps, tag_synced)
     flags: list[str] = field(default_factory=list)
 
 
@@ -48,6 +49,7 @@ def find_lyrics(row: dict[str, Any], tags: Callable[[], Any]) -> Lyrics:
         return read_lrc(row["lrc_path"])
     if row.get("lyrics_path"):
         from musiclime.audio_io import read_lyrics_file
+
         return Lyrics(read_lyrics_file(row["lyrics_path"]), "text_file")
     found = tags()
     if found is not None and found.synced is not None:
@@ -62,6 +64,7 @@ def read_lrc(path: str) -> Lyrics:
     (:func:`musiclime.synced.decode_text`; ``lyrics_recoded`` when not UTF-8)."""
     from musiclime import storage
     from musiclime.audio_io import file_exists
+
     if not file_exists(path):
         raise InputError("missing_file", f"no lyrics file at {path}")
     raw = storage.read_bytes(path)

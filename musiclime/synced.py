@@ -5,6 +5,7 @@ A line's words without their own times are spread evenly from the line's time to
 line's (at most :data:`MAX_LINE_S` seconds), so every word has the time it is sung.
 ``[offset:+N]`` (milliseconds) makes the lyrics appear N ms sooner, as players do.
 """
+
 from __future__ import annotations
 
 import re
@@ -26,6 +27,7 @@ class TimedWord:
 @dataclass(frozen=True)
 class SyncedLyrics:
     """Words with the times they are sung, in time order."""
+
     words: tuple[TimedWord, ...]
 
     def text(self) -> str:
@@ -70,7 +72,7 @@ def parse_lrc(text: str) -> SyncedLyrics | None:
         stamps, rest = [], raw.strip()
         while (m := _STAMP.match(rest)) is not None:
             stamps.append(_seconds(m))
-            rest = rest[m.end():]
+            rest = rest[m.end() :]
         for t in stamps:
             lines.append((t + shift, rest))
     if not lines:

@@ -9,6 +9,7 @@ Real tags are messy; the rules:
 - every value is untrusted: control characters removed (newlines kept in lyrics), cut at
   :data:`MAX_TAG_CHARS` (lyrics :data:`MAX_LYRICS_CHARS`), with the flag ``tag_truncated``.
 """
+
 from __future__ import annotations
 
 import re
@@ -33,8 +34,8 @@ class Tags:
     mood: str | None = None
     musicbrainz_recording_id: str | None = None
     duration_s: float | None = None
-    lyrics: str | None = None                 # unsynced
-    synced: SyncedLyrics | None = None        # SYLT
+    lyrics: str | None = None  # unsynced
+    synced: SyncedLyrics | None = None  # SYLT
     flags: list[str] = field(default_factory=list)
 
     def fields(self) -> dict[str, str | None]:
@@ -95,6 +96,7 @@ def read_tags(source: Any) -> Tags:
 @dataclass
 class _TagsOnly:
     """A tag block without the file's stream info (what ``mutagen.File`` returns, minus ``info``)."""
+
     tags: Any
     info: Any = None
 
@@ -102,6 +104,7 @@ class _TagsOnly:
 def _id3_alone(source: Any) -> Any:
     """The ID3 block of a file whose audio mutagen could not parse, as a tags-only object."""
     from mutagen.id3 import ID3
+
     try:
         if not isinstance(source, str):
             source.seek(0)
@@ -126,8 +129,7 @@ def _id3(tags, sample_rate: int) -> dict[str, Any]:
         fr = tags.get(frame_id)
         return _first(list(fr.text)) if fr is not None and getattr(fr, "text", None) else None
 
-    out: dict[str, Any] = {"title": text("TIT2"), "artist": text("TPE1"), "album": text("TALB"),
-                           "mood": text("TMOO")}
+    out: dict[str, Any] = {"title": text("TIT2"), "artist": text("TPE1"), "album": text("TALB"), "mood": text("TMOO")}
     tcon = tags.get("TCON")
     out["genre"] = _first(tcon.genres) if tcon is not None else None
     ufid = tags.get("UFID:http://musicbrainz.org")
@@ -145,9 +147,15 @@ def _lang_rank(lang: str) -> int:
     return 0 if lang == "eng" else 1 if lang in ("und", "XXX", "xxx") else 2
 
 
-_MP4 = {"title": "\xa9nam", "artist": "\xa9ART", "album": "\xa9alb", "genre": "\xa9gen", "lyrics": "\xa9lyr",
-        "mood": "----:com.apple.iTunes:MOOD",
-        "musicbrainz_recording_id": "----:com.apple.iTunes:MusicBrainz Track Id"}
+_MP4 = {
+    "title": "\xa9nam",
+    "artist": "\xa9ART",
+    "album": "\xa9alb",
+    "genre": "\xa9gen",
+    "lyrics": "\xa9lyr",
+    "mood": "----:com.apple.iTunes:MOOD",
+    "musicbrainz_recording_id": "----:com.apple.iTunes:MusicBrainz Track Id",
+}
 
 
 def _mp4(tags) -> dict[str, Any]:
@@ -158,9 +166,15 @@ def _mp4(tags) -> dict[str, Any]:
     return out
 
 
-_COMMENTS = {"title": ("title",), "artist": ("artist",), "album": ("album",), "genre": ("genre",),
-             "mood": ("mood",), "musicbrainz_recording_id": ("musicbrainz_trackid", "musicbrainz_recordingid"),
-             "lyrics": ("lyrics", "unsyncedlyrics", "unsynced lyrics")}
+_COMMENTS = {
+    "title": ("title",),
+    "artist": ("artist",),
+    "album": ("album",),
+    "genre": ("genre",),
+    "mood": ("mood",),
+    "musicbrainz_recording_id": ("musicbrainz_trackid", "musicbrainz_recordingid"),
+    "lyrics": ("lyrics", "unsyncedlyrics", "unsynced lyrics"),
+}
 
 
 def _comments(tags) -> dict[str, Any]:

@@ -13,6 +13,7 @@ A late-fusion model keeps its shape: ``embed_audio`` returns the windows' embedd
 by side (``[B, n x D]``), ``head`` averages the probabilities of each window with the lyrics
 embedding; the text encoder still runs once per distinct lyric mask.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,7 +36,7 @@ def windows_of(audio: torch.Tensor, window: int) -> torch.Tensor:
         return audio[:, None, :]
     n = window_count(t, window)
     starts = [min(i * window, t - window) for i in range(n)]
-    return torch.stack([audio[:, s:s + window] for s in starts], dim=1)
+    return torch.stack([audio[:, s : s + window] for s in starts], dim=1)
 
 
 class WholeTrack:
@@ -66,20 +67,24 @@ class WholeTrack:
         starts = [min(i * self.window, t - size) for i in range(n)]
         pairs = [(r, s) for r in range(b) for s in starts]
         for i in range(0, len(pairs), self.batch):
-            part = pairs[i:i + self.batch]
-            yield [r for r, _ in part], torch.stack([audio[r, s:s + size] for r, s in part])
+            part = pairs[i : i + self.batch]
+            yield [r for r, _ in part], torch.stack([audio[r, s : s + size] for r, s in part])
 
     def predict_proba(self, audio: torch.Tensor, lyrics: list[str]) -> torch.Tensor:
         b, n = audio.shape[0], window_count(audio.shape[1], self.window)
-        probs = [torch.as_tensor(as_probs(self.model.predict_proba(w, [lyrics[r] for r in rows]), len(rows),
-                                          len(self.classes)))
-                 for rows, w in self._chunks(audio)]
+        probs = [
+            torch.as_tensor(
+                as_probs(self.model.predict_proba(w, [lyrics[r] for r in rows]), len(rows), len(self.classes))
+            )
+            for rows, w in self._chunks(audio)
+        ]
         return torch.cat(probs).reshape(b, n, -1).mean(dim=1)
 
     def _embed_audio(self, audio: torch.Tensor) -> torch.Tensor:
         b = audio.shape[0]
-        emb = torch.cat([as_embedding(self.model.embed_audio(w), len(rows), "embed_audio")
-                         for rows, w in self._chunks(audio)])
+        emb = torch.cat(
+            [as_embedding(self.model.embed_audio(w), len(rows), "embed_audio") for rows, w in self._chunks(audio)]
+        )
         self._dim = int(emb.shape[1])  # per window: head() splits the rows back
         return emb.reshape(b, -1)  # [B, n x D]: one row per mask, as the runner caches it
 

@@ -22,6 +22,7 @@ Rules (docs/library.md says the same to users):
   depth-first: the same rows in the same order every night; the first path met wins. Memory is one folder's names at a time, plus the real
   paths seen (for symlink deduplication).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -35,10 +36,47 @@ from musiclime import storage
 
 # Extensions of audio FFmpeg reads (the av wheel's demuxers); .mp4/.m4b/.webm/.mkv may hold
 # video: a file with no audio stream is an error row (no_audio_stream), never skipped silently.
-AUDIO_SUFFIXES = (".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".spx", ".mp3", ".mp2", ".m4a", ".m4b", ".mp4",
-                  ".aac", ".adts", ".alac", ".aiff", ".aif", ".aifc", ".caf", ".wma", ".asf", ".webm", ".mka", ".mkv",
-                  ".wv", ".ape", ".tta", ".ac3", ".eac3", ".dts", ".amr", ".au", ".snd", ".w64", ".mpc", ".tak",
-                  ".dsf", ".dff", ".ra")
+AUDIO_SUFFIXES = (
+    ".wav",
+    ".wave",
+    ".flac",
+    ".ogg",
+    ".oga",
+    ".opus",
+    ".spx",
+    ".mp3",
+    ".mp2",
+    ".m4a",
+    ".m4b",
+    ".mp4",
+    ".aac",
+    ".adts",
+    ".alac",
+    ".aiff",
+    ".aif",
+    ".aifc",
+    ".caf",
+    ".wma",
+    ".asf",
+    ".webm",
+    ".mka",
+    ".mkv",
+    ".wv",
+    ".ape",
+    ".tta",
+    ".ac3",
+    ".eac3",
+    ".dts",
+    ".amr",
+    ".au",
+    ".snd",
+    ".w64",
+    ".mpc",
+    ".tak",
+    ".dsf",
+    ".dff",
+    ".ra",
+)
 SIDECARS = (".txt", ".lrc")
 LOSSLESS_SUFFIXES = (".wav", ".wave", ".flac", ".aiff", ".aif", ".aifc", ".w64", ".wv", ".ape", ".tta", ".tak")
 
@@ -46,6 +84,7 @@ LOSSLESS_SUFFIXES = (".wav", ".wave", ".flac", ".aiff", ".aif", ".aifc", ".w64",
 @dataclass
 class Skipped:
     """What a folder scan left out, counted: by extension, hidden, AppleDouble, duplicates."""
+
     counts: Counter = field(default_factory=Counter)
 
     def add(self, what: str) -> None:
@@ -114,9 +153,12 @@ def scan(root: str, skipped: Skipped) -> Iterator[dict]:
 
 
 def _row(prefix: str, folder: str, name: str, stem: str, sidecars: dict[str, str], join) -> dict:
-    return {"track_id": prefix + stem, "audio_path": join(folder, name),
-            "lyrics_path": join(folder, sidecars[".txt"]) if ".txt" in sidecars else None,
-            "lrc_path": join(folder, sidecars[".lrc"]) if ".lrc" in sidecars else None}
+    return {
+        "track_id": prefix + stem,
+        "audio_path": join(folder, name),
+        "lyrics_path": join(folder, sidecars[".txt"]) if ".txt" in sidecars else None,
+        "lrc_path": join(folder, sidecars[".lrc"]) if ".lrc" in sidecars else None,
+    }
 
 
 def _scan_local(path: str, root: str, skipped: Skipped) -> Iterator[dict]:
@@ -206,9 +248,13 @@ def write_catalogue(root: str, out: str, batch_rows: int = 2048, progress=None) 
 
     from musiclime.tags import read_tags
 
-    schema = pa.schema([*(pa.field(c, pa.string()) for c in ("track_id", "audio_path", "lyrics_path", "lrc_path")),
-                        *(pa.field(c, pa.float64() if c == "duration_s" else pa.string()) for c in SCAN_TAGS),
-                        pa.field("tag_flags", pa.list_(pa.string()))])
+    schema = pa.schema(
+        [
+            *(pa.field(c, pa.string()) for c in ("track_id", "audio_path", "lyrics_path", "lrc_path")),
+            *(pa.field(c, pa.float64() if c == "duration_s" else pa.string()) for c in SCAN_TAGS),
+            pa.field("tag_flags", pa.list_(pa.string())),
+        ]
+    )
     if not storage.is_dir(root):
         raise ValueError(f"{root} is not a folder")
     skipped, n = Skipped(), 0

@@ -1,5 +1,6 @@
 """Audio files as users have them, made here with PyAV's own encoders (and soundfile for
 Vorbis: PyAV's wheel has no libvorbis), tagged with mutagen. Nothing binary is committed."""
+
 from __future__ import annotations
 
 import os
@@ -21,12 +22,23 @@ FORMATS = {
     "aiff": ("pcm_s16be", "aiff", 44100, 2, None),
     "adts": ("aac", "adts", 44100, 2, 128000),
 }
-SUFFIX = {"aac": ".m4a", "alac": ".m4a", "mp3": ".mp3", "mp3vbr": ".mp3", "flac": ".flac", "opus": ".opus",
-          "wav": ".wav", "aiff": ".aiff", "adts": ".aac", "vorbis": ".ogg"}
+SUFFIX = {
+    "aac": ".m4a",
+    "alac": ".m4a",
+    "mp3": ".mp3",
+    "mp3vbr": ".mp3",
+    "flac": ".flac",
+    "opus": ".opus",
+    "wav": ".wav",
+    "aiff": ".aiff",
+    "adts": ".aac",
+    "vorbis": ".ogg",
+}
 
 
 def resampled(x: np.ndarray, sr: int, rate: int) -> np.ndarray:
     from musiclime.audio_io import resample
+
     return resample(x, sr, rate) if sr != rate else x
 
 
@@ -37,13 +49,15 @@ def encode(path: str | Path, x: np.ndarray, sr: int, kind: str, options: dict | 
     path.parent.mkdir(parents=True, exist_ok=True)
     if kind == "vorbis":
         import soundfile as sf
+
         y = np.stack([x, x]).T
         # in blocks: libsndfile 1.2 crashes writing minutes of Vorbis in one call
         with sf.SoundFile(path, "w", sr, 2, format="OGG", subtype="VORBIS") as f:
             for i in range(0, len(y), sr):
-                f.write(y[i:i + sr])
+                f.write(y[i : i + sr])
         return path
     import av
+
     codec, fmt, rate, channels, bit_rate = FORMATS[kind]
     y = resampled(x.astype(np.float32), sr, rate)
     y = np.stack([y * (1.0 - 0.1 * c) for c in range(channels)]).astype(np.float32)
@@ -57,7 +71,7 @@ def encode(path: str | Path, x: np.ndarray, sr: int, kind: str, options: dict | 
         fmt0 = s.codec_context.codec.audio_formats[0].name
         n = s.codec_context.frame_size or 4096
         for i in range(0, y.shape[1], n):
-            chunk = y[:, i:i + n]
+            chunk = y[:, i : i + n]
             arr = chunk if fmt0.endswith("p") else chunk.T.reshape(1, -1)
             if fmt0.startswith("s16"):
                 arr = np.clip(arr * 32767, -32768, 32767).astype(np.int16)
@@ -72,13 +86,22 @@ def encode(path: str | Path, x: np.ndarray, sr: int, kind: str, options: dict | 
     return path
 
 
-def tag(path: Path, title: str, artist: str, album: str, genre: str | None = None, lyrics: str | None = None,
-        sylt: list[tuple[str, int]] | None = None) -> None:
+def tag(
+    path: Path,
+    title: str,
+    artist: str,
+    album: str,
+    genre: str | None = None,
+    lyrics: str | None = None,
+    sylt: list[tuple[str, int]] | None = None,
+) -> None:
     """Write the usual tags the way each format keeps them."""
     import mutagen
+
     suffix = path.suffix.lower()
     if suffix in (".mp3", ".aac", ".wav", ".aiff"):
         from mutagen import id3
+
         f = mutagen.File(path)
         if f.tags is None:
             f.add_tags()
@@ -129,6 +152,7 @@ def protect(src: Path, dst: Path) -> Path:
 
 def video_only(path: Path) -> Path:
     import av
+
     with av.open(str(path), "w") as c:
         s = c.add_stream("mpeg4", rate=10)
         s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
@@ -146,6 +170,7 @@ def build_library(root: Path, demo: Path, rows: list[dict], sr: int) -> dict[str
     plus the files a real library also has. Returns the expected outcome per track id:
     ``{"demo": demo track id, "kind": format}`` or ``{"error": error_type}``."""
     import soundfile as sf
+
     kinds = ["aac", "alac", "mp3", "flac", "vorbis", "opus", "wav", "mp3vbr"]
     expect: dict[str, dict] = {}
     for i, r in enumerate(rows):

@@ -1,5 +1,6 @@
 """Decoding real formats through PyAV: windows after a seek equal a full decode, bad files
 are typed error rows, remote files are read by ranges (issue: real libraries)."""
+
 from __future__ import annotations
 
 import tracemalloc
@@ -38,7 +39,7 @@ def test_a_window_after_a_seek_is_the_same_span_of_a_full_decode(tmp_path, kind)
     assert abs(win.start_s - (full.audio.shape[1] / full.sample_rate - 4.0) / 2) < (0.3 if kind == "adts" else 0.05)
 
     def diff(lag: int) -> float:
-        return float(np.abs(full.audio[:, start + lag:start + lag + n] - win.audio).max())
+        return float(np.abs(full.audio[:, start + lag : start + lag + n] - win.audio).max())
 
     if kind in LOSSLESS:
         assert diff(0) == 0.0, kind  # bit-identical
@@ -57,7 +58,7 @@ def test_aac_noise_substitution_is_the_one_lossy_difference_after_a_seek(tmp_pat
     full, a, b = decode_window(str(path), None), decode_window(str(path), 4.0), decode_window(str(path), 4.0)
     assert np.array_equal(a.audio, b.audio)
     s = int(round(a.start_s * a.sample_rate))
-    ref = full.audio[:, s:s + a.audio.shape[1]]
+    ref = full.audio[:, s : s + a.audio.shape[1]]
     err = ref - a.audio
     assert 1e-3 < np.abs(err).max() < 0.05  # the substituted noise, no more
     assert np.sqrt((err**2).mean()) < 0.05 * np.sqrt((ref**2).mean())  # well under the signal
@@ -67,6 +68,7 @@ def test_lossless_samples_equal_libsndfile_and_the_old_window(tmp_path):
     """Standing outputs of WAV/FLAC libraries are unchanged by the decoder switch: the same
     samples and the same middle window as soundfile gave."""
     import soundfile as sf
+
     x = np.stack([music(9.0, 44100), music(9.0, 44100, 1)]).T
     for name, subtype in (("a.wav", "PCM_16"), ("b.wav", "PCM_24"), ("c.flac", "PCM_16"), ("d.wav", "FLOAT")):
         sf.write(tmp_path / name, x, 44100, subtype=subtype)
@@ -105,11 +107,12 @@ def test_a_header_that_overstates_the_length_is_found_out(tmp_path):
         assert abs(win.start_s - (true_s - 8.0) / 2) < 0.05, (kind, win.start_s, true_s)
         assert win.audio.shape[1] == 8 * win.sample_rate
         s = int(round(win.start_s * win.sample_rate))
-        assert np.abs(full.audio[:, s:s + win.audio.shape[1]] - win.audio).max() <= 1e-3
+        assert np.abs(full.audio[:, s : s + win.audio.shape[1]] - win.audio).max() <= 1e-3
 
 
 def test_bad_files_are_typed_errors_never_crashes(tmp_path):
     from tests.real_library import protect, video_only
+
     aac = encode(tmp_path / "a.m4a", music(3.0), SR, "aac")
     cases = {
         protect(aac, tmp_path / "p.m4a"): "encrypted",
@@ -134,6 +137,7 @@ def test_bad_files_are_typed_errors_never_crashes(tmp_path):
 
 def test_any_rate_and_channel_count_is_resampled_once_and_downmixed(tmp_path):
     import av
+
     for rate, layout in ((8000, "mono"), (96000, "5.1"), (192000, "stereo")):
         path = tmp_path / f"x{rate}.flac"
         n = rate * 2
@@ -155,6 +159,7 @@ def test_any_rate_and_channel_count_is_resampled_once_and_downmixed(tmp_path):
 def test_remote_windows_read_about_the_window(tmp_path, s3):
     """A 30 s window of a 10-minute FLAC on S3 reads about the window's bytes, in few requests."""
     from musiclime import storage
+
     path = encode(tmp_path / "ten.flac", music(600.0), SR, "flac")
     size = path.stat().st_size
     remote = "s3://lib/formats/ten.flac"

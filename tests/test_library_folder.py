@@ -1,4 +1,5 @@
 """A folder as a catalogue, tags, embedded and synced lyrics (issue: real libraries)."""
+
 from __future__ import annotations
 
 import os
@@ -38,13 +39,26 @@ def test_folder_rules_ids_hidden_links_and_skips(tmp_path):
     (a / ".hidden.mp3").write_bytes(b"x")
     (root / ".git").mkdir()
     (root / ".git" / "x.mp3").write_bytes(b"x")
-    os.symlink("..", a / "up")                       # a loop
+    os.symlink("..", a / "up")  # a loop
     os.symlink(a / "Song.flac", root / "Link.flac")  # the same file twice
     got, r = ids(root)
-    assert got == ["Link", "Artist/Album/01 One", "Artist/Album/02 Two", "Artist/Album/03 Three", "Artist/Album/04 Four",
-                   "Artist/Album/05 Five", "Artist/Album/Song.mp3"]  # Song.flac was met as Link.flac
-    assert r.skipped.as_dict() == {".jpg": 1, ".pdf": 1, "appledouble": 1, "hidden": 2,
-                                   "link to a file already listed": 1, "link to a folder already listed": 1}
+    assert got == [
+        "Link",
+        "Artist/Album/01 One",
+        "Artist/Album/02 Two",
+        "Artist/Album/03 Three",
+        "Artist/Album/04 Four",
+        "Artist/Album/05 Five",
+        "Artist/Album/Song.mp3",
+    ]  # Song.flac was met as Link.flac
+    assert r.skipped.as_dict() == {
+        ".jpg": 1,
+        ".pdf": 1,
+        "appledouble": 1,
+        "hidden": 2,
+        "link to a file already listed": 1,
+        "link to a folder already listed": 1,
+    }
     assert r.skipped.describe().startswith("skipped 7 files: 2 hidden, 1 .jpg")
     assert got == ids(root)[0]  # the same rows every pass
 
@@ -67,6 +81,7 @@ def test_ids_unique_before_keep_their_bytes_and_sidecars_match_across_normal_for
 
 def test_tags_are_read_cleaned_and_capped(tmp_path):
     from mutagen import id3
+
     mp3 = encode(tmp_path / "t.mp3", tone(), SR, "mp3")
     f = id3.ID3()
     f.add(id3.TIT2(encoding=3, text="Title\x1b[31m <script>x</script>"))
@@ -115,8 +130,10 @@ def test_lyrics_precedence_column_lrc_txt_tags(tmp_path):
     (tmp_path / "s.txt").write_text("from txt")
     (tmp_path / "s.lrc").write_text(lrc("from lrc", 1.0))
     from musiclime.stages import _TagReader
-    row = dict(audio_path=str(p), lyrics="from column", lrc_path=str(tmp_path / "s.lrc"),
-               lyrics_path=str(tmp_path / "s.txt"))
+
+    row = dict(
+        audio_path=str(p), lyrics="from column", lrc_path=str(tmp_path / "s.lrc"), lyrics_path=str(tmp_path / "s.txt")
+    )
     order = []
     for drop in (None, "lyrics", "lrc_path", "lyrics_path"):
         row.pop(drop, None)
@@ -127,8 +144,11 @@ def test_lyrics_precedence_column_lrc_txt_tags(tmp_path):
 
 def test_content_keys_follow_the_decoder_for_lossy_files_only(tmp_path, monkeypatch):
     from musiclime import audio_io
-    rows = [dict(track_id=n, audio_path=str(encode(tmp_path / f"{n}.{ext}", tone(), SR, kind)))
-            for n, ext, kind in (("a", "flac", "flac"), ("b", "mp3", "mp3"), ("c", "wav", "wav"))]
+
+    rows = [
+        dict(track_id=n, audio_path=str(encode(tmp_path / f"{n}.{ext}", tone(), SR, kind)))
+        for n, ext, kind in (("a", "flac", "flac"), ("b", "mp3", "mp3"), ("c", "wav", "wav"))
+    ]
     before = content_keys([dict(r) for r in rows])
     monkeypatch.setattr(audio_io, "decoder_version", lambda: "pyav 99 / libavcodec 99")
     after = content_keys([dict(r) for r in rows])
@@ -143,11 +163,14 @@ def test_synced_lyrics_are_cut_to_the_explained_window(tmp_path, window):
     from musiclime.factorization import AudioFactorization, LyricsFactorization
     from musiclime.stages import DecodeSpec, decode
     from tests.toys import PlantedModel
+
     sr = 8000
     x = np.random.default_rng(0).normal(0, 0.05, 40 * sr).astype(np.float32)
     path = encode(tmp_path / "song.wav", x, sr, "wav")
-    (tmp_path / "song.lrc").write_text("[00:02.00]decoy early words\n[00:18.00]the fire burns\n"
-                                       "[00:21.00]and we run\n[00:23.00]\n[00:35.00]decoy late words\n")
+    (tmp_path / "song.lrc").write_text(
+        "[00:02.00]decoy early words\n[00:18.00]the fire burns\n"
+        "[00:21.00]and we run\n[00:23.00]\n[00:35.00]decoy late words\n"
+    )
     row = dict(track_id="song", catalogue_row=0, audio_path=str(path), lrc_path=str(tmp_path / "song.lrc"))
     inp = decode(row, DecodeSpec(separator="none", max_seconds=10.0, lyrics_window=window), sr)
     assert inp.about.window_start_s == 15.0 and inp.about.lyrics_source == "lrc"
@@ -168,6 +191,7 @@ def test_the_scanned_catalogue_gives_the_folders_rows(tmp_path):
     each decodes to the same input (a text-only run reads the same lyrics, label and all)."""
     from musiclime.stages import DecodeSpec, decode
     from pipeline.folder import write_catalogue
+
     root = tmp_path / "lib"
     for i, kind in enumerate(("aac", "mp3", "flac")):
         p = encode(root / "A" / f"{i:02d} S{i}{'.m4a' if kind == 'aac' else '.' + kind}", tone(2.0), SR, kind)
@@ -184,8 +208,12 @@ def test_the_scanned_catalogue_gives_the_folders_rows(tmp_path):
     spec = DecodeSpec(separator="none", label_column="genre", max_seconds=1.0)
     for x, y in zip(a, b):
         dx, dy = decode(x, spec, SR), decode(y, spec, SR)
-        assert (dx.lyrics, dx.true_label, dx.about.lyrics_source, dx.flags) == \
-               (dy.lyrics, dy.true_label, dy.about.lyrics_source, dy.flags)
+        assert (dx.lyrics, dx.true_label, dx.about.lyrics_source, dx.flags) == (
+            dy.lyrics,
+            dy.true_label,
+            dy.about.lyrics_source,
+            dy.flags,
+        )
         assert np.array_equal(dx.stems, dy.stems)
 
 
@@ -197,6 +225,7 @@ def test_a_resume_across_a_decoder_upgrade_lists_both_decoders(tmp_path, monkeyp
     from musiclime import audio_io
     from pipeline.config import ExplainConfig
     from pipeline.run_record import RunRecord
+
     cfg = ExplainConfig(catalogue=str(tmp_path), out=str(tmp_path / "out"), run_id="r")
     RunRecord(str(tmp_path / "out"), "r", cfg, "inv1", "parquet").write("interrupted", 3)
     monkeypatch.setattr(audio_io, "decoder_version", lambda: "pyav 99 / libavcodec 99.1")
@@ -212,6 +241,7 @@ def test_a_text_model_reads_the_tag_block_and_never_decodes_the_audio(tmp_path):
     from mutagen import id3
 
     from musiclime.stages import DecodeSpec, decode
+
     p = encode(tmp_path / "t.mp3", tone(2.0), SR, "mp3")
     tags = id3.ID3()
     tags.add(id3.USLT(encoding=3, lang="eng", desc="", text="sung from the tag"))
@@ -229,11 +259,15 @@ def test_the_report_puts_each_word_under_the_segments_it_is_sung_in():
     import polars as pl
 
     from pipeline.report import _sung_under_segments
-    e = pl.DataFrame({"token": ["fire", "night", None], "sung_at_s": [[0.5, 7.2], [3.9], None]},
-                     schema={"token": pl.String, "sung_at_s": pl.List(pl.Float64)})
+
+    e = pl.DataFrame(
+        {"token": ["fire", "night", None], "sung_at_s": [[0.5, 7.2], [3.9], None]},
+        schema={"token": pl.String, "sung_at_s": pl.List(pl.Float64)},
+    )
     html = _sung_under_segments(e, {"duration_s": 10.0}, 10)
     cells = html.split("</tr><tr>")[1].split("</td>")
     assert cells[0] == "<td>fire" and cells[3] == "<td>night" and cells[7] == "<td>fire"
     assert _sung_under_segments(e.head(0), {"duration_s": 10.0}, 10) == ""
-    assert "&lt;b&gt;" in _sung_under_segments(pl.DataFrame({"token": ["<b>"], "sung_at_s": [[1.0]]}),
-                                                {"duration_s": 10.0}, 10)
+    assert "&lt;b&gt;" in _sung_under_segments(
+        pl.DataFrame({"token": ["<b>"], "sung_at_s": [[1.0]]}), {"duration_s": 10.0}, 10
+    )

@@ -1,4 +1,5 @@
 """``--window whole``: the track heard window by window (issue: real libraries)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,6 +16,7 @@ SR = 8000
 
 class LoudWindow:
     """A clip model of 2 s: p(loud) from the loudest quarter-second of what it hears."""
+
     classes = ["quiet", "loud"]
     sample_rate = SR
     window_seconds = 2.0
@@ -65,8 +67,9 @@ def track(tmp_path, seconds: float, loud_at: tuple[float, float] | None):
 
 
 def explain(row, window: str, model, max_seconds: float, num_samples: int = 256, batch: int = 8):
-    inp = decode(row, DecodeSpec(separator="none", max_seconds=max_seconds, model_window=model.window_seconds,
-                                 window=window), SR)
+    inp = decode(
+        row, DecodeSpec(separator="none", max_seconds=max_seconds, model_window=model.window_seconds, window=window), SR
+    )
     af = AudioFactorization(inp.stems, SR, 10, inp.stem_names)
     heard = WholeTrack(model, model.window_seconds, batch=batch) if window == "whole" else model
     exp = MusicLIME(num_samples=num_samples, seed=0).explain(heard, af, LyricsFactorization(inp.lyrics), labels=[1])
@@ -120,6 +123,7 @@ def test_a_ten_minute_track_is_explained_within_bounded_memory(tmp_path):
     import os
     import subprocess
     import sys
+
     row = track(tmp_path, 600.0, loud_at=(590.0, 591.0))
     code = f"""
 import resource, sys
