@@ -172,5 +172,13 @@ def test_remote_windows_read_about_the_window(tmp_path, s3):
     # measured: 2.2 MB in 11 requests for a 1.3 MB window of a 25.5 MB file (bench/bench_decode.py)
     assert src.bytes_read < 2.5 * window_bytes, (src.bytes_read, window_bytes)
     assert src.requests <= 16, src.requests
+    assert src.closed is False
+    src.close()
+    # the header alone (provided stems' rates and lengths): a few KB
+    from musiclime.av_decode import probe
+
+    head = storage.readable(remote)
+    assert probe(head, "ten.flac") == (d.sample_rate, 600 * d.sample_rate) and head.bytes_read < 256 << 10
+    head.close()
     local = decode_window(str(path), 30.0)
     assert np.array_equal(local.audio, d.audio)
