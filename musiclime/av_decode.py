@@ -25,7 +25,6 @@ samples before it (also ``truncated``), and an error before any sample is a
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import BinaryIO
@@ -273,11 +272,6 @@ def _walk(f, start: int, end: int | None, depth: int) -> bool:
 
 def _reason(e: Exception) -> str:
     return (str(e).splitlines() or [type(e).__name__])[0][:300]
-
-
-def as_source(raw) -> str | BinaryIO:
-    """What :func:`decode_window` opens: a path as it is, a file object as it is, bytes wrapped."""
-    return io.BytesIO(raw) if isinstance(raw, (bytes, bytearray)) else raw
 
 
 def probe(source: str | BinaryIO, name: str = "") -> tuple[int, int | None]:
