@@ -16,13 +16,16 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m musiclime.install_check
 	@touch $@
 
-# Regenerate requirements.lock from pyproject.toml's ranges (Linux x86-64, Python 3.11).
+# Regenerate requirements.lock from pyproject.toml's ranges (Linux x86-64, Python 3.11), then
+# append requirements-nodeps.in's packages without their dependencies.
 UV_VERSION := 0.13.9
 lock:
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q uv==$(UV_VERSION)
 	$(VENV)/bin/uv pip compile pyproject.toml --extra test --extra build --python-version 3.11 \
 		--python-platform x86_64-manylinux_2_28 --generate-hashes --no-header -o requirements.lock
+	$(VENV)/bin/uv pip compile requirements-nodeps.in --no-deps --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 --generate-hashes --no-header >> requirements.lock
 
 venv: $(STAMP)
 
@@ -36,14 +39,20 @@ FORMATTED := pipeline/engine pipeline/run_record.py pipeline/writer_base.py pipe
 	tests/test_policy.py tests/test_structure.py tests/test_docs.py \
 	musiclime/av_decode.py musiclime/tags.py musiclime/synced.py musiclime/lyrics_sources.py \
 	musiclime/whole_track.py pipeline/folder.py bench/bench_decode.py tests/real_library.py \
-	tests/test_formats.py tests/test_library_folder.py tests/test_whole_track.py tests/test_real_library.py
+	tests/test_formats.py tests/test_library_folder.py tests/test_whole_track.py tests/test_real_library.py \
+	musiclime/models/tf_checkpoint.py musiclime/models/musicnn.py musiclime/scores.py bench/bench_musicnn.py \
+	bench/musicnn_reference.py tests/musicnn_clips.py tests/test_musicnn.py
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check $(FORMATTED)
 	$(VENV)/bin/mypy
 
+# Two xdist workers (TEST_WORKERS): about 16 minutes here instead of 22. tests/conftest.py
+# sends the two longest chains (the trained default model, the multi-node clusters) first,
+# one to each worker.
+TEST_WORKERS ?= 2
 test: lint
-	$(PY) -m pytest tests --durations=15
+	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=15
 	@if [ -d ../shared/acceptance ]; then \
 		PYTHONDONTWRITEBYTECODE=1 $(PY) -m pytest --rootdir . -c pyproject.toml -p no:cacheprovider ../shared/acceptance; \
 	else \

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -26,20 +28,39 @@ def pytest_configure(config):
 TEST_LIBRARY = dict(tracks=400, seed=0, sample_rate=16000, seconds=10.0)  # the demo default
 
 
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """``build(folder)`` run once for the whole session, however many xdist workers run it:
+    the first worker to take the lock builds into a folder they all share, the others wait
+    and reuse it (a failed build leaves no marker, so the next worker tries again)."""
+    import fcntl
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the folder every worker's basetemp lies in
+    out, done = base / f"shared-{name}", base / f"shared-{name}.done"
+    with open(base / f"shared-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            if out.exists():
+                shutil.rmtree(out)
+            out.mkdir()
+            build(out)
+            done.touch()
+    return out
+
+
 @pytest.fixture(scope="session")
 def demo_library(tmp_path_factory):
     from musiclime.library import make_library
-    root = tmp_path_factory.mktemp("demo-library")
-    make_library(root, **TEST_LIBRARY)
-    return root
+    return built_once(tmp_path_factory, "demo-library", lambda root: make_library(root, **TEST_LIBRARY))
 
 
 @pytest.fixture(scope="session")
 def genre_model_dir(demo_library, tmp_path_factory):
     """The offline default (log-mel CNN + MiniLM + MLP) trained for genre, seeded."""
     from musiclime.training import train_default
-    out = tmp_path_factory.mktemp("models") / "default-genre"
-    return train_default(demo_library, "genre", "both", out, epochs=30, seed=0, verbose=False)  # the default
+    def train(d: Path) -> None:  # the default's epochs
+        train_default(demo_library, "genre", "both", d / "default-genre", epochs=30, seed=0, verbose=False)
+    return built_once(tmp_path_factory, "models", train) / "default-genre"
 
 
 @pytest.fixture(scope="session")
@@ -92,3 +113,18 @@ def plugin_path(tmp_path_factory):
     sys.path.insert(0, str(d))
     os.environ["PYTHONPATH"] = str(d) + os.pathsep + os.environ.get("PYTHONPATH", "")
     return d
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under xdist (``make test`` runs two workers), the tests of the trained default model go
+    first and to one worker: its training (minutes) then overlaps every other test instead
+    of holding the last ones up. The multi-node cluster tests, the next longest chain, go
+    second (to the other worker: ``--no-loadscope-reorder`` keeps this order), one cluster
+    at a time."""
+    first = [i for i in items if "genre_model_dir" in getattr(i, "fixturenames", ())]
+    for item in first:
+        item.add_marker(pytest.mark.xdist_group("genre-model"))
+    clusters = [i for i in items if i.path.name in ("test_multinode.py", "test_cluster.py") and i not in first]
+    for item in clusters:  # the tests that start `ray start` clusters: one at a time, on the other worker
+        item.add_marker(pytest.mark.xdist_group("clusters"))
+    items[:] = first + clusters + [i for i in items if i not in first and i not in clusters]

@@ -35,9 +35,22 @@ def test_cluster_yaml_passes_rays_validation():
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port for ``ray start``, from 20000-31999: outside the ephemeral range that
+    outgoing connections take ports from (32768+) and Ray's worker ports (10002-19999), so
+    nothing else running (another xdist worker's Ray) grabs it before Ray binds it; each
+    xdist worker draws from its own half."""
+    import random
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0) % 2
+    low = 20000 + 6000 * worker
+    for _ in range(1000):
+        port = random.randrange(low, low + 6000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-31999")
 
 
 def test_ray_job_submit_against_a_head(tmp_path, plugin_path, demo_library):
