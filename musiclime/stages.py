@@ -50,7 +50,7 @@ class DecodeSpec:
 @dataclass(frozen=True)
 class LabelRule:
     """Which labels a track's explanation covers: ``top1``, ``true`` (the catalogue's
-    ``label_column``) or ``all``."""
+    ``label_column``), ``all``, ``topk:N`` or class names (``choir,strings``)."""
     labels: str = "top1"
     label_column: str | None = None
 
@@ -203,14 +203,23 @@ def _true_label(row: dict[str, Any], spec: DecodeSpec, tags: _TagReader) -> str 
 
 def label_indices(rule: LabelRule, classes: list[str], probs0: np.ndarray, true_label: str | None) -> list[int]:
     """The indices of the labels ``rule`` explains, given the unperturbed probabilities ``[C]``."""
+    order = [int(i) for i in np.argsort(-probs0, kind="stable")]
     if rule.labels == "all":
-        return [int(i) for i in np.argsort(-probs0, kind="stable")]
+        return order
+    if rule.labels.startswith("topk:"):
+        return order[: int(rule.labels[5:])]
     if rule.labels == "true":
         if true_label is None:
             raise InputError("missing_label", f"--labels true but the track has no {rule.label_column!r}")
         if true_label not in classes:
             raise InputError("unknown_label", f"label {true_label!r} is not a model class {classes}")
         return [classes.index(true_label)]
+    if rule.labels != "top1":  # class names (checked against the model's classes before the run)
+        names = rule.labels.split(",")
+        unknown = [n for n in names if n not in classes]
+        if unknown:
+            raise InputError("unknown_label", f"--labels names {unknown}, not classes of the model")
+        return [classes.index(n) for n in names]
     return [int(np.argmax(probs0))]
 
 

@@ -45,9 +45,30 @@ class SeparatorName(Choice):
 
 
 class Labels(Choice):
+    """The named rules; ``topk:N`` (the N most probable) and a comma-separated list of class
+    names are the other forms (:func:`parse_labels`)."""
     TOP1 = "top1"
     TRUE = "true"
     ALL = "all"
+
+
+def parse_labels(value: object) -> str:
+    """``--labels``: top1 | true | all | topk:N | CLASS[,CLASS...] (a multi-label tagger's
+    tags, e.g. ``choir,strings``); the names are checked against the model's classes once it
+    is loaded. Returns the value, normalised (``topk:03`` -> ``topk:3``, no blanks)."""
+    text = str(value).strip()
+    if text in {m.value for m in Labels}:
+        return text
+    if text.startswith("topk:"):
+        n = text[5:]
+        if not n.isdigit() or int(n) < 1:
+            raise ValueError(f"labels topk:N needs a count N >= 1, got {value!r}")
+        return f"topk:{int(n)}"
+    names = [t.strip() for t in text.split(",")]
+    if not text or any(not t for t in names) or len(set(names)) != len(names):
+        raise ValueError(f"labels must be top1, true, all, topk:N or distinct class names separated by commas, "
+                         f"got {value!r}")
+    return ",".join(names)
 
 
 class Window(Choice):
@@ -155,7 +176,8 @@ class ExplainConfig:
                          "(the paper's setting; docs/benchmarks.md 'Targets')", choices=_values("musiclime.surrogate:Target"),
                          hashed=True, stage="fit")
     segments: int = option(10, "temporal segments per track", hashed=True, stage="predict")
-    labels: str = option("top1", "which classes to explain", choices=_values("pipeline.config:Labels"), hashed=True,
+    labels: str = option("top1", "which classes to explain: top1, true (--label-column's), all, topk:N (the N "
+                         "most probable: a multi-label tagger's tags) or CLASS,CLASS", parse=parse_labels, hashed=True,
                          stage="predict")
     label_column: str | None = option(None, "catalogue column with the true label", hashed=True, stage="decode")
     modality: str = option("both", choices=_values("musiclime.masks:Modality"), hashed=True, stage="predict")
@@ -233,7 +255,7 @@ class ExplainConfig:
         SeparatorName.parse(self.separator)
         OutputFormat.parse(self.format)
         Precision.parse(self.precision)
-        Labels.parse(self.labels)
+        object.__setattr__(self, "labels", parse_labels(self.labels))
         Modality.parse(self.modality)
         self.explainer_spec()  # num_samples, design, batch size, target, feature selection: checked by the core
         self.pool  # noqa: B018 (parses --predictors)

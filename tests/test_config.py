@@ -17,7 +17,7 @@ BASE = dict(catalogue="c.parquet", model="default", out="o")
 
 
 @pytest.mark.parametrize("option,value,says", [
-    ("separator", "spleeter", "separator must be one of"), ("labels", "top2", "labels must be one of"),
+    ("separator", "spleeter", "separator must be one of"), ("labels", "topk:0", "labels topk:N needs a count"),
     ("modality", "video", "modality must be one of"), ("design", "sobol", "design must be one of"),
     ("feature_selection", "best", "feature_selection must be one of"), ("num_samples", 0, "num_samples"),
     ("num_samples", "many", "num_samples"), ("segments", 0, "segments"), ("predictors", 0, "predictors"),

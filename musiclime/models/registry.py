@@ -10,6 +10,9 @@ Forms (``musiclime explain --help`` lists them):
 - ``hf:ORG/NAME[@REVISION]``: a model on the Hugging Face hub, of either HF kind: fetched
   when the hub is reachable and ``HF_HUB_OFFLINE`` is unset (only the files a model needs),
   else loaded from the HF cache;
+- ``musicnn:MTT`` / ``musicnn:MSD``: the pretrained musicnn taggers (MagnaTagATune, Million
+  Song Dataset: 50 tags each), weights from the installed ``musicnn`` wheel
+  (:mod:`musiclime.models.musicnn`);
 - ``package.module:factory``: a plugin whose ``factory()`` returns an object that follows
   the model protocol (``classes``, ``sample_rate``, ``predict_proba``).
 
@@ -30,8 +33,8 @@ import torch
 
 from musiclime.models.sources import HUB, HUB_FILES, ModelNotAvailable, encoder_source, folder_hash, hub_snapshot  # noqa: F401
 
-CHECKPOINT, PLUGIN = "musiclime-checkpoint", "plugin"
-FORMS = ("default | default:emotion | a folder (musiclime checkpoint, or a Hugging Face audio or text "
+CHECKPOINT, PLUGIN, MUSICNN = "musiclime-checkpoint", "plugin", "musicnn"
+FORMS = ("default | default:emotion | musicnn:MTT | musicnn:MSD (pretrained taggers) | a folder (musiclime checkpoint, or a Hugging Face audio or text "
          "classifier saved with save_pretrained) | hf:ORG/NAME[@REVISION] (Hugging Face hub) | "
          "package.module:factory (a plugin)")
 
@@ -74,6 +77,12 @@ def resolve(spec: str) -> ResolvedModel:
         return _described(ResolvedModel(spec, kind, f"hf:{hub['repo']}@{Path(folder).name}"), folder)
     if Path(spec).is_dir():
         return _described(ResolvedModel(spec, _folder_kind(spec, spec), str(Path(spec).resolve())), spec)
+    if spec.startswith("musicnn:"):
+        from musiclime.models.musicnn import DATASETS, checkpoint_prefix
+        if spec.partition(":")[2] not in DATASETS:
+            raise ValueError(f"--model {spec!r}: musicnn's taggers are {', '.join('musicnn:' + d for d in DATASETS)}")
+        checkpoint_prefix(spec.partition(":")[2])  # installed, or a usage error before any actor starts
+        return ResolvedModel(spec, MUSICNN, spec, "audio")
     if spec.startswith("hf:"):
         raise ValueError(f"--model {spec!r}: a hub model is hf:ORG/NAME or hf:ORG/NAME@REVISION")
     if ":" in spec and not Path(spec).exists() and re.fullmatch(r"[\w.]+:\w+", spec):
@@ -157,9 +166,14 @@ def _load_plugin(spec: str, device):
     return model
 
 
+def _load_musicnn(location: str, device):
+    from musiclime.models.musicnn import MusicnnTagger
+    return MusicnnTagger(location.partition(":")[2], device)
+
+
 def _loaders() -> dict:
     from musiclime.models.hf import AUDIO, TEXT
-    return {CHECKPOINT: _load_checkpoint, AUDIO: _load_hf(AUDIO), TEXT: _load_hf(TEXT)}
+    return {CHECKPOINT: _load_checkpoint, AUDIO: _load_hf(AUDIO), TEXT: _load_hf(TEXT), MUSICNN: _load_musicnn}
 
 
 def load_model(spec: str, device: str | torch.device | None = None):
@@ -167,6 +181,8 @@ def load_model(spec: str, device: str | torch.device | None = None):
     ref = resolve(spec)
     if ref.kind == PLUGIN:
         return _load_plugin(ref.location, device)
+    if ref.kind == MUSICNN:
+        return _load_musicnn(ref.location, device)
     hub = HUB.fullmatch(ref.location)
     folder = hub_snapshot(hub["repo"], hub["rev"]) if hub else ref.location
     return _loaders()[ref.kind](folder, device)
