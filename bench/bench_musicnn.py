@@ -11,7 +11,7 @@ whatever it shows, with the failures listed.
 
 Also the CPU throughput (one thread): tracks per core-hour at each setting.
 
-    python bench/bench_musicnn.py --tracks 40 --seconds 12
+    python bench/bench_musicnn.py --tracks 40 --seconds 3
 """
 
 from __future__ import annotations
@@ -51,103 +51,127 @@ def explained_tags(probs: np.ndarray, classes: list[str], kind: str, top: int) -
     return [(group, t) for t in tags if t in ranked]
 
 
-def run(args) -> dict:
-    import pyarrow.parquet as pq
+_MODEL = None
+
+
+def _init_worker() -> None:
+    import torch
+
+    from musiclime.models.musicnn import MusicnnTagger
+
+    global _MODEL
+    torch.set_num_threads(1)  # throughput per core: one process per core
+    _MODEL = MusicnnTagger("MTT")
+
+
+def explain_track(r: dict, lib: str, top: int) -> dict:
+    """One track: its top tags, and per setting the explained tags' stem shares and seconds."""
     import soundfile as sf
     import torch
 
     from musiclime import MusicLIME
     from musiclime.factorization import AudioFactorization, LyricsFactorization
-    from musiclime.models.musicnn import MusicnnTagger
-    from musiclime.models.registry import musiclime_home
-    from musiclime.scores import STEMS, make_score_library
+    from musiclime.scores import STEMS
 
-    torch.set_num_threads(1)  # throughput per core
-    lib = Path(args.library or musiclime_home() / "scores" / f"n{args.tracks}-s{args.seconds:g}")
-    cat = make_score_library(lib, tracks=args.tracks, seconds=args.seconds)
-    rows = pq.read_table(cat).to_pylist()
-    model = MusicnnTagger("MTT")
-    out: dict = {"tracks": len(rows), "seconds": args.seconds, "top": args.top, "settings": {}, "tracks_detail": []}
-    per_setting = {
-        name: {"valid": 0, "explained": 0, "seconds": 0.0, "failures": [], "by_tag": {}} for name in SETTINGS
+    model = _MODEL
+    stems = np.stack([sf.read(Path(lib) / r[f"{s}_path"], dtype="float32")[0] for s in STEMS])
+    af = AudioFactorization(stems, 16000, n_segments=10, stem_names=STEMS)
+    probs = model.predict_proba(torch.from_numpy(stems.sum(0))[None])[0].numpy()
+    tags = explained_tags(probs, model.classes, r["kind"], top)
+    out = {
+        "track": r["track_id"],
+        "kind": r["kind"],
+        "piece": r["piece"],
+        "top5": [model.classes[i] for i in np.argsort(-probs)[:5]],
+        "explained": [t for _, t in tags],
+        "settings": {},
     }
-    not_predicted = 0
-    for r in rows:
-        stems = np.stack([sf.read(lib / r[f"{s}_path"], dtype="float32")[0] for s in STEMS])
-        af = AudioFactorization(stems, 16000, n_segments=10, stem_names=STEMS)
-        probs = model.predict_proba(torch.from_numpy(stems.sum(0))[None])[0].numpy()
-        tags = explained_tags(probs, model.classes, r["kind"], args.top)
-        top5 = [model.classes[i] for i in np.argsort(-probs)[:5]]
-        out["tracks_detail"].append(
-            {
-                "track": r["track_id"],
-                "kind": r["kind"],
-                "piece": r["piece"],
-                "top5": top5,
-                "explained": [t for _, t in tags],
-            }
-        )
-        if not tags:
-            not_predicted += 1
-            continue
-        labels = [model.classes.index(t) for _, t in tags]
-        for name, kw in SETTINGS.items():
-            t0 = time.perf_counter()
-            exp = MusicLIME(seed=0, **kw).explain(model, af, LyricsFactorization(""), labels=labels, modality="audio")
-            acc = per_setting[name]
-            acc["seconds"] += time.perf_counter() - t0
-            for (group, tag), lab in zip(tags, labels):
-                shares = stem_shares(exp, lab, STEMS)
-                best = max(shares, key=lambda s: shares[s])
-                ok = best in EXPECTED[group]
-                acc["explained"] += 1
-                acc["valid"] += ok
-                t = acc["by_tag"].setdefault(tag, [0, 0])
-                t[0] += ok
-                t[1] += 1
-                if not ok:
-                    acc["failures"].append(
-                        {
-                            "track": r["track_id"],
-                            "piece": r["piece"],
-                            "kind": r["kind"],
-                            "tag": tag,
-                            "top_stem": best,
-                            "shares": {s: round(v, 3) for s, v in shares.items()},
-                        }
-                    )
-        print(
-            r["track_id"],
-            r["kind"],
-            [t for _, t in tags],
-            {n: a["valid"] for n, a in per_setting.items()},
-            file=sys.stderr,
-            flush=True,
-        )
-    explained_tracks = len(rows) - not_predicted
-    for name, acc in per_setting.items():
-        sec = acc["seconds"] / max(1, explained_tracks)
+    labels = [model.classes.index(t) for _, t in tags]
+    for name, kw in SETTINGS.items() if tags else ():
+        t0 = time.perf_counter()
+        exp = MusicLIME(seed=0, **kw).explain(model, af, LyricsFactorization(""), labels=labels, modality="audio")
+        seconds = time.perf_counter() - t0
+        results = []
+        for (group, tag), lab in zip(tags, labels):
+            shares = stem_shares(exp, lab, STEMS)
+            best = max(shares, key=lambda s: shares[s])
+            results.append(
+                {
+                    "tag": tag,
+                    "top_stem": best,
+                    "valid": best in EXPECTED[group],
+                    "shares": {s: round(v, 3) for s, v in shares.items()},
+                }
+            )
+        out["settings"][name] = {"seconds": seconds, "tags": results}
+    print(
+        r["track_id"],
+        r["kind"],
+        out["explained"],
+        {n: sum(t["valid"] for t in v["tags"]) for n, v in out["settings"].items()},
+        file=sys.stderr,
+        flush=True,
+    )
+    return out
+
+
+def run(args) -> dict:
+    from concurrent.futures import ProcessPoolExecutor
+
+    import pyarrow.parquet as pq
+
+    from musiclime.models.registry import musiclime_home
+    from musiclime.scores import make_score_library
+
+    lib = Path(args.library or musiclime_home() / "scores" / f"n{args.tracks}-s{args.seconds:g}")
+    rows = pq.read_table(make_score_library(lib, tracks=args.tracks, seconds=args.seconds)).to_pylist()
+    with ProcessPoolExecutor(args.workers, initializer=_init_worker) as pool:
+        tracks = list(pool.map(explain_track, rows, [str(lib)] * len(rows), [args.top] * len(rows)))
+    out: dict = {
+        "tracks": len(rows),
+        "seconds": args.seconds,
+        "top": args.top,
+        "processes": args.workers,
+        "settings": {},
+        "tracks_detail": tracks,
+    }
+    explained = [t for t in tracks if t["settings"]]
+    for name in SETTINGS:
+        results = [
+            dict(tag, track=t["track"], piece=t["piece"]) for t in explained for tag in t["settings"][name]["tags"]
+        ]
+        by_tag: dict = {}
+        for res in results:
+            by_tag.setdefault(res["tag"], {"valid": 0, "of": 0})
+            by_tag[res["tag"]]["valid"] += res["valid"]
+            by_tag[res["tag"]]["of"] += 1
+        sec = float(np.mean([t["settings"][name]["seconds"] for t in explained])) if explained else 0.0
         out["settings"][name] = {
             **SETTINGS[name],
-            "explained": acc["explained"],
-            "valid": acc["valid"],
-            "valid_share": acc["valid"] / max(1, acc["explained"]),
-            "by_tag": {t: {"valid": v, "of": n} for t, (v, n) in sorted(acc["by_tag"].items())},
+            "explained": len(results),
+            "valid": sum(r["valid"] for r in results),
+            "valid_share": sum(r["valid"] for r in results) / max(1, len(results)),
+            "by_tag": dict(sorted(by_tag.items())),
             "seconds_per_track": sec,
             "tracks_per_core_hour": 3600.0 / sec if sec else None,
-            "failures": acc["failures"],
+            "failures": [r for r in results if not r["valid"]],
         }
-    out["tracks_without_a_predicted_tag"] = not_predicted
+    out["tracks_without_a_predicted_tag"] = len(tracks) - len(explained)
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tracks", type=int, default=40)
-    ap.add_argument("--seconds", type=float, default=12.0)
+    ap.add_argument("--seconds", type=float, default=3.0, help="excerpt length (3 s: one musicnn patch)")
     ap.add_argument("--top", type=int, default=10, help="a tag is 'predicted' when among the track's top N")
     ap.add_argument("--library", help="where the rendered scores go (default: under $MUSICLIME_HOME)")
+    ap.add_argument("--workers", type=int, default=2, help="processes, one thread each")
+    ap.add_argument("--smoke", action="store_true", help="20 rows per explanation: checks that the script runs")
     args = ap.parse_args()
+    if args.smoke:
+        for kw in SETTINGS.values():
+            kw["num_samples"] = 20
     result = run(args)
     for name, s in result["settings"].items():
         print(

@@ -126,10 +126,17 @@ class Musicnn(nn.Module):
         self.out = nn.Linear(units, n_tags)
 
     @staticmethod
-    def _max_over_freq(x: torch.Tensor, bn: nn.Module) -> torch.Tensor:
-        """``[P, C, T, W]`` after ReLU -> batch norm per channel -> max over W -> ``[P, C, T]``."""
-        p, c, t, w = x.shape
-        return bn(F.relu(x).reshape(p, c, t * w)).reshape(p, c, t, w).amax(3)
+    def _max_over_freq(x: torch.Tensor, bn: nn.BatchNorm1d) -> torch.Tensor:
+        """``[P, C, T, W]`` -> ReLU -> batch norm per channel -> max over W -> ``[P, C, T]``,
+        reduced first: ReLU is monotone and inference batch norm is ``a x + b`` per
+        channel, so the max of the result is ``a relu(max x) + b`` where ``a >= 0`` and
+        ``a relu(min x) + b`` where ``a < 0``; the full-size map is never normalised
+        (a third of the CPU time otherwise)."""
+        assert bn.running_var is not None and bn.running_mean is not None and not bn.training
+        a = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        b = bn.bias - bn.running_mean * a
+        top = torch.where((a >= 0)[None, :, None], F.relu(x.amax(3)), F.relu(x.amin(3)))
+        return top * a[None, :, None] + b[None, :, None]
 
     def forward(self, logmel: torch.Tensor) -> torch.Tensor:
         x = self.bn_in(logmel[:, None])  # [P, 1, T, 96]
