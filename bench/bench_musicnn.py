@@ -11,12 +11,14 @@ whatever it shows, with the failures listed.
 
 Also the CPU throughput (one thread): tracks per core-hour at each setting.
 
-    python bench/bench_musicnn.py --tracks 40 --seconds 3
+    python bench/bench_musicnn.py --tracks 40 --shard 0/2 & python bench/bench_musicnn.py --tracks 40 --shard 1/2
+    python bench/bench_musicnn.py --tracks 40 --merge 2
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -25,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import write_result  # noqa: E402
+from bench.common import RESULTS, write_result  # noqa: E402
 
 VOICE = ("choir", "choral", "vocal", "singing")
 STRINGS = ("strings", "violin", "cello", "classical")
@@ -115,7 +117,8 @@ def explain_track(r: dict, lib: str, top: int) -> dict:
     return out
 
 
-def run(args) -> dict:
+def run(args) -> list[dict]:
+    """The explained tracks of this shard (``--shard I/N``: every N-th track from the I-th)."""
     from concurrent.futures import ProcessPoolExecutor
 
     import pyarrow.parquet as pq
@@ -125,15 +128,19 @@ def run(args) -> dict:
 
     lib = Path(args.library or musiclime_home() / "scores" / f"n{args.tracks}-s{args.seconds:g}")
     rows = pq.read_table(make_score_library(lib, tracks=args.tracks, seconds=args.seconds)).to_pylist()
+    i, n = (int(x) for x in args.shard.split("/"))
+    rows = rows[i::n]
     with ProcessPoolExecutor(args.workers, initializer=_init_worker) as pool:
-        tracks = list(pool.map(explain_track, rows, [str(lib)] * len(rows), [args.top] * len(rows)))
+        return list(pool.map(explain_track, rows, [str(lib)] * len(rows), [args.top] * len(rows)))
+
+
+def summarize(tracks: list[dict], args) -> dict:
     out: dict = {
-        "tracks": len(rows),
+        "tracks": len(tracks),
         "seconds": args.seconds,
         "top": args.top,
-        "processes": args.workers,
         "settings": {},
-        "tracks_detail": tracks,
+        "tracks_detail": sorted(tracks, key=lambda t: t["track"]),
     }
     explained = [t for t in tracks if t["settings"]]
     for name in SETTINGS:
@@ -168,18 +175,27 @@ def main() -> None:
     ap.add_argument("--library", help="where the rendered scores go (default: under $MUSICLIME_HOME)")
     ap.add_argument("--workers", type=int, default=2, help="processes, one thread each")
     ap.add_argument("--smoke", action="store_true", help="20 rows per explanation: checks that the script runs")
+    ap.add_argument("--shard", default="0/1", help="I/N: every N-th track from the I-th (results/musicnn-shard-I.json)")
+    ap.add_argument("--merge", type=int, metavar="N", help="merge N shards' results into results/musicnn.json")
     args = ap.parse_args()
     if args.smoke:
         for kw in SETTINGS.values():
             kw["num_samples"] = 20
-    result = run(args)
-    for name, s in result["settings"].items():
-        print(
-            f"{name}: {s['valid']}/{s['explained']} valid ({s['valid_share']:.0%}), "
-            f"{s['tracks_per_core_hour']:.0f} tracks per core-hour",
-            file=sys.stderr,
-        )
-    print(write_result("musicnn", result))
+    if args.merge:
+        tracks = [t for i in range(args.merge) for t in json.loads((RESULTS / f"musicnn-shard-{i}.json").read_text())]
+        result = summarize(tracks, args)
+        for name, s in result["settings"].items():
+            print(
+                f"{name}: {s['valid']}/{s['explained']} valid ({s['valid_share']:.0%}), "
+                f"{s['tracks_per_core_hour']:.0f} tracks per core-hour",
+                file=sys.stderr,
+            )
+        print(write_result("musicnn", result))
+        return
+    tracks = run(args)
+    path = RESULTS / f"musicnn-shard-{args.shard.split('/')[0]}.json"
+    path.write_text(json.dumps(tracks, indent=1) + "\n")
+    print(path)
 
 
 if __name__ == "__main__":
