@@ -197,3 +197,22 @@ def test_labels_topk_and_class_names():
             ExplainConfig(catalogue="c", out="o", labels=bad)
     assert unknown_labels("choir,jazz", ["choir", "strings"]) == ["jazz"]
     assert unknown_labels("topk:3", []) == [] and unknown_labels("true", []) == []
+
+
+def test_whole_tracks_are_heard_by_musicnn_itself_its_patches_covering_the_track():
+    """musicnn declares no window: with --window whole the GPU stage hands it the whole track
+    (no WholeTrack windows), and its prediction is the mean over every patch of the track."""
+    from musiclime.gpu_stage import ExplainStage
+    from musiclime.models.musicnn import PATCH
+    from pipeline.config import ExplainConfig
+
+    cfg = ExplainConfig(catalogue="c", out="o", model="musicnn:MTT", window="whole", num_samples=20)
+    stage = ExplainStage(cfg.model, cfg.explainer_spec(), "audio", 4, "cpu", window="whole")
+    assert stage.heard is stage.model and stage.window_seconds is None
+    rng = np.random.default_rng(1)
+    track = torch.from_numpy((0.1 * rng.standard_normal(16000 * 20)).astype(np.float32))[None]  # 20 s
+    with torch.inference_mode():
+        patches = stage.model.patches(track)[0]
+        per_patch = torch.sigmoid(stage.model.net(patches))
+    assert patches.shape[0] == (1 + track.shape[1] // 256) // PATCH == 6
+    torch.testing.assert_close(stage.heard.predict_proba(track)[0], per_patch.mean(0), atol=1e-6, rtol=0)
