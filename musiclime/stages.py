@@ -47,12 +47,40 @@ class DecodeSpec:
     window: str = "middle"             # whole: the track up to max_seconds, not cut to the model's window
 
 
+NAMED_LABELS = ("top1", "true", "all")
+
+
 @dataclass(frozen=True)
 class LabelRule:
     """Which labels a track's explanation covers: ``top1``, ``true`` (the catalogue's
     ``label_column``), ``all``, ``topk:N`` or class names (``choir,strings``)."""
     labels: str = "top1"
     label_column: str | None = None
+
+    @staticmethod
+    def parse(value: object) -> str:
+        """``--labels``: top1 | true | all | topk:N | CLASS[,CLASS...] (a multi-label tagger's
+        tags, e.g. ``choir,strings``; checked against the model's classes once it is loaded:
+        :meth:`unknown`). Returns the value normalised (``topk:03`` -> ``topk:3``, no blanks)."""
+        text = str(value).strip()
+        if text in NAMED_LABELS:
+            return text
+        if text.startswith("topk:"):
+            n = text[5:]
+            if not n.isdigit() or int(n) < 1:
+                raise ValueError(f"labels topk:N needs a count N >= 1, got {value!r}")
+            return f"topk:{int(n)}"
+        names = [t.strip() for t in text.split(",")]
+        if not text or any(not t for t in names) or len(set(names)) != len(names):
+            raise ValueError(f"labels must be top1, true, all, topk:N or distinct class names separated by "
+                             f"commas, got {value!r}")
+        return ",".join(names)
+
+    def unknown(self, classes: list[str]) -> list[str]:
+        """The class names the rule lists that the model does not have (none for the rules)."""
+        if self.labels in NAMED_LABELS or self.labels.startswith("topk:"):
+            return []
+        return [n for n in self.labels.split(",") if n not in classes]
 
 
 @dataclass(frozen=True)

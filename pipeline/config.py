@@ -45,30 +45,15 @@ class SeparatorName(Choice):
 
 
 class Labels(Choice):
-    """The named rules; ``topk:N`` (the N most probable) and a comma-separated list of class
-    names are the other forms (:func:`parse_labels`)."""
+    """The named rules; ``topk:N`` and class names are the other forms (LabelRule.parse)."""
     TOP1 = "top1"
     TRUE = "true"
     ALL = "all"
 
 
 def parse_labels(value: object) -> str:
-    """``--labels``: top1 | true | all | topk:N | CLASS[,CLASS...] (a multi-label tagger's
-    tags, e.g. ``choir,strings``); the names are checked against the model's classes once it
-    is loaded. Returns the value, normalised (``topk:03`` -> ``topk:3``, no blanks)."""
-    text = str(value).strip()
-    if text in {m.value for m in Labels}:
-        return text
-    if text.startswith("topk:"):
-        n = text[5:]
-        if not n.isdigit() or int(n) < 1:
-            raise ValueError(f"labels topk:N needs a count N >= 1, got {value!r}")
-        return f"topk:{int(n)}"
-    names = [t.strip() for t in text.split(",")]
-    if not text or any(not t for t in names) or len(set(names)) != len(names):
-        raise ValueError(f"labels must be top1, true, all, topk:N or distinct class names separated by commas, "
-                         f"got {value!r}")
-    return ",".join(names)
+    from musiclime.stages import LabelRule  # where labels are interpreted
+    return LabelRule.parse(value)
 
 
 class Window(Choice):

@@ -149,7 +149,7 @@ def _start_job(cfg: ExplainConfig, record: RunRecord, invocation_id: str, log, s
     if diff:  # the model changed under the same run id: refuse before any commit
         summary.exit_code, summary.message = EXIT_USAGE, _resume_refused(record.run_id, diff)
         return None
-    unknown = unknown_labels(cfg.labels, job.info["classes"])
+    unknown = cfg.label_rule().unknown(job.info["classes"])
     if unknown:  # --labels choir,strings on a model without those classes: refused before any commit
         summary.exit_code = EXIT_USAGE
         summary.message = f"--labels names {unknown}, not classes of the model: {job.info['classes']}"
@@ -157,12 +157,6 @@ def _start_job(cfg: ExplainConfig, record: RunRecord, invocation_id: str, log, s
     record.model = {k: job.info[k] for k in ("classes", "model_id", "sample_rate")}
     return job
 
-
-def unknown_labels(labels: str, classes: list[str]) -> list[str]:
-    """The class names ``--labels`` lists that the model does not have (none for the rules)."""
-    if labels in ("top1", "true", "all") or labels.startswith("topk:"):
-        return []
-    return [n for n in labels.split(",") if n not in classes]
 
 
 def _run_locked(cfg: ExplainConfig, reader: CatalogueReader, record: RunRecord, lease: OutputLease, invocation_id: str,

@@ -185,7 +185,6 @@ def test_musicnn_explains_a_folder_of_rendered_scores_and_demo_tracks(demo_libra
 def test_labels_topk_and_class_names():
     from musiclime.stages import LabelRule, label_indices
     from pipeline.config import ExplainConfig, parse_labels
-    from pipeline.driver import unknown_labels
 
     classes, p = ["a", "b", "c", "d"], np.array([0.1, 0.7, 0.4, 0.9])
     assert label_indices(LabelRule("topk:2"), classes, p, None) == [3, 1]
@@ -195,8 +194,8 @@ def test_labels_topk_and_class_names():
     for bad in ("topk:0", "topk:x", "a,,b", "a,a", ""):
         with pytest.raises(ValueError, match="labels"):
             ExplainConfig(catalogue="c", out="o", labels=bad)
-    assert unknown_labels("choir,jazz", ["choir", "strings"]) == ["jazz"]
-    assert unknown_labels("topk:3", []) == [] and unknown_labels("true", []) == []
+    assert LabelRule("choir,jazz").unknown(["choir", "strings"]) == ["jazz"]
+    assert LabelRule("topk:3").unknown([]) == [] and LabelRule("true").unknown([]) == []
 
 
 def test_whole_tracks_are_heard_by_musicnn_itself_its_patches_covering_the_track():
