@@ -130,8 +130,14 @@ def run(args) -> list[dict]:
     rows = pq.read_table(make_score_library(lib, tracks=args.tracks, seconds=args.seconds)).to_pylist()
     i, n = (int(x) for x in args.shard.split("/"))
     rows = rows[i::n]
-    with ProcessPoolExecutor(args.workers, initializer=_init_worker) as pool:
-        return list(pool.map(explain_track, rows, [str(lib)] * len(rows), [args.top] * len(rows)))
+    path = RESULTS / f"musicnn-shard-{i}.jsonl"
+    done = {json.loads(line)["track"] for line in path.read_text().splitlines()} if path.is_file() else set()
+    rows = [r for r in rows if r["track_id"] not in done]  # a shard resumes where it stopped
+    with ProcessPoolExecutor(args.workers, initializer=_init_worker) as pool, path.open("a") as f:
+        for track in pool.map(explain_track, rows, [str(lib)] * len(rows), [args.top] * len(rows)):
+            f.write(json.dumps(track) + "\n")  # each track as it ends: a stopped run keeps its tracks
+            f.flush()
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def summarize(tracks: list[dict], args) -> dict:
@@ -175,14 +181,17 @@ def main() -> None:
     ap.add_argument("--library", help="where the rendered scores go (default: under $MUSICLIME_HOME)")
     ap.add_argument("--workers", type=int, default=2, help="processes, one thread each")
     ap.add_argument("--smoke", action="store_true", help="20 rows per explanation: checks that the script runs")
-    ap.add_argument("--shard", default="0/1", help="I/N: every N-th track from the I-th (results/musicnn-shard-I.json)")
+    ap.add_argument(
+        "--shard", default="0/1", help="I/N: every N-th track from the I-th (results/musicnn-shard-I.jsonl, resumed)"
+    )
     ap.add_argument("--merge", type=int, metavar="N", help="merge N shards' results into results/musicnn.json")
     args = ap.parse_args()
     if args.smoke:
         for kw in SETTINGS.values():
             kw["num_samples"] = 20
     if args.merge:
-        tracks = [t for i in range(args.merge) for t in json.loads((RESULTS / f"musicnn-shard-{i}.json").read_text())]
+        shards = [RESULTS / f"musicnn-shard-{i}.jsonl" for i in range(args.merge)]
+        tracks = [json.loads(line) for p in shards if p.is_file() for line in p.read_text().splitlines()]
         result = summarize(tracks, args)
         for name, s in result["settings"].items():
             print(
@@ -192,10 +201,7 @@ def main() -> None:
             )
         print(write_result("musicnn", result))
         return
-    tracks = run(args)
-    path = RESULTS / f"musicnn-shard-{args.shard.split('/')[0]}.json"
-    path.write_text(json.dumps(tracks, indent=1) + "\n")
-    print(path)
+    print(f"{len(run(args))} tracks in shard {args.shard}", file=sys.stderr)
 
 
 if __name__ == "__main__":
