@@ -280,7 +280,23 @@ def decode(r) -> str:
     return "\n".join(out)
 
 
-SECTIONS = {"core": ("core", core), "decode": ("decode", decode), "incremental": ("incremental", incremental), "gpu_stage": ("gpu_stage", gpu_stage), "chaos": ("chaos", chaos), "separation": ("separation", separation), "scale": ("scale", scale),
+def musicnn(r) -> str:
+    out = table(["setting", "tag explanations", "valid (top stem makes the sound)", "by tag",
+                 "s per track (1 core)", "tracks per core-hour"],
+                [[name, v["explained"], f"{v['valid']} ({v['valid_share']:.0%})",
+                  ", ".join(f"{t} {x['valid']}/{x['of']}" for t, x in v["by_tag"].items()),
+                  f"{v['seconds_per_track']:.0f}", f"{v['tracks_per_core_hour']:.0f}"]
+                 for name, v in r["settings"].items()])
+    fails = [f for v in r["settings"].values() for f in v["failures"]][:6]
+    out += ["", f"{r['tracks']} of {r.get('of_tracks', r['tracks'])} rendered {r['seconds']:g}-s excerpts "
+            f"(`python bench/bench_musicnn.py`, {r['when']}, {r['machine']['cpus']} CPUs, one process per core); "
+            f"{r['tracks_without_a_predicted_tag']} had no tag of their kind among their top {r['top']}. Failures, "
+            "first few: " + ("; ".join(f"{f['track']} ({f['piece']}) {f['tag']}: top stem {f['top_stem']} "
+                                      f"{f['shares']}" for f in fails) or "none") + "."]
+    return "\n".join(out)
+
+
+SECTIONS = {"core": ("core", core), "musicnn": ("musicnn", musicnn), "decode": ("decode", decode), "incremental": ("incremental", incremental), "gpu_stage": ("gpu_stage", gpu_stage), "chaos": ("chaos", chaos), "separation": ("separation", separation), "scale": ("scale", scale),
             "aggregate_memory": ("aggregate_memory", aggregate_memory), "gpu": ("gpu", gpu),
             "sampling": ("sampling", sampling), "sampling_log_odds": ("sampling_log_odds", sampling),
             "quality": ("quality", quality), "precision": ("precision", precision), "target": ("target", target),
