@@ -143,6 +143,7 @@ def run(args) -> list[dict]:
 def summarize(tracks: list[dict], args) -> dict:
     out: dict = {
         "tracks": len(tracks),
+        "of_tracks": args.tracks,
         "seconds": args.seconds,
         "top": args.top,
         "settings": {},
