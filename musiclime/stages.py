@@ -243,11 +243,10 @@ def label_indices(rule: LabelRule, classes: list[str], probs0: np.ndarray, true_
             raise InputError("unknown_label", f"label {true_label!r} is not a model class {classes}")
         return [classes.index(true_label)]
     if rule.labels != "top1":  # class names (checked against the model's classes before the run)
-        names = rule.labels.split(",")
-        unknown = [n for n in names if n not in classes]
+        unknown = rule.unknown(classes)
         if unknown:
             raise InputError("unknown_label", f"--labels names {unknown}, not classes of the model")
-        return [classes.index(n) for n in names]
+        return [classes.index(n) for n in rule.labels.split(",")]
     return [int(np.argmax(probs0))]
 
 

@@ -181,8 +181,6 @@ def load_model(spec: str, device: str | torch.device | None = None):
     ref = resolve(spec)
     if ref.kind == PLUGIN:
         return _load_plugin(ref.location, device)
-    if ref.kind == MUSICNN:
-        return _load_musicnn(ref.location, device)
     hub = HUB.fullmatch(ref.location)
     folder = hub_snapshot(hub["repo"], hub["rev"]) if hub else ref.location
     return _loaders()[ref.kind](folder, device)
