@@ -33,7 +33,9 @@ VOICE = ("choir", "choral", "vocal", "singing")
 STRINGS = ("strings", "violin", "cello", "classical")
 EXPECTED = {"voice": ("vocals",), "strings": ("other", "bass")}
 # the product's defaults (a fixed count: the foldover design, log-odds target) and the paper's
-SETTINGS = {"default": dict(num_samples=1000), "paper": dict(num_samples=1000, design="iid", target="probability")}
+# and the --quality presets (musiclime.presets; "paper" is the paper preset's setting exactly)
+SETTINGS = {"default": dict(num_samples=1000), "paper": dict(num_samples=1000, design="iid", target="probability"),
+            "fast": dict(quality="fast"), "steady": dict(quality="steady")}
 
 
 def stem_shares(exp, label: int, stems: tuple[str, ...]) -> dict[str, float]:
@@ -66,7 +68,7 @@ def _init_worker() -> None:
     _MODEL = MusicnnTagger("MTT")
 
 
-def explain_track(r: dict, lib: str, top: int) -> dict:
+def explain_track(r: dict, lib: str, top: int, only: tuple[str, ...] | None = None) -> dict:
     """One track: its top tags, and per setting the explained tags' stem shares and seconds."""
     import soundfile as sf
     import torch
@@ -90,6 +92,8 @@ def explain_track(r: dict, lib: str, top: int) -> dict:
     }
     labels = [model.classes.index(t) for _, t in tags]
     for name, kw in SETTINGS.items() if tags else ():
+        if only and name not in only:
+            continue
         t0 = time.perf_counter()
         exp = MusicLIME(seed=0, **kw).explain(model, af, LyricsFactorization(""), labels=labels, modality="audio")
         seconds = time.perf_counter() - t0
@@ -131,10 +135,16 @@ def run(args) -> list[dict]:
     i, n = (int(x) for x in args.shard.split("/"))
     rows = rows[i::n]
     path = RESULTS / f"musicnn-shard-{i}.jsonl"
+    if args.add:  # more settings on the tracks of the standing result that have tags to explain
+        explained = {t["track"] for t in json.loads((RESULTS / "musicnn.json").read_text())["tracks_detail"]
+                     if t["settings"]}
+        rows = [r for r in rows if r["track_id"] in explained]
+        path = RESULTS / f"musicnn-add-{i}.jsonl"
     done = {json.loads(line)["track"] for line in path.read_text().splitlines()} if path.is_file() else set()
     rows = [r for r in rows if r["track_id"] not in done]  # a shard resumes where it stopped
     with ProcessPoolExecutor(args.workers, initializer=_init_worker) as pool, path.open("a") as f:
-        for track in pool.map(explain_track, rows, [str(lib)] * len(rows), [args.top] * len(rows)):
+        for track in pool.map(explain_track, rows, [str(lib)] * len(rows), [args.top] * len(rows),
+                              [tuple(args.add or ())] * len(rows)):
             f.write(json.dumps(track) + "\n")  # each track as it ends: a stopped run keeps its tracks
             f.flush()
     return [json.loads(line) for line in path.read_text().splitlines()]
@@ -151,6 +161,8 @@ def summarize(tracks: list[dict], args) -> dict:
     }
     explained = [t for t in tracks if t["settings"]]
     for name in SETTINGS:
+        if not all(name in t["settings"] for t in explained):
+            continue  # a setting measured on only some tracks is not summarized
         results = [
             dict(tag, track=t["track"], piece=t["piece"]) for t in explained for tag in t["settings"][name]["tags"]
         ]
@@ -186,13 +198,23 @@ def main() -> None:
         "--shard", default="0/1", help="I/N: every N-th track from the I-th (results/musicnn-shard-I.jsonl, resumed)"
     )
     ap.add_argument("--merge", type=int, metavar="N", help="merge N shards' results into results/musicnn.json")
+    ap.add_argument("--add", nargs="+", choices=list(SETTINGS), metavar="SETTING",
+                    help="run only these settings on the explained tracks of results/musicnn.json "
+                         "(results/musicnn-add-I.jsonl; --merge adds them)")
     args = ap.parse_args()
     if args.smoke:
         for kw in SETTINGS.values():
-            kw["num_samples"] = 20
+            kw["num_samples"] = 20 if "quality" not in kw else kw.get("num_samples", 20)
     if args.merge:
         shards = [RESULTS / f"musicnn-shard-{i}.jsonl" for i in range(args.merge)]
         tracks = [json.loads(line) for p in shards if p.is_file() for line in p.read_text().splitlines()]
+        if not tracks:  # only added settings: onto the standing result's tracks
+            tracks = json.loads((RESULTS / "musicnn.json").read_text())["tracks_detail"]
+        by_id = {t["track"]: t for t in tracks}
+        for p in [RESULTS / f"musicnn-add-{i}.jsonl" for i in range(args.merge)]:
+            for line in p.read_text().splitlines() if p.is_file() else ():
+                added = json.loads(line)
+                by_id[added["track"]]["settings"].update(added["settings"])
         result = summarize(tracks, args)
         for name, s in result["settings"].items():
             print(

@@ -86,7 +86,7 @@ def references(lib: Path, task: str, ckpt: str, rows: list[dict], samples: int =
                 exp = ex.fit(plan, probs, model.classes, labels=[label], model_rows=rows_done)
                 stores[t][r["track_id"]] = {"label": label, "seconds": seconds, "model_rows": exp.model_rows,
                                             "weights": {name: w for _, name, w in exp.as_list(label)},
-                                            "score": exp.score[label]}
+                                            "score": exp.score[label], "topk": exp.topk}
             save(path, {keys[t]: {r["track_id"]: stores[t][r["track_id"]]} for t in new})
             log(f"reference {task} {r['track_id']}: {seconds:.0f} s", flush=True)
     return {r["track_id"]: store[r["track_id"]] for r in rows}

@@ -15,7 +15,6 @@ interaction (the foldover), where i.i.d. masks pay for both with variance.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 
 import numpy as np
 
@@ -25,8 +24,16 @@ from musiclime.masks import (
     sample_foldover_masks,
     sample_grid_masks,
     sample_masks,
-    seed_bits,
     unique_rows,
+)
+from musiclime.orthogonal import (  # noqa: F401  (re-exported: the designs' building blocks)
+    hadamard,
+    hadamard_order,
+    orthogonal_block,
+    orthogonal_block_rows,
+    orthogonal_masks,
+    orthogonal_rows,
+    split_blocks,
 )
 
 # grid sides of the random grid's rounds, and the joint rows drawn per half-mask pair
@@ -34,111 +41,8 @@ GRID_SIDES = (32, 64, 128, 256, 512)
 IID_SCHEDULE = (250, 500, 1000, 2000, 4000, 8000)
 ORTHOGONAL_BLOCKS = (1, 2, 3, 4)  # auto's rounds: at most 4 blocks, near the paper's budget
 MAX_GRID_CELLS = 65536  # joint rows of a crossed orthogonal design (the head runs on each)
-
-
-# ---------------------------------------------------------------------- Hadamard matrices
-
-def _is_prime(q: int) -> bool:
-    return q > 1 and all(q % d for d in range(2, int(q ** 0.5) + 1))
-
-
-@cache
-def hadamard_order(at_least: int) -> int:
-    """The smallest Hadamard order >= ``at_least`` that :func:`hadamard` builds: 1, 2, and
-    (q + 1) * 2^k for primes q = 3 mod 4 (Paley I with Sylvester doubling)."""
-    n = max(1, int(at_least))
-    while True:
-        if n in (1, 2):
-            return n
-        m = n
-        while m % 2 == 0 and m > 4:
-            if _is_prime(m - 1) and (m - 1) % 4 == 3:
-                return n
-            m //= 2
-        if (_is_prime(m - 1) and (m - 1) % 4 == 3) or m in (1, 2, 4):
-            return n
-        n += 1
-
-
-@cache
-def hadamard(order: int) -> np.ndarray:
-    """A normalized Hadamard matrix ``int8 [order, order]`` (``H @ H.T == order * I``, first
-    column all +1) of an order :func:`hadamard_order` returns."""
-    if order in (1, 2):
-        h = np.array([[1]], dtype=np.int64) if order == 1 else np.array([[1, 1], [1, -1]])
-    elif order % 2 == 0 and _is_prime(order - 1) and (order - 1) % 4 == 3:
-        q = order - 1
-        squares = {(x * x) % q for x in range(1, q)}
-        chi = np.array([0] + [1 if d in squares else -1 for d in range(1, q)])
-        jacobsthal = chi[(np.arange(q)[None, :] - np.arange(q)[:, None]) % q]
-        s = np.zeros((order, order), dtype=np.int64)
-        s[0, 1:], s[1:, 0], s[1:, 1:] = 1, -1, jacobsthal
-        h = s + np.eye(order, dtype=np.int64)
-    elif order % 2 == 0 and order >= 4:
-        half = hadamard(order // 2).astype(np.int64)
-        h = np.block([[half, half], [half, -half]])
-    else:
-        raise ValueError(f"no Hadamard construction here for order {order}")
-    h = h * h[:, :1]                                 # first column all +1
-    if not np.array_equal(h @ h.T, order * np.eye(order, dtype=np.int64)):
-        raise AssertionError(f"Hadamard construction of order {order} failed")
-    return h.astype(np.int8)
-
-
-def orthogonal_block(width: int, rng: np.random.Generator) -> np.ndarray:
-    """One randomized folded orthogonal array: ``uint8 [2 * order, width]``.
-
-    ``width`` columns drawn at random from a normalized Hadamard matrix of the smallest
-    order > ``width`` (its first, constant column dropped), each flipped at random, rows
-    shuffled, then every row followed by its complement. Every column is balanced, every
-    pair of columns orthogonal (+-1 coding), and a mask and its complement cancel every
-    even-order interaction (resolution IV).
-    """
-    if width == 0:
-        return np.ones((2, 0), dtype=np.uint8)
-    order = hadamard_order(width + 1)
-    h = hadamard(order)[:, 1:]
-    cols = rng.permutation(order - 1)[:width]
-    signs = rng.choice(np.array([-1, 1], dtype=np.int8), size=width)
-    block = (h[rng.permutation(order)][:, cols] * signs) > 0
-    out = np.empty((2 * order, width), dtype=np.uint8)
-    out[0::2], out[1::2] = block, ~block
-    return out
-
-
-def orthogonal_masks(blocks: float, width: int, seed: int, stream: int = 0) -> np.ndarray:
-    """``uint8 [orthogonal_rows(blocks, width), width]``: the all-ones row and its
-    complement (row 0 keeps the whole input), then ``int(blocks)`` independently randomized
-    :func:`orthogonal_block` s, then, for a fractional ``blocks``, the first
-    :func:`split_blocks` pairs of the next one (its rows are shuffled: a random subset,
-    balanced pair by pair, orthogonal only on average). Block ``b`` depends only on
-    (seed, stream, b), so a design of more blocks extends one of fewer."""
-    whole, pairs = split_blocks(blocks, width)
-    rows = [np.ones((1, width), np.uint8), np.zeros((1, width), np.uint8)]
-    for b in range(whole + (pairs > 0)):
-        block = orthogonal_block(width, np.random.default_rng([seed_bits(seed), 11, stream, b]))
-        rows.append(block if b < whole else block[:2 * pairs])
-    return np.concatenate(rows)
-
-
-def split_blocks(blocks: float, width: int) -> tuple[int, int]:
-    """(whole blocks, mask pairs of the next block) of a possibly fractional ``blocks``: the
-    fraction of the next block's ``order`` pairs, rounded down."""
-    # fractions are k / order of some order below 10^4: an integer k * order / order' is at
-    # least 1e-4 from the next, so 1e-6 absorbs float error only
-    whole = int(np.floor(blocks + 1e-6))
-    order = hadamard_order(width + 1) if width else 1
-    return whole, min(order - 1, max(0, int(np.floor((blocks - whole) * order + 1e-6))))
-
-
-def orthogonal_rows(blocks: float, width: int) -> int:
-    """Rows of :func:`orthogonal_masks`."""
-    whole, pairs = split_blocks(blocks, width)
-    return 2 + whole * orthogonal_block_rows(width) + 2 * pairs
-
-
-def orthogonal_block_rows(width: int) -> int:
-    return 2 * hadamard_order(width + 1) if width else 2
+# joint rows x features of orthogonal-cross: the fit's design matrix stays under ~64 MB of float64
+MAX_CROSS_CELLS = 1 << 23
 
 
 # ---------------------------------------------------------------------- designs
@@ -198,6 +102,18 @@ class SamplingDesign:
         """Independent units of the rows: one int array per crossed factor (``[N]`` each;
         rows of one unit share a value). Standard errors and bootstraps resample units."""
         return [np.arange(len(masks)) // 2] if self.folded else [np.arange(len(masks))]
+
+    def work(self, size: Size, shape: MaskShape, late_fusion: bool) -> int:
+        """Model work of ``size``: encoder rows (audio + text) on a late-fusion model whose
+        two modalities are perturbed, model rows otherwise."""
+        if late_fusion and shape.crossed:
+            return int(sum(size.grid)) if self.crossed and size.grid else 2 * size.num_samples
+        return size.num_samples
+
+    def for_work(self, work: int, shape: MaskShape, late_fusion: bool) -> Size:
+        """The largest size whose :meth:`work` is at most ``work`` (at least the smallest)."""
+        per = 2 if late_fusion and shape.crossed else 1
+        return self.size(max(2, int(work) // per), shape)
 
 
 class IID(SamplingDesign):
@@ -305,6 +221,16 @@ class OrthogonalGrid(SamplingDesign):
         rows = self.side_rows(shape, blocks)
         return Size(int(np.prod(rows)), rows, blocks)
 
+    def for_work(self, work, shape, late_fusion):
+        if not (shape.crossed and late_fusion):
+            return super().for_work(work, shape, late_fusion)
+        # encoder rows are the sides' sum: step through the fractions at which a side gains a pair
+        per = hadamard_order(shape.n_audio + shape.n_lyrics + 1)  # finer than either side's
+        k = per
+        while sum(self.side_rows(shape, (k + 1) / per)) <= work:
+            k += 1
+        return self.at(shape, k / per)
+
     def size(self, num_samples, shape):
         if not shape.crossed:
             return Orthogonal().size(num_samples, shape)
@@ -343,7 +269,107 @@ class OrthogonalGrid(SamplingDesign):
         return [ia // 2, il // 2]
 
 
-DESIGNS: dict[str, SamplingDesign] = {d.name: d for d in (IID(), Foldover(), Grid(), Orthogonal(), OrthogonalGrid())}
+def cross_pairs(groups_a: list[int], groups_l: list[int], cap_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Joint rows of :class:`OrthogonalCross` as ``(audio row, lyrics row)`` index arrays.
+
+    ``groups_*`` are the mask pairs per group (the constant pair, each block, the partial
+    block) of each side. In group g, every pair of the side with more pairs meets ``m``
+    pairs of the other, taken cyclically so that each is met about as often; ``m`` is all
+    of them unless the full products exceed ``cap_rows``. Each meeting of two pairs gives
+    the 4 joint rows of their 2 x 2 product: a half-mask and its complement sum to ones, so
+    every audio column stays exactly orthogonal to every lyrics column, whatever is paired."""
+    full = sum(4 * a * b for a, b in zip(groups_a, groups_l))
+    scale = min(1.0, cap_rows / full) if full else 1.0
+    ia: list[np.ndarray] = []
+    il: list[np.ndarray] = []
+    start_a = start_l = 0
+    for a, b in zip(groups_a, groups_l):
+        if a and not b or b and not a:  # one side has no pair here: meet the constant pair
+            a, b, sa, sl = max(a, 1), max(b, 1), (start_a if a else 0), (start_l if b else 0)
+        else:
+            sa, sl = start_a, start_l
+        many, few = max(a, b), min(a, b)
+        m = max(1, min(few, int(few * scale)))
+        i = np.repeat(np.arange(many), m)
+        j = (i * m + np.tile(np.arange(m), many)) % few
+        pa, pl = (i, j) if a >= b else (j, i)
+        # the 2 x 2 product of a pair with a pair: (a, l), (a, ~l), (~a, l), (~a, ~l)
+        ia.append(2 * (sa + np.repeat(pa, 4)) + np.tile([0, 0, 1, 1], len(pa)))
+        il.append(2 * (sl + np.repeat(pl, 4)) + np.tile([0, 1, 0, 1], len(pl)))
+        start_a += groups_a[len(ia) - 1]
+        start_l += groups_l[len(il) - 1]
+    return np.concatenate(ia), np.concatenate(il)
+
+
+class OrthogonalCross(SamplingDesign):
+    """Late fusion at large budgets: audio and lyrics folded orthogonal half-designs of the
+    same blocks, block b of audio crossed with block b of lyrics only (:func:`cross_pairs`).
+    The encoders run once per half-mask, as in :class:`OrthogonalGrid`, and audio stays
+    orthogonal to lyrics, but the joint rows (the head's and the fit's) grow with the
+    blocks instead of their square, and are capped at :data:`MAX_CROSS_CELLS` cells of the
+    fit's matrix (pairs then meet a cyclic subset of the other side's pairs). A fixed
+    ``num_samples`` counts joint rows; presets size it by encoder rows (:meth:`for_work`).
+    One modality perturbed: :class:`Orthogonal`."""
+    name = "orthogonal-cross"
+    crossed = True
+    folded = True
+
+    def _groups(self, shape: MaskShape, blocks: float) -> tuple[list[int], list[int]]:
+        out = []
+        for width in (shape.n_audio, shape.n_lyrics):
+            whole, pairs = split_blocks(blocks, width)
+            order = hadamard_order(width + 1)
+            out.append([1] + [order] * whole + ([pairs] if pairs else []))
+        n = max(len(out[0]), len(out[1]))
+        return tuple(g + [0] * (n - len(g)) for g in out)
+
+    def _rows(self, shape: MaskShape, blocks: float) -> tuple[np.ndarray, np.ndarray]:
+        cap = max(4096, MAX_CROSS_CELLS // max(1, shape.n_audio + shape.n_lyrics))
+        return cross_pairs(*self._groups(shape, blocks), cap)
+
+    def at(self, shape: MaskShape, blocks: float) -> Size:
+        if not shape.crossed:
+            return Orthogonal().at(shape, blocks)
+        sides = (orthogonal_rows(blocks, shape.n_audio), orthogonal_rows(blocks, shape.n_lyrics))
+        return Size(len(self._rows(shape, blocks)[0]), sides, blocks)
+
+    def size(self, num_samples, shape):
+        if not shape.crossed:
+            return Orthogonal().size(num_samples, shape)
+        per = hadamard_order(shape.n_audio + shape.n_lyrics + 1)
+        k = per
+        while self.at(shape, (k + 1) / per).num_samples <= num_samples:
+            k += 1
+        return self.at(shape, k / per)
+
+    def for_work(self, work, shape, late_fusion):
+        return OrthogonalGrid.for_work(self, work, shape, late_fusion)
+
+    def side_rows(self, shape: MaskShape, blocks: float) -> tuple[int, int]:
+        return orthogonal_rows(blocks, shape.n_audio), orthogonal_rows(blocks, shape.n_lyrics)
+
+    def sample(self, shape, size, seed):
+        if not shape.crossed:
+            return Orthogonal().sample(shape, size, seed)
+        audio = orthogonal_masks(size.blocks, shape.n_audio, seed, stream=1)
+        lyrics = orthogonal_masks(size.blocks, shape.n_lyrics, seed, stream=2)
+        ia, il = self._rows(shape, size.blocks)
+        return np.concatenate([audio[ia], lyrics[il]], axis=1)
+
+    def rounds(self, shape, max_samples):
+        if not shape.crossed:
+            return Orthogonal().rounds(shape, max_samples)
+        return [self.at(shape, b) for b in ORTHOGONAL_BLOCKS]
+
+    def clusters(self, masks, shape, size):
+        if not shape.crossed:
+            return [np.arange(len(masks)) // 2]
+        ia, il = self._rows(shape, size.blocks)  # a half-mask and its complement are one draw
+        return [ia // 2, il // 2]
+
+
+DESIGNS: dict[str, SamplingDesign] = {d.name: d for d in (IID(), Foldover(), Grid(), Orthogonal(), OrthogonalGrid(),
+                                                          OrthogonalCross())}
 """Every design by name; the CLI's ``--design`` choices are these plus ``auto``."""
 CHOICES = ("auto",) + tuple(DESIGNS)
 

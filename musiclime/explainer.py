@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from musiclime import designs
+from musiclime import designs, presets
 from musiclime.errors import InputError
 from musiclime.explanation import Explanation
 from musiclime.factorization import AudioFactorization, LyricsFactorization
@@ -84,19 +84,33 @@ class MusicLIME:
             except probability under ``design="iid"`` (:func:`musiclime.surrogate.resolve_target`).
         top_k, confidence, tie_tolerance: the stopping rule of ``num_samples="auto"``.
         max_samples: cap of ``num_samples="auto"`` in joint rows (default: the design's).
+        quality: a preset of :mod:`musiclime.presets` (``fast``, ``paper``, ``steady``): the
+            design, work and target per model type; ``num_samples``, ``design`` and
+            ``target`` given here override it. None: 1,000 joint rows, design and target
+            ``auto``.
     """
 
-    def __init__(self, num_samples: int | str = 1000, batch_size: int | str = "auto",
+    def __init__(self, num_samples: int | str | None = None, batch_size: int | str = "auto",
                  kernel_width: float = 25, feature_selection: str = "auto",
                  num_features: int | None = None, seed: int = 0, alpha: float = 1.0,
-                 design: str = "auto", grid_size: tuple[int, int] | None = None,
-                 target: str = "auto", top_k: int = 10, confidence: float = 0.95,
-                 tie_tolerance: float = 0.05, max_samples: int | None = None):
-        check_settings(num_samples, design, batch_size, feature_selection, target, kernel_width, num_features)
+                 design: str | None = None, grid_size: tuple[int, int] | None = None,
+                 target: str | None = None, top_k: int = 10, confidence: float = 0.95,
+                 tie_tolerance: float = 0.05, max_samples: int | None = None, quality: str | None = None):
+        self.preset = presets.get(quality) if quality is not None else None
+        if num_samples is None:  # before presets: 1,000 joint rows; else the preset's count, if it fixes one
+            num_samples = self.preset.num_samples if self.preset else presets.PAPER_SAMPLES
+        # under a preset, "auto" is the preset's design for the model type
+        explicit_design = None if self.preset is not None and design == "auto" else design
+        design = design or "auto"
+        if target is None:  # a preset's target is the same for every model type
+            target = self.preset.target if self.preset else "auto"
+        check_settings("auto" if num_samples is None else num_samples, design, batch_size, feature_selection,
+                       target, kernel_width, num_features)
+        self.explicit_design = explicit_design
         self.adaptive = num_samples == "auto"
         if not 0.5 < confidence < 1:
             raise ValueError(f"confidence must be in (0.5, 1), got {confidence}")
-        self.num_samples = None if self.adaptive else int(num_samples)
+        self.num_samples = None if self.adaptive or num_samples is None else int(num_samples)
         self.design, self.grid_size = design, grid_size
         self.top_k, self.confidence, self.tie_tolerance = int(top_k), float(confidence), float(tie_tolerance)
         self.max_samples = max_samples
@@ -111,9 +125,11 @@ class MusicLIME:
     # ------------------------------------------------------------------ the steps
 
     def design_for(self, model=None) -> str:
-        """The mask design used for ``model`` (resolves ``auto``)."""
+        """The mask design used for ``model`` (resolves ``auto`` and the preset's)."""
         if self.design != "auto":
             return self.design
+        if self.preset is not None and self.explicit_design is None:
+            return self.preset.setting(model is not None and is_late_fusion(model)).design
         if not self.adaptive:
             return AUTO_DESIGN["fixed"]
         return AUTO_DESIGN["late_fusion" if model is not None and is_late_fusion(model) else "joint"]
@@ -142,7 +158,10 @@ class MusicLIME:
         shape = designs.MaskShape(fs.n_audio, fs.n_lyrics, modality)
         if size is None:
             n = num_samples or self.num_samples
-            if n is None:
+            if n is None and not self.adaptive:  # the preset's work, sized for this track
+                late = model is not None and is_late_fusion(model)
+                size = sampler.for_work(self.preset.setting(late).work(late and shape.crossed), shape, late)
+            elif n is None:
                 size = sampler.rounds(shape, self._max_samples(sampler))[0]
             else:
                 size = sampler.size(int(n), shape)
@@ -304,19 +323,19 @@ class ExplainerSpec:
     samples (and, with ``num_samples="auto"``, decides when to stop) and the stage that fits
     the written surrogate build the same :class:`MusicLIME` from it, so the stopping rule
     judges the very surrogate that is written."""
-    num_samples: int | str = 1000
+    num_samples: int | str | None = None
     kernel_width: float = 25.0
     feature_selection: str = "auto"
     num_features: int | None = None
-    design: str = "auto"
+    design: str | None = None
     batch_size: int | str = "auto"
-    target: str = "auto"
+    target: str | None = None
+    quality: str | None = None
 
     def __post_init__(self) -> None:
-        check_settings(self.num_samples, self.design, self.batch_size, self.feature_selection, self.target,
-                       self.kernel_width, self.num_features)
+        self.build(0)  # every setting checked where the explainer checks it
 
     def build(self, seed: int) -> MusicLIME:
         return MusicLIME(num_samples=self.num_samples, batch_size=self.batch_size, kernel_width=self.kernel_width,
                          feature_selection=self.feature_selection, num_features=self.num_features, seed=seed,
-                         design=self.design, target=self.target)
+                         design=self.design, target=self.target, quality=self.quality)

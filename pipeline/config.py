@@ -147,19 +147,27 @@ class ExplainConfig:
     out: str = option(None, "output folder or URI (s3://bucket/prefix): tables partitioned by run_id=",
                       stage="write")
     separator: str = option("hpss", choices=_values("pipeline.config:SeparatorName"), hashed=True, stage="decode")
-    num_samples: int | str = option(1000, "perturbations per track, or 'auto': sample in rounds until every "
-                                    "explained label's top-10 is separated from the rest with 95%% confidence (or "
-                                    "tied), at most the design's cap", parse=int_or_auto, hashed=True,
-                                    stage="predict")
-    design: str = option("auto", "mask design: iid (the reference's exactly), foldover, grid, orthogonal (folded "
-                         "orthogonal arrays), orthogonal-grid (late fusion: audio x lyrics orthogonal half-masks); "
-                         "auto: with --num-samples auto orthogonal-grid on a late-fusion model, orthogonal "
-                         "otherwise; with a fixed count foldover", choices=_design_choices, hashed=True,
-                         stage="predict")
-    target: str = option("auto", "what the surrogate fits: the class probability (the reference's) or its "
-                         "log-odds (for confident models); auto: log_odds, but probability under --design iid "
-                         "(the paper's setting; docs/benchmarks.md 'Targets')", choices=_values("musiclime.surrogate:Target"),
-                         hashed=True, stage="fit")
+    quality: str | None = option(None, "sampling preset: fast (the paper's Jaccard and AOPC to a 16k reference at the "
+                                 "least measured work), paper (exactly the paper's: 1,000 i.i.d. masks, probability "
+                                 "target) or steady (the paper's work on the best measured design, log-odds target); "
+                                 "--num-samples, --design and --target override it. Default: none, i.e. 1,000 foldover "
+                                 "masks with the log-odds target (docs/benchmarks.md 'Presets')",
+                                 choices=_values("musiclime.presets:Quality"), hashed=True, hashed_since=None,
+                                 stage="predict")
+    num_samples: int | str | None = option(None, "perturbations per track (default: the preset's, or 1000), or "
+                                           "'auto': sample in rounds until every explained label's top-10 is "
+                                           "separated from the rest with 95%% confidence (or tied), at most the "
+                                           "design's cap", parse=int_or_auto, hashed=True, stage="predict")
+    design: str | None = option(None, "mask design: iid (the reference's exactly), foldover, grid, orthogonal "
+                                "(folded orthogonal arrays), orthogonal-grid (late fusion: audio x lyrics orthogonal "
+                                "half-masks), orthogonal-cross (the same, block by block: joint rows bounded); auto "
+                                "(the default): the preset's, else with --num-samples auto orthogonal-grid on a "
+                                "late-fusion model, orthogonal otherwise, and with a fixed count foldover",
+                                choices=_design_choices, hashed=True, stage="predict")
+    target: str | None = option(None, "what the surrogate fits: the class probability (the reference's) or its "
+                                "log-odds (for confident models); default: the preset's, else auto: log_odds, but "
+                                "probability under --design iid (the paper's setting; docs/benchmarks.md 'Targets')",
+                                choices=_values("musiclime.surrogate:Target"), hashed=True, stage="fit")
     segments: int = option(10, "temporal segments per track", hashed=True, stage="predict")
     labels: str = option("top1", "which classes to explain: top1, true (--label-column's), all, topk:N (the N "
                          "most probable: a multi-label tagger's tags) or CLASS,CLASS", parse=parse_labels, hashed=True,
@@ -225,12 +233,14 @@ class ExplainConfig:
                                "lyrics) has no explanation under the same model and config; earlier errors only "
                                "with --retry-errors", flag=True, stage="plan")
     extra: dict[str, Any] = option({}, cli=False)
+    default_sampling: bool = option(False, cli=False)  # no sampling option given: the default preset applied
 
     def __post_init__(self) -> None:
         """Every option is checked here, once: a bad value from the CLI or from Python is a
         ValueError (exit 2) before any catalogue is read or Ray is started."""
         Window.parse(self.window)
         LyricsWindow.parse(self.lyrics_window)
+        self._resolve_sampling()
         if self.max_seconds is None:  # the window's own default, resolved once (hashed as resolved)
             object.__setattr__(self, "max_seconds", 600.0 if self.window == Window.WHOLE.value else 30.0)
         for name in ("catalogue", "out"):
@@ -259,6 +269,46 @@ class ExplainConfig:
         if self.run_id is not None:
             check_run_id(self.run_id)
 
+    def _resolve_sampling(self) -> None:
+        """--quality with --num-samples / --design / --target, resolved once. With
+        --quality, those given override parts of the preset and the others stay the
+        preset's (``preset`` in the settings: its design and size per model type). Without
+        it, giving any of them means what it meant before presets (the others 1000, auto,
+        auto); giving none takes :data:`musiclime.presets.DEFAULT_QUALITY`, which a
+        standing output does not follow (:meth:`keep_sampling`)."""
+        from musiclime.presets import DEFAULT_QUALITY, Quality, get
+        given = any(getattr(self, n) is not None for n in SAMPLING[1:])
+        chose_none = self.quality is None and not given
+        quality = DEFAULT_QUALITY if chose_none else self.quality
+        quality = None if quality is None else Quality.parse(quality).value
+        object.__setattr__(self, "quality", quality)
+        object.__setattr__(self, "default_sampling", self.default_sampling or chose_none)
+        if quality is None:
+            for name, before in (("num_samples", 1000), ("design", "auto"), ("target", "auto")):
+                if getattr(self, name) is None:
+                    object.__setattr__(self, name, before)
+        elif self.target is None:
+            object.__setattr__(self, "target", get(quality).target)
+
+    def keep_sampling(self, standing: dict[str, Any]) -> ExplainConfig:
+        """This config with a standing output's sampling (the ``settings`` of its latest
+        run) when this run chose none: an incremental night after a release that changes
+        the default preset explains new tracks as the old ones were, and does not redo the
+        library."""
+        if not self.default_sampling or not standing:
+            return self
+        kept: dict[str, Any] = {"quality": standing.get("quality")}
+        for name in ("num_samples", "design", "target"):
+            value = standing.get(name)
+            kept[name] = None if value in (None, "preset") else value
+        if isinstance(kept["num_samples"], str) and kept["num_samples"].isdigit():
+            kept["num_samples"] = int(kept["num_samples"])
+        if kept["quality"] is None:  # from before presets: the options as they were
+            kept = {k: (v if v is not None else {"num_samples": 1000, "design": "auto", "target": "auto"}.get(k))
+                    for k, v in kept.items()}
+        from dataclasses import replace
+        return replace(self, default_sampling=False, **kept)
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -267,7 +317,8 @@ class ExplainConfig:
         from musiclime.explainer import ExplainerSpec
         return ExplainerSpec(num_samples=self.num_samples, kernel_width=self.kernel_width,
                              feature_selection=self.feature_selection, num_features=self.num_features,
-                             design=self.design, batch_size=self.batch_size, target=self.target)
+                             design=self.design, batch_size=self.batch_size, target=self.target,
+                             quality=self.quality)
 
     def decode_spec(self) -> DecodeSpec:
         """What the decode stage reads of this run (see :class:`musiclime.stages.DecodeSpec`)."""
@@ -292,10 +343,11 @@ class ExplainConfig:
         limits, the output) may change between invocations."""
         doc = {k: getattr(self, k) for k in RESULT_SETTINGS
                if OPTIONS[k].hashed_since is _ALWAYS or getattr(self, k) != OPTIONS[k].hashed_since}
-        doc["num_samples"] = str(doc["num_samples"])
         from musiclime.surrogate import resolve_target
+        for name in ("num_samples", "design"):  # None: the preset's, which the quality key names
+            doc[name] = "preset" if doc[name] is None else str(doc[name])
         # auto's meaning may change between releases; a resume compares what was fitted
-        doc["target"] = resolve_target(self.target, self.design).value
+        doc["target"] = resolve_target(self.target, self.design or "auto").value
         if model_id is not None:
             doc["model_id"] = model_id
         return doc
@@ -353,6 +405,7 @@ def check_run_id(run_id: str) -> str:
 OPTIONS: dict[str, Option] = {f.name: f.metadata["option"] for f in fields(ExplainConfig)}
 # The settings that change a run's numbers (see ExplainConfig.settings).
 RESULT_SETTINGS = tuple(name for name, o in OPTIONS.items() if o.hashed)
+SAMPLING = ("quality", "num_samples", "design", "target")  # resolved together (_resolve_sampling)
 POSITIONAL = ("catalogue",)
 REQUIRED = ("out",)
 

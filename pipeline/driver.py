@@ -84,6 +84,10 @@ def run_explain(cfg: ExplainConfig, log=None, show_progress: bool = True) -> Run
         lease = make_lease(cfg.out, run_id, stale_after=cfg.lease_timeout)
     except ValueError as e:
         return RunSummary(run_id, EXIT_USAGE, message=str(e))
+    if cfg.incremental:  # a standing output keeps the sampling it was made with, unless told otherwise
+        from pipeline.output import runs
+        earlier = [d["settings"] for d in runs(cfg.out) if d.get("settings") and d["run_id"] != run_id]
+        cfg = cfg.keep_sampling(earlier[-1] if earlier else {})
     record = RunRecord(cfg.out, run_id, cfg, invocation_id, fmt)
     diff = settings_diff(record.previous.get("settings", {}), cfg.settings())
     if diff:

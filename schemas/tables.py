@@ -39,7 +39,8 @@ TRACKS = schema([
     field("label_fits", pa.list_(LABEL_FIT), "the same fit numbers for every explained label"),
     field("n_samples", pa.int32(), "perturbations drawn, the whole input included"),
     field("model_rows", pa.int32(), "rows the model evaluated (distinct perturbations or half-masks)"),
-    field("design", pa.string(), "sampling design: iid | foldover | grid | orthogonal | orthogonal-grid"),
+    field("design", pa.string(), "sampling design: iid | foldover | grid | orthogonal | orthogonal-grid | "
+          "orthogonal-cross"),
     field("target", pa.string(), "what the surrogates fitted: probability | log_odds"),
     field("topk_resolved", pa.bool_(), "every explained label's top-10 is separated from the 11th with 95% "
                                        "confidence (weights and weight_se of the written surrogate)"),
