@@ -130,12 +130,20 @@ def main(argv=None) -> dict:
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
     ap.add_argument("--device", default=None, help="cuda or cpu (default: cuda when there is one)")
     ap.add_argument("--out", default=None, help="folder for gpu_stage.json (default: bench/results)")
+    ap.add_argument("--presets", action="store_true",
+                    help="instead: each --quality preset, provided stems and demucs separating, with the "
+                         "model's FLOPs per row and the fraction of the chip's dense bf16 peak -> gpu_presets.json "
+                         "(cpu_presets.json on a CPU: tracks per core-hour)")
+    ap.add_argument("--qualities", nargs="+", default=["paper", "steady", "fast"], help="presets of --presets")
     ap.add_argument("--designs", action="store_true",
                     help="instead: the sampling designs on provided stems (the paper's iid 1000, one block of "
                          "orthogonal-grid, --num-samples auto) and each encoder's cost per row -> gpu_designs.json")
     args = ap.parse_args(argv)
     if args.designs:
         return compare_designs(args)
+    if args.presets:
+        from bench.gpu_presets import compare_presets
+        return compare_presets(args)
     import torch
 
     from bench.common import write_result

@@ -296,11 +296,84 @@ def musicnn(r) -> str:
     return "\n".join(out)
 
 
+def _stabilities(per_track: list[dict], preset: str) -> list[float]:
+    import itertools
+    out = []
+    for t in per_track:
+        tops = [set(x["top"]) for x in t["runs"].get(preset, [])]
+        if len(tops) > 1:
+            pairs = list(itertools.combinations(tops, 2))
+            out.append(sum(len(a & b) / len(a | b) for a, b in pairs) / len(pairs))
+    return out
+
+
+def presets(r) -> str:
+    """The --quality presets per task and view, then the goals over both tasks."""
+    import numpy as np
+    f = lambda v, d=2: "–" if v is None else f"{v:.{d}f}"  # noqa: E731
+    pm = lambda v, se, d=2: "" if v is None or se is None else f" ({v:+.{d}f} ± {se:.{d}f})"  # noqa: E731
+    out = []
+    for task, t in r["tasks"].items():
+        rows = []
+        for view in ("late_fusion", "predict_proba"):
+            base = t[view]["summary"]["paper"]
+            for name, x in t[view]["summary"].items():
+                late = view == "late_fusion"
+                work = f"{x['audio_rows']:.0f} / {x['text_rows']:.0f}" if late else f"{x['model_rows']:.0f}"
+                ratio = base["model_rows"] / x["model_rows"]
+                rows.append([f"`{name}`", view.replace("_", " "), f"{x['design']}, {x['target']}", work,
+                             f"{ratio:.1f}x",
+                             f(x["jaccard_iid"]) + ("" if name == "paper" else pm(x["jaccard_iid_diff"], x["jaccard_iid_se"])),
+                             f(x["jaccard_cross"]) + ("" if name == "paper" else pm(x["jaccard_cross_diff"], x["jaccard_cross_se"])),
+                             f(x["aopc"], 3) + ("" if name == "paper" else pm(x["aopc_diff"], x["aopc_se"], 3)),
+                             f"{f(x['stability_median'])} / {f(x['stability_p10'])} ({x['stability_tracks']})",
+                             f"{f(x['stability_resolved_median'])} / {f(x['stability_resolved_p10'])} "
+                             f"({x['stability_resolved_tracks']})",
+                             f(x["topk_resolved"]), f(x["seconds"], 1),
+                             f"{f(x['fit_s'], 2)} s / {f(x['fit_peak_mb'], 0)} MB"])
+        refs = t.get("references", {})
+        out.append(f"**{task}** ({r['tracks']} held-out tracks; {r['seeds']} seeds, `paper` {r['paper_seeds']}, "
+                   f"`steady` in the predict_proba view {r['pp_steady_seeds']}; references: {r['ref_samples']:,} "
+                   f"i.i.d. masks on {refs.get('iid_tracks', '?')} tracks, orthogonal-cross at "
+                   f"{r['cross_work']:,} encoder rows on {refs.get('cross_tracks', '?')}):")
+        out.append("")
+        out += table(["preset", "view", "design, target", "audio / text rows or model rows", "less work",
+                      "top-10 Jaccard to 16k i.i.d. (vs paper)", "to orthogonal-cross ref (vs paper)",
+                      "deletion AOPC (vs paper)", "across seeds: median / p10 (tracks)",
+                      "same, tracks the 16k ref resolves", "top-10 resolved", "s/track (1 core)",
+                      "fit: s / peak MB"], rows)
+        out.append("")
+    # the goals, over both tasks' tracks
+    lines = []
+    for view, need in (("late_fusion", 10), ("predict_proba", 4)):
+        stab = [v for t in r["tasks"].values() for v in _stabilities(t[view]["per_track"], "steady")]
+        if stab and view == "late_fusion":
+            med, p10 = float(np.median(stab)), float(np.percentile(stab, 10))
+            ok = med >= 0.9 and p10 >= 0.8
+            lines.append(f"- `steady` ({view.replace('_', ' ')}): stability median {med:.2f}, 10th percentile "
+                         f"{p10:.2f} over {len(stab)} tracks of {len(r['tasks'])} tasks (goal 0.9 / 0.8): "
+                         f"{'met' if ok else 'missed'}.")
+        for task, t in r["tasks"].items():
+            x, base = t[view]["summary"]["fast"], t[view]["summary"]["paper"]
+            ratio = base["model_rows"] / x["model_rows"]
+            within = all(d is not None and se is not None and d + se >= 0 for d, se in
+                         ((x["jaccard_iid_diff"], x["jaccard_iid_se"]), (x["aopc_diff"], x["aopc_se"])))
+            lines.append(f"- `fast`, {task}, {view.replace('_', ' ')}: {ratio:.1f}x less work (goal {need}x), "
+                         f"Jaccard {f(x['jaccard_iid'])} vs the paper's {f(base['jaccard_iid'])}, AOPC "
+                         f"{f(x['aopc'], 3)} vs {f(base['aopc'], 3)}: "
+                         f"{'met' if within and ratio >= need - 0.05 else 'missed'} (within one paired standard error).")
+    out += lines
+    out.append("")
+    out.append(f"`python bench/bench_presets.py`, measured {r['when']} on {r['machine']['cpus']} CPUs, one process "
+               f"and one thread per task.")
+    return "\n".join(out).rstrip()
+
+
 SECTIONS = {"core": ("core", core), "musicnn": ("musicnn", musicnn), "decode": ("decode", decode), "incremental": ("incremental", incremental), "gpu_stage": ("gpu_stage", gpu_stage), "chaos": ("chaos", chaos), "separation": ("separation", separation), "scale": ("scale", scale),
             "aggregate_memory": ("aggregate_memory", aggregate_memory), "gpu": ("gpu", gpu),
             "sampling": ("sampling", sampling), "sampling_log_odds": ("sampling_log_odds", sampling),
             "quality": ("quality", quality), "precision": ("precision", precision), "target": ("target", target),
-            "catalogue_memory": ("catalogue_memory", catalogue_memory)}
+            "catalogue_memory": ("catalogue_memory", catalogue_memory), "presets": ("presets", presets)}
 
 
 def main() -> None:

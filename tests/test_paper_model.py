@@ -96,6 +96,21 @@ def test_the_gpu_stage_benchmark_runs_on_cpu_with_tiny_sizes(tmp_path):
     assert json.loads((tmp_path / "gpu_stage_smoke.json").read_text())["size"] == "tiny"
 
 
+def test_the_presets_benchmark_runs_on_cpu_with_tiny_sizes(tmp_path):
+    """bench/gpu.sh's presets pass with tiny sizes: FLOPs counted per encoder row, the
+    preset's design used, tracks per hour with and without demucs."""
+    from bench.bench_gpu_stage import main
+    r = main(["--presets", "--qualities", "fast", "--size", "tiny", "--tracks", "1", "--seconds", "3",
+              "--device", "cpu", "--out", str(tmp_path)])
+    assert r["flops_per_row"]["audio"] > 1e6 and r["flops_per_row"]["text"] > 1e4
+    assert set(r["runs"]) == {"fast, provided stems", "fast, demucs separating"}
+    for run in r["runs"].values():
+        assert run["design"] == "orthogonal-cross" and run["tracks_per_hour"] > 0
+        assert run["audio_rows"] + run["text_rows"] <= 200 and run["fraction_of_peak"] is None
+    assert r["runs"]["fast, demucs separating"]["separate_s_per_track"] > 0
+    assert (tmp_path / "cpu_presets_smoke.json").is_file()
+
+
 def test_train_paper_style_frozen_hub_encoders_through_the_cli(demo_library, tmp_path):
     """`musiclime train --arch paper` with encoders named by hub ids (from the HF cache,
     offline): the head trains, the frozen encoders are referenced by their pinned commit and
