@@ -21,7 +21,9 @@ class PredictorActor:
 
     @ray.method(concurrency_group="probe")
     def info(self) -> dict:
-        return {**self.stage.info(), "node_id": ray.get_runtime_context().get_node_id()}
+        import torch
+        return {**self.stage.info(), "node_id": ray.get_runtime_context().get_node_id(),
+                "torch_threads": torch.get_num_threads()}
 
     @ray.method(concurrency_group="probe")
     def heartbeat(self) -> tuple[str | None, float | None]:

@@ -161,19 +161,19 @@ def summarize(tracks: list[dict], args) -> dict:
     }
     explained = [t for t in tracks if t["settings"]]
     for name in SETTINGS:
-        if not all(name in t["settings"] for t in explained):
-            continue  # a setting measured on only some tracks is not summarized
-        results = [
-            dict(tag, track=t["track"], piece=t["piece"]) for t in explained for tag in t["settings"][name]["tags"]
-        ]
+        has = [t for t in explained if name in t["settings"]]  # --add may measure a setting on a shard only
+        if not has:
+            continue
+        results = [dict(tag, track=t["track"], piece=t["piece"]) for t in has for tag in t["settings"][name]["tags"]]
         by_tag: dict = {}
         for res in results:
             by_tag.setdefault(res["tag"], {"valid": 0, "of": 0})
             by_tag[res["tag"]]["valid"] += res["valid"]
             by_tag[res["tag"]]["of"] += 1
-        sec = float(np.mean([t["settings"][name]["seconds"] for t in explained])) if explained else 0.0
+        sec = float(np.mean([t["settings"][name]["seconds"] for t in has]))
         out["settings"][name] = {
             **SETTINGS[name],
+            "tracks": len(has),
             "explained": len(results),
             "valid": sum(r["valid"] for r in results),
             "valid_share": sum(r["valid"] for r in results) / max(1, len(results)),

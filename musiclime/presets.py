@@ -13,6 +13,7 @@ The presets and the measurements that chose them: ``bench/bench_presets.py``,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from musiclime.choices import Choice
 
@@ -82,3 +83,50 @@ design with the log-odds target, as before presets (docs/benchmarks.md "Presets"
 
 def get(name: str) -> Preset:
     return PRESETS[Quality.parse(name).value]
+
+
+class Sampling(NamedTuple):
+    """A run's resolved sampling options, and whether none was given (the default applied)."""
+    quality: str | None
+    num_samples: int | str | None
+    design: str | None
+    target: str | None
+    by_default: bool
+
+    @property
+    def values(self) -> tuple:
+        return self.quality, self.num_samples, self.design, self.target
+
+
+_BEFORE = {"num_samples": PAPER_SAMPLES, "design": "auto", "target": "auto"}  # the options before presets
+
+
+def resolve(quality: str | None, num_samples: int | str | None, design: str | None, target: str | None) -> Sampling:
+    """``--quality`` with the expert options. With a preset, the options given override its
+    parts and the others stay None (the preset's, per model type; the target is the same
+    for every type, so it is filled in). Without one, giving any option means what it meant
+    before presets (the others 1000, auto, auto); giving none takes :data:`DEFAULT_QUALITY`."""
+    given = any(v is not None for v in (num_samples, design, target))
+    by_default = quality is None and not given
+    quality = DEFAULT_QUALITY if by_default else quality
+    quality = None if quality is None else Quality.parse(quality).value
+    if quality is None:
+        num_samples, design, target = (_BEFORE[k] if v is None else v for k, v in
+                                       zip(("num_samples", "design", "target"), (num_samples, design, target)))
+    elif target is None:
+        target = get(quality).target
+    return Sampling(quality, num_samples, design, target, by_default)
+
+
+def from_settings(settings: dict[str, Any]) -> tuple:
+    """(quality, num_samples, design, target) of a run's recorded settings (``run.json``),
+    to explain more tracks exactly as that run did."""
+    quality = settings.get("quality")
+    values = []
+    for name in ("num_samples", "design", "target"):
+        value = settings.get(name)
+        value = None if value in (None, "preset") else value
+        if name == "num_samples" and isinstance(value, str) and value.isdigit():
+            value = int(value)
+        values.append(_BEFORE[name] if value is None and quality is None else value)
+    return (quality, *values)

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from musiclime.choices import Choice
+from pipeline.resources import PoolSize  # noqa: F401  (re-exported: --predictors' bounds)
 
 if TYPE_CHECKING:
     from musiclime.explainer import ExplainerSpec
@@ -270,25 +271,13 @@ class ExplainConfig:
             check_run_id(self.run_id)
 
     def _resolve_sampling(self) -> None:
-        """--quality with --num-samples / --design / --target, resolved once. With
-        --quality, those given override parts of the preset and the others stay the
-        preset's (``preset`` in the settings: its design and size per model type). Without
-        it, giving any of them means what it meant before presets (the others 1000, auto,
-        auto); giving none takes :data:`musiclime.presets.DEFAULT_QUALITY`, which a
-        standing output does not follow (:meth:`keep_sampling`)."""
-        from musiclime.presets import DEFAULT_QUALITY, Quality, get
-        given = any(getattr(self, n) is not None for n in SAMPLING[1:])
-        chose_none = self.quality is None and not given
-        quality = DEFAULT_QUALITY if chose_none else self.quality
-        quality = None if quality is None else Quality.parse(quality).value
-        object.__setattr__(self, "quality", quality)
-        object.__setattr__(self, "default_sampling", self.default_sampling or chose_none)
-        if quality is None:
-            for name, before in (("num_samples", 1000), ("design", "auto"), ("target", "auto")):
-                if getattr(self, name) is None:
-                    object.__setattr__(self, name, before)
-        elif self.target is None:
-            object.__setattr__(self, "target", get(quality).target)
+        """--quality with --num-samples / --design / --target, resolved once
+        (:func:`musiclime.presets.resolve`)."""
+        from musiclime.presets import resolve
+        chosen = resolve(self.quality, self.num_samples, self.design, self.target)
+        for name, value in zip(SAMPLING, chosen.values):
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "default_sampling", self.default_sampling or chosen.by_default)
 
     def keep_sampling(self, standing: dict[str, Any]) -> ExplainConfig:
         """This config with a standing output's sampling (the ``settings`` of its latest
@@ -297,17 +286,10 @@ class ExplainConfig:
         library."""
         if not self.default_sampling or not standing:
             return self
-        kept: dict[str, Any] = {"quality": standing.get("quality")}
-        for name in ("num_samples", "design", "target"):
-            value = standing.get(name)
-            kept[name] = None if value in (None, "preset") else value
-        if isinstance(kept["num_samples"], str) and kept["num_samples"].isdigit():
-            kept["num_samples"] = int(kept["num_samples"])
-        if kept["quality"] is None:  # from before presets: the options as they were
-            kept = {k: (v if v is not None else {"num_samples": 1000, "design": "auto", "target": "auto"}.get(k))
-                    for k, v in kept.items()}
         from dataclasses import replace
-        return replace(self, default_sampling=False, **kept)
+
+        from musiclime.presets import from_settings
+        return replace(self, default_sampling=False, **dict(zip(SAMPLING, from_settings(standing))))
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -365,34 +347,6 @@ class ExplainConfig:
     def in_flight(self, actors: int) -> int:
         """Tracks in the pipeline at most, with ``actors`` GPU-stage actors serving."""
         return self.tracks_in_flight or 2 * max(1, actors) + 2
-
-
-@dataclass(frozen=True)
-class PoolSize:
-    """How many GPU-stage actors: between ``low`` and ``high``; ``high`` None (``auto``)
-    follows the cluster: floor(cluster GPUs / GPUs per actor), or a count from the CPUs."""
-    low: int
-    high: int | None
-
-    @classmethod
-    def parse(cls, value: int | str) -> PoolSize:
-        if isinstance(value, int) and not isinstance(value, bool):
-            if value < 1:
-                raise ValueError(f"predictors must be >= 1, got {value!r}")
-            return cls(value, value)
-        text = str(value).strip()
-        if text == "auto":
-            return cls(1, None)
-        if text.isdigit():
-            return cls.parse(int(text))
-        lo, sep, hi = text.partition(":")
-        if sep and lo.isdigit() and hi.isdigit() and 1 <= int(lo) <= int(hi):
-            return cls(int(lo), int(hi))
-        raise ValueError(f"predictors must be N, MIN:MAX (1 <= MIN <= MAX) or auto, got {value!r}")
-
-    @property
-    def fixed(self) -> bool:
-        return self.low == self.high
 
 
 def check_run_id(run_id: str) -> str:

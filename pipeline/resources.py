@@ -17,6 +17,45 @@ SURROGATE_CPUS, DECODE_CPUS = 0.25, 0.25
 CPU_PREDICTOR_THREADS = 4  # --predictors auto without GPUs: one GPU-stage actor per this many CPUs
 
 
+@dataclass(frozen=True)
+class PoolSize:
+    """How many GPU-stage actors: between ``low`` and ``high``; ``high`` None (``auto``)
+    follows the cluster: floor(cluster GPUs / GPUs per actor), or a count from the CPUs."""
+    low: int
+    high: int | None
+
+    @classmethod
+    def parse(cls, value: int | str) -> PoolSize:
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value < 1:
+                raise ValueError(f"predictors must be >= 1, got {value!r}")
+            return cls(value, value)
+        text = str(value).strip()
+        if text == "auto":
+            return cls(1, None)
+        if text.isdigit():
+            return cls.parse(int(text))
+        lo, sep, hi = text.partition(":")
+        if sep and lo.isdigit() and hi.isdigit() and 1 <= int(lo) <= int(hi):
+            return cls(int(lo), int(hi))
+        raise ValueError(f"predictors must be N, MIN:MAX (1 <= MIN <= MAX) or auto, got {value!r}")
+
+    @property
+    def fixed(self) -> bool:
+        return self.low == self.high
+
+
+def predictor_threads(pool, gpus_per_actor: float, cluster: dict) -> int:
+    """torch threads of each GPU-stage actor: the actors share the cluster's cores. ``auto``
+    places one per CPU_PREDICTOR_THREADS CPUs (without GPUs); a count N, or MIN:MAX up to
+    MAX, splits the cluster's CPUs N ways, so that the actors' threads together do not
+    exceed the cores (the decode and fit tasks run one thread each: Ray's default for a
+    fractional CPU, and the fit's BLAS is held to one)."""
+    if pool.high is None:
+        return CPU_PREDICTOR_THREADS
+    return max(1, int(cluster.get("CPU", 1.0)) // pool.high)
+
+
 def pool_target(pool, gpus_per_actor: float, cluster: dict) -> int:
     """How many GPU-stage actors the pool wants on a cluster with ``cluster`` resources
     (``ray.cluster_resources()``): ``auto`` follows the cluster (floor(GPUs / GPUs per

@@ -138,3 +138,19 @@ def test_readme_ray_start_commands_and_their_plan():
     three = explain_config(cmd.split("RAY_ADDRESS=HEAD:6390 ")[1].replace("--predictors auto", "--predictors 3"))
     problems = placement_problems(demands(three), types)
     assert problems and "= 3.5 CPU, 3 GPU; the cluster can have at most 8 CPU, 2 GPU" in problems[-1]
+
+
+def test_predictor_threads_split_the_clusters_cores():
+    """GPU-stage actors' torch threads: one auto actor per CPU_PREDICTOR_THREADS CPUs; a count
+    or MIN:MAX splits the cluster's CPUs (not the driver's) MAX ways, so an elastic CPU pool
+    of 8 on 4 cores no longer runs 8 x 4 threads."""
+    from pipeline.config import PoolSize
+    from pipeline.resources import CPU_PREDICTOR_THREADS, pool_target, predictor_threads
+    cluster = {"CPU": 4.0}
+    for text in ("1", "2", "4", "1:8", "auto"):
+        pool = PoolSize.parse(text)
+        threads = predictor_threads(pool, 0.0, cluster)
+        assert threads >= 1 and threads * pool_target(pool, 0.0, cluster) <= max(4, pool_target(pool, 0.0, cluster))
+    assert predictor_threads(PoolSize.parse("1:8"), 0.0, cluster) == 1
+    assert predictor_threads(PoolSize.parse("2"), 0.0, {"CPU": 64.0}) == 32
+    assert predictor_threads(PoolSize.parse("auto"), 0.0, {"CPU": 64.0}) == CPU_PREDICTOR_THREADS

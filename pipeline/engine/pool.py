@@ -11,7 +11,6 @@ gets which row is the policy's choice (:mod:`pipeline.engine.policy`), not the p
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import replace
 from typing import Any
@@ -21,11 +20,11 @@ from pipeline.config import ExplainConfig
 from pipeline.engine.faults import Failure, classify, init_error
 from pipeline.engine.policy import Heartbeat
 from pipeline.resources import (
-    CPU_PREDICTOR_THREADS,
     DECODE_CPUS,
     PREDICTOR_CPUS_CPU_ONLY,
     PREDICTOR_CPUS_WITH_GPU,
     SURROGATE_CPUS,
+    predictor_threads,
 )
 
 POOL_CHECK_S = 2.0  # how often the pool looks for room for more GPU-stage actors
@@ -44,7 +43,8 @@ class PredictorPool:
         signals.reinstall()
         gpu = cfg.gpus_per_predictor > 0
         self.size = cfg.pool
-        threads = max(1, (os.cpu_count() or 2) // self.size.low) if self.size.fixed else CPU_PREDICTOR_THREADS
+        # the cluster's CPUs, not this driver's: actors run on other nodes too
+        threads = predictor_threads(self.size, cfg.gpus_per_predictor, ray.cluster_resources())
         # Actors come back after any number of deaths (a restart reruns __init__: the model
         # loads from its path again); Ray does not retry their calls: the driver does, since
         # only it knows whether a track died alone (a poison track) or beside others (chaos).
