@@ -99,14 +99,11 @@ class MusicLIME:
         self.preset = presets.get(quality) if quality is not None else None
         if num_samples is None:  # before presets: 1,000 joint rows; else the preset's count, if it fixes one
             num_samples = self.preset.num_samples if self.preset else presets.PAPER_SAMPLES
-        # under a preset, "auto" is the preset's design for the model type
-        explicit_design = None if self.preset is not None and design == "auto" else design
-        design = design or "auto"
+        design = design or "auto"  # under a preset, the preset's design for the model type
         if target is None:  # a preset's target is the same for every model type
             target = self.preset.target if self.preset else "auto"
         check_settings("auto" if num_samples is None else num_samples, design, batch_size, feature_selection,
                        target, kernel_width, num_features)
-        self.explicit_design = explicit_design
         self.adaptive = num_samples == "auto"
         if not 0.5 < confidence < 1:
             raise ValueError(f"confidence must be in (0.5, 1), got {confidence}")
@@ -128,7 +125,7 @@ class MusicLIME:
         """The mask design used for ``model`` (resolves ``auto`` and the preset's)."""
         if self.design != "auto":
             return self.design
-        if self.preset is not None and self.explicit_design is None:
+        if self.preset is not None:
             return self.preset.setting(model is not None and is_late_fusion(model)).design
         if not self.adaptive:
             return AUTO_DESIGN["fixed"]
