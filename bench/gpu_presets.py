@@ -89,5 +89,5 @@ def compare_presets(args) -> dict:
               "threads": torch.get_num_threads(), "flops_per_row": flops, "peak_flop_per_s": peak, "runs": runs,
               "note": "tracks_per_hour is per GPU on a GPU, per process (of --threads) on a CPU"}
     stem = "gpu_presets" if cuda else "cpu_presets"
-    print("wrote", write_result(stem if args.size == "base" else f"{stem}_smoke", result, args.out))
+    print("wrote", write_result(stem if args.size == "base" else f"{stem}_{args.size}", result, args.out))
     return result

@@ -370,11 +370,33 @@ def presets(r) -> str:
     return "\n".join(out).rstrip()
 
 
+def stage_presets(r) -> str:
+    """bench_gpu_stage.py --presets: tracks per hour per preset, FLOPs, fraction of peak."""
+    gpu = r["device"] != "cpu"
+    unit = "GPU-hour" if gpu else f"core-hour ({r['threads']} thread per process)"
+    rows = []
+    for name, x in r["runs"].items():
+        rate = x["tracks_per_hour"] / (1 if gpu else max(1, r["threads"]))
+        rows.append([name, x["design"], f"{x['audio_rows']:.0f} / {x['text_rows']:.0f}", f"{x['s_per_track']:.2f}",
+                     f"{x['separate_s_per_track']:.2f}", f"{rate:,.0f}",
+                     f"{x['encoder_flop_per_s'] / 1e12:.3f}" if gpu else f"{x['encoder_flop_per_s'] / 1e9:.1f}",
+                     "–" if x["fraction_of_peak"] is None else f"{x['fraction_of_peak']:.2f}"])
+    out = table(["preset, stems", "design", "audio / text rows", "s/track", "of it separating (s)",
+                 f"tracks per {unit}", "encoder TFLOP/s" if gpu else "encoder GFLOP/s", "fraction of dense bf16 peak"],
+                rows)
+    f = r["flops_per_row"]
+    out += ["", f"{r['device']}, {r['size']} sizes, {r['seconds_per_track']:g}-s tracks, precision {r['precision']}; "
+            f"FLOPs per row: audio encoder {f['audio'] / 1e9:.2f} G, text encoder {f['text'] / 1e9:.3f} G "
+            f"(`python bench/bench_gpu_stage.py --presets`, measured {r['when']})."]
+    return "\n".join(out)
+
+
 SECTIONS = {"core": ("core", core), "musicnn": ("musicnn", musicnn), "decode": ("decode", decode), "incremental": ("incremental", incremental), "gpu_stage": ("gpu_stage", gpu_stage), "chaos": ("chaos", chaos), "separation": ("separation", separation), "scale": ("scale", scale),
             "aggregate_memory": ("aggregate_memory", aggregate_memory), "gpu": ("gpu", gpu),
             "sampling": ("sampling", sampling), "sampling_log_odds": ("sampling_log_odds", sampling),
             "quality": ("quality", quality), "precision": ("precision", precision), "target": ("target", target),
-            "catalogue_memory": ("catalogue_memory", catalogue_memory), "presets": ("presets", presets)}
+            "catalogue_memory": ("catalogue_memory", catalogue_memory), "presets": ("presets", presets),
+            "cpu_presets": ("cpu_presets_tiny", stage_presets), "gpu_presets": ("gpu_presets", stage_presets)}
 
 
 def main() -> None:

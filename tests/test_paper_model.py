@@ -108,7 +108,7 @@ def test_the_presets_benchmark_runs_on_cpu_with_tiny_sizes(tmp_path):
         assert run["design"] == "orthogonal-cross" and run["tracks_per_hour"] > 0
         assert run["audio_rows"] + run["text_rows"] <= 200 and run["fraction_of_peak"] is None
     assert r["runs"]["fast, demucs separating"]["separate_s_per_track"] > 0
-    assert (tmp_path / "cpu_presets_smoke.json").is_file()
+    assert (tmp_path / "cpu_presets_tiny.json").is_file()
 
 
 def test_train_paper_style_frozen_hub_encoders_through_the_cli(demo_library, tmp_path):
