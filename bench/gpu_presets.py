@@ -38,6 +38,23 @@ def flops_per_row(model, audio, lyric: str) -> dict[str, float]:
     return out
 
 
+def attention_kernels(model, audio, lyric: str, cuda: bool) -> dict[str, list[str]]:
+    """Which attention kernels one forward of each encoder runs, read from the profiler
+    (SDPA picks flash, memory-efficient, cuDNN or the math fallback at run time)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    out = {}
+    for part, call in (("audio", lambda: model.embed_audio(audio[:2])), ("text", lambda: model.embed_lyrics([lyric] * 2))):
+        with torch.inference_mode(), profile(activities=acts) as prof:
+            call()
+        names = {e.key for e in prof.key_averages()}
+        out[part] = sorted(n for n in names if any(k in n.lower() for k in
+                                                   ("flash", "efficient_attention", "cudnn_attention",
+                                                    "attention_math", "scaled_dot_product")))
+    return out
+
+
 def encoder_rows(result) -> tuple[int, int]:
     """(audio rows, text rows) one track's plan asked for: the half-masks of a crossed design,
     else one of each per joint row (what the runner evaluates at most)."""
@@ -70,8 +87,11 @@ def compare_presets(args) -> dict:
                                  separator=separator, precision=args.precision)
             if flops is None:
                 stems, lyric = synthetic_track(16000, args.seconds, seed=99)
+                audio = torch.tensor(stems.sum(0), device=device)[None]
                 with stage.autocast():
-                    flops = flops_per_row(stage.model, torch.tensor(stems.sum(0), device=device)[None], lyric)
+                    flops = flops_per_row(stage.model, audio, lyric)
+                    kernels = attention_kernels(stage.model, audio.expand(2, -1).contiguous(), lyric, cuda)
+                print("attention kernels:", kernels, flush=True)
             results, wall = timed_stage(f"{quality}/{separated}", stage, tracks(1, args.seconds, separated, 10_000)[0],
                                         tracks(args.tracks, args.seconds, separated), sync)
             rows = [encoder_rows(r) for r in results]
@@ -86,7 +106,8 @@ def compare_presets(args) -> dict:
                          "design": results[0].plan.design}
             print(key, json.dumps(runs[key]), flush=True)
     result = {"device": name, "size": args.size, "precision": args.precision, "seconds_per_track": args.seconds,
-              "threads": torch.get_num_threads(), "flops_per_row": flops, "peak_flop_per_s": peak, "runs": runs,
+              "threads": torch.get_num_threads(), "flops_per_row": flops, "attention_kernels": kernels,
+              "peak_flop_per_s": peak, "runs": runs,
               "note": "tracks_per_hour is per GPU on a GPU, per process (of --threads) on a CPU"}
     stem = "gpu_presets" if cuda else "cpu_presets"
     print("wrote", write_result(stem if args.size == "base" else f"{stem}_{args.size}", result, args.out))

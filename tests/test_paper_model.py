@@ -103,6 +103,7 @@ def test_the_presets_benchmark_runs_on_cpu_with_tiny_sizes(tmp_path):
     r = main(["--presets", "--qualities", "fast", "--size", "tiny", "--tracks", "1", "--seconds", "3",
               "--device", "cpu", "--out", str(tmp_path)])
     assert r["flops_per_row"]["audio"] > 1e6 and r["flops_per_row"]["text"] > 1e4
+    assert r["attention_kernels"]["audio"] and r["attention_kernels"]["text"]  # SDPA (or its fallback) seen
     assert set(r["runs"]) == {"fast, provided stems", "fast, demucs separating"}
     for run in r["runs"].values():
         assert run["design"] == "orthogonal-cross" and run["tracks_per_hour"] > 0
