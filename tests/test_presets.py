@@ -77,8 +77,8 @@ def test_presets_are_what_the_benchmark_measured():
         pytest.fail("bench/results/presets.json is missing: run python bench/bench_presets.py")
     doc = json.loads(RESULTS.read_text())
     for task, views in doc["tasks"].items():
-        for view, v in views.items():
-            late = view == "late_fusion"
+        for view in ("late_fusion", "predict_proba"):
+            v, late = views[view], view == "late_fusion"
             for quality, s in v["summary"].items():
                 setting = presets.get(quality).setting(late)
                 assert (s["design"], s["target"]) == (setting.design, setting.target), (task, view, quality)
