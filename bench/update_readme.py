@@ -283,7 +283,8 @@ def decode(r) -> str:
 def musicnn(r) -> str:
     out = table(["setting", "tracks", "tag explanations", "valid (top stem makes the sound)", "by tag",
                  "s per track (1 core)", "tracks per core-hour"],
-                [[name if name in ("default", "paper") else f"`--quality {name}`",
+                [[{"default": "default (1,000 foldover, log-odds)", "paper": "`--quality paper` (1,000 i.i.d., probability)"}.get(
+                    name, f"`--quality {name}`"),
                   v.get("tracks", "all"), v["explained"], f"{v['valid']} ({v['valid_share']:.0%})",
                   ", ".join(f"{t} {x['valid']}/{x['of']}" for t, x in v["by_tag"].items()),
                   f"{v['seconds_per_track']:.0f}", f"{v['tracks_per_core_hour']:.0f}"]
