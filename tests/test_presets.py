@@ -16,8 +16,8 @@ from musiclime import MusicLIME, designs, presets
 from musiclime.masks import Modality
 from pipeline import output
 from pipeline.config import ExplainConfig
-from tests.toys import LateFusionPlanted, PlantedModel
 from tests.test_explainer import facts
+from tests.toys import LateFusionPlanted, PlantedModel
 
 RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results" / "presets.json"
 
