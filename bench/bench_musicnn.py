@@ -34,8 +34,12 @@ STRINGS = ("strings", "violin", "cello", "classical")
 EXPECTED = {"voice": ("vocals",), "strings": ("other", "bass")}
 # the product's defaults (a fixed count: the foldover design, log-odds target) and the paper's
 # and the --quality presets (musiclime.presets; "paper" is the paper preset's setting exactly)
-SETTINGS = {"default": dict(num_samples=1000), "paper": dict(num_samples=1000, design="iid", target="probability"),
-            "fast": dict(quality="fast"), "steady": dict(quality="steady")}
+SETTINGS = {
+    "default": dict(num_samples=1000),
+    "paper": dict(num_samples=1000, design="iid", target="probability"),
+    "fast": dict(quality="fast"),
+    "steady": dict(quality="steady"),
+}
 
 
 def stem_shares(exp, label: int, stems: tuple[str, ...]) -> dict[str, float]:
@@ -136,15 +140,17 @@ def run(args) -> list[dict]:
     rows = rows[i::n]
     path = RESULTS / f"musicnn-shard-{i}.jsonl"
     if args.add:  # more settings on the tracks of the standing result that have tags to explain
-        explained = {t["track"] for t in json.loads((RESULTS / "musicnn.json").read_text())["tracks_detail"]
-                     if t["settings"]}
+        explained = {
+            t["track"] for t in json.loads((RESULTS / "musicnn.json").read_text())["tracks_detail"] if t["settings"]
+        }
         rows = [r for r in rows if r["track_id"] in explained]
         path = RESULTS / f"musicnn-add-{i}.jsonl"
     done = {json.loads(line)["track"] for line in path.read_text().splitlines()} if path.is_file() else set()
     rows = [r for r in rows if r["track_id"] not in done]  # a shard resumes where it stopped
     with ProcessPoolExecutor(args.workers, initializer=_init_worker) as pool, path.open("a") as f:
-        for track in pool.map(explain_track, rows, [str(lib)] * len(rows), [args.top] * len(rows),
-                              [tuple(args.add or ())] * len(rows)):
+        for track in pool.map(
+            explain_track, rows, [str(lib)] * len(rows), [args.top] * len(rows), [tuple(args.add or ())] * len(rows)
+        ):
             f.write(json.dumps(track) + "\n")  # each track as it ends: a stopped run keeps its tracks
             f.flush()
     return [json.loads(line) for line in path.read_text().splitlines()]
@@ -198,9 +204,14 @@ def main() -> None:
         "--shard", default="0/1", help="I/N: every N-th track from the I-th (results/musicnn-shard-I.jsonl, resumed)"
     )
     ap.add_argument("--merge", type=int, metavar="N", help="merge N shards' results into results/musicnn.json")
-    ap.add_argument("--add", nargs="+", choices=list(SETTINGS), metavar="SETTING",
-                    help="run only these settings on the explained tracks of results/musicnn.json "
-                         "(results/musicnn-add-I.jsonl; --merge adds them)")
+    ap.add_argument(
+        "--add",
+        nargs="+",
+        choices=list(SETTINGS),
+        metavar="SETTING",
+        help="run only these settings on the explained tracks of results/musicnn.json "
+        "(results/musicnn-add-I.jsonl; --merge adds them)",
+    )
     args = ap.parse_args()
     if args.smoke:
         for kw in SETTINGS.values():

@@ -321,7 +321,7 @@ class OrthogonalCross(SamplingDesign):
             order = hadamard_order(width + 1)
             out.append([1] + [order] * whole + ([pairs] if pairs else []))
         n = max(len(out[0]), len(out[1]))
-        return tuple(g + [0] * (n - len(g)) for g in out)
+        return out[0] + [0] * (n - len(out[0])), out[1] + [0] * (n - len(out[1]))
 
     def _rows(self, shape: MaskShape, blocks: float) -> tuple[np.ndarray, np.ndarray]:
         cap = max(4096, MAX_CROSS_CELLS // max(1, shape.n_audio + shape.n_lyrics))

@@ -156,6 +156,7 @@ class MusicLIME:
         if size is None:
             n = num_samples or self.num_samples
             if n is None and not self.adaptive:  # the preset's work, sized for this track
+                assert self.preset is not None, "only a preset leaves num_samples open"
                 late = model is not None and is_late_fusion(model)
                 size = sampler.for_work(self.preset.setting(late).work(late and shape.crossed), shape, late)
             elif n is None:

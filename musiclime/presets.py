@@ -111,8 +111,8 @@ def resolve(quality: str | None, num_samples: int | str | None, design: str | No
     quality = DEFAULT_QUALITY if by_default else quality
     quality = None if quality is None else Quality.parse(quality).value
     if quality is None:
-        num_samples, design, target = (_BEFORE[k] if v is None else v for k, v in
-                                       zip(("num_samples", "design", "target"), (num_samples, design, target)))
+        num_samples = PAPER_SAMPLES if num_samples is None else num_samples
+        design, target = design or "auto", target or "auto"
     elif target is None:
         target = get(quality).target
     return Sampling(quality, num_samples, design, target, by_default)

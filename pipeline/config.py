@@ -329,7 +329,7 @@ class ExplainConfig:
         for name in ("num_samples", "design"):  # None: the preset's, which the quality key names
             doc[name] = "preset" if doc[name] is None else str(doc[name])
         # auto's meaning may change between releases; a resume compares what was fitted
-        doc["target"] = resolve_target(self.target, self.design or "auto").value
+        doc["target"] = resolve_target(self.target or "auto", self.design or "auto").value
         if model_id is not None:
             doc["model_id"] = model_id
         return doc
