@@ -301,7 +301,7 @@ def cross_pairs(groups_a: list[int], groups_l: list[int], cap_rows: int) -> tupl
     return np.concatenate(ia), np.concatenate(il)
 
 
-class OrthogonalCross(SamplingDesign):
+class OrthogonalCross(OrthogonalGrid):
     """Late fusion at large budgets: audio and lyrics folded orthogonal half-designs of the
     same blocks, block b of audio crossed with block b of lyrics only (:func:`cross_pairs`).
     The encoders run once per half-mask, as in :class:`OrthogonalGrid`, and audio stays
@@ -310,9 +310,7 @@ class OrthogonalCross(SamplingDesign):
     fit's matrix (pairs then meet a cyclic subset of the other side's pairs). A fixed
     ``num_samples`` counts joint rows; presets size it by encoder rows (:meth:`for_work`).
     One modality perturbed: :class:`Orthogonal`."""
-    name = "orthogonal-cross"
-    crossed = True
-    folded = True
+    name = "orthogonal-cross"  # side_rows, size and for_work are the grid's, over these joint rows
 
     def _groups(self, shape: MaskShape, blocks: float) -> tuple[list[int], list[int]]:
         out = []
@@ -332,21 +330,6 @@ class OrthogonalCross(SamplingDesign):
             return Orthogonal().at(shape, blocks)
         sides = (orthogonal_rows(blocks, shape.n_audio), orthogonal_rows(blocks, shape.n_lyrics))
         return Size(len(self._rows(shape, blocks)[0]), sides, blocks)
-
-    def size(self, num_samples, shape):
-        if not shape.crossed:
-            return Orthogonal().size(num_samples, shape)
-        per = hadamard_order(shape.n_audio + shape.n_lyrics + 1)
-        k = per
-        while self.at(shape, (k + 1) / per).num_samples <= num_samples:
-            k += 1
-        return self.at(shape, k / per)
-
-    def for_work(self, work, shape, late_fusion):
-        return OrthogonalGrid.for_work(self, work, shape, late_fusion)
-
-    def side_rows(self, shape: MaskShape, blocks: float) -> tuple[int, int]:
-        return orthogonal_rows(blocks, shape.n_audio), orthogonal_rows(blocks, shape.n_lyrics)
 
     def sample(self, shape, size, seed):
         if not shape.crossed:
