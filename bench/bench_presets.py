@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_sampling import Counting, jaccard, top_set  # noqa: E402
 from bench.common import RESULTS, add_demo_arguments, demo_assets, write_result  # noqa: E402
-from bench.quality import deletion_aopc  # noqa: E402
+from bench.quality import deletion_aopc, deletion_order  # noqa: E402
 from bench.sampling_reference import REF_SEED, held_out, load, model_key, references, save  # noqa: E402
 
 PRESETS = ("paper", "steady", "fast")
@@ -85,8 +85,7 @@ def run_preset(model, view: str, quality: str, af, lf, label: int, seed: int, me
     if measure_fit:
         tracemalloc.stop()
     ranked = exp.as_list(label)
-    index = {n: i for i, n in enumerate(exp.features.names)}
-    order = [index[n] for _, n, w in ranked if w > 0] + [index[n] for _, n, w in ranked if w <= 0]
+    order = deletion_order(exp, label)
     return {"seed": seed, "seconds": t1 - t0 + fit_s, "fit_s": fit_s, "fit_peak_mb": peak and peak / 2**20,
             "design": exp.design, "target": exp.target, "num_samples": exp.num_samples, **counting.work(),
             "topk": exp.topk, "top": sorted(top_set([(n, w) for _, n, w in ranked])),

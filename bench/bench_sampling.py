@@ -42,7 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import add_demo_arguments, demo_assets, write_result  # noqa: E402
-from bench.quality import deletion_aopc  # noqa: E402
+from bench.quality import deletion_aopc, deletion_order  # noqa: E402
 from bench.sampling_reference import held_out, references  # noqa: E402
 
 TOP = 10
@@ -147,8 +147,7 @@ def run_one(model, view: str, kwargs: dict, af, lf, label: int, seed: int, ref: 
     exp = MusicLIME(seed=seed, target=target, **kwargs).explain(counting, af, lf, labels=[label])
     seconds = time.perf_counter() - t0
     ranked = exp.as_list(label)
-    index = {n: i for i, n in enumerate(exp.features.names)}
-    order = [index[n] for _, n, w in ranked if w > 0] + [index[n] for _, n, w in ranked if w <= 0]
+    order = deletion_order(exp, label)
     out = {"seed": seed, "seconds": seconds, "num_samples": exp.num_samples, **counting.work(),
            "topk": exp.topk, "separation": exp.separation, "rounds": len(exp.rounds) or 1,
            "top": sorted(top_set([(n, w) for _, n, w in ranked])),

@@ -27,6 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import add_demo_arguments, demo_assets, write_result  # noqa: E402
 
 
+def deletion_order(exp, label: int) -> list[int]:
+    """Feature indices in the order a deletion curve removes them: the label's supporting
+    features by weight, then the rest."""
+    ranked = exp.as_list(label)
+    index = {n: i for i, n in enumerate(exp.features.names)}
+    return [index[n] for _, n, w in ranked if w > 0] + [index[n] for _, n, w in ranked if w <= 0]
+
+
 def deletion_aopc(model, af, lf, label: int, order: list[int], steps: int = 10) -> float:
     """Mean drop of p(label) as the first 1..steps features of ``order`` are removed."""
     from musiclime.protocol import as_probs
