@@ -29,7 +29,7 @@ class PredictorActor:
     def heartbeat(self) -> tuple[str | None, float | None]:
         return self.stage.heartbeat()
 
-    def predict(self, decoded: list):
+    def predict(self, decoded: list, ahead: list | None = None):
         """``[refs to TrackInputs]`` (stems on the host, or a mix to separate here) -> one
         :class:`~musiclime.records.Predictions` (or the ErrorRecord passed in) per track:
         the value itself for one track, a tuple for several (call it with
@@ -38,6 +38,16 @@ class PredictorActor:
 
         The decoded tracks come as refs inside a list, so Ray sends the call at once and
         this actor fetches them itself: a call waiting for its decode would otherwise hold
-        back every later call from the driver, the heartbeat included."""
-        out = self.stage.explain_batch(ray.get(decoded))
+        back every later call from the driver, the heartbeat included.
+
+        ``ahead``: refs to the decoded tracks of the calls that follow this one here (its
+        group): separated with this call's tracks in one batch, into the stem cache. One
+        that failed to decode is skipped: its own call reports it."""
+        neighbours = []
+        for ref in ahead or ():
+            try:
+                neighbours.append(ray.get(ref))
+            except Exception:
+                continue
+        out = self.stage.explain_batch(ray.get(decoded), ahead=neighbours)
         return out[0] if len(out) == 1 else tuple(out)

@@ -102,15 +102,18 @@ def tracks(n: int, seconds: float, separated: bool, offset: int = 0):
     return out
 
 
-def timed_stage(name: str, stage, warm_up, batch, sync, after_warm_up=None) -> tuple[list, float]:
-    """``stage`` over ``batch`` after one warm-up track (kernels, allocator): its results
-    and the wall seconds; a track that did not explain stops the benchmark."""
-    stage(warm_up)
+def timed_stage(name: str, stage, warm_up, batch, sync, after_warm_up=None, per_call: int = 1) -> tuple[list, float]:
+    """``stage`` over ``batch`` after a warm-up call (kernels, allocator): its results and
+    the wall seconds; a track that did not explain stops the benchmark. ``per_call`` > 1:
+    ``stage.explain_batch`` on that many tracks at a time (``warm_up`` is then a list)."""
+    def call(inputs):
+        return stage.explain_batch(inputs) if per_call > 1 else [stage(inp) for inp in inputs]
+    call(warm_up if isinstance(warm_up, list) else [warm_up])
     if after_warm_up:
         after_warm_up()
     sync()
     t0 = time.perf_counter()
-    results = [stage(inp) for inp in batch]
+    results = [r for i in range(0, len(batch), per_call) for r in call(batch[i:i + per_call])]
     sync()
     wall = time.perf_counter() - t0
     from musiclime.records import Predictions
@@ -134,11 +137,22 @@ def main(argv=None) -> dict:
                     help="instead: each --quality preset, provided stems and demucs separating, with the "
                          "model's FLOPs per row and the fraction of the chip's dense bf16 peak -> gpu_presets.json "
                          "(cpu_presets.json on a CPU: tracks per core-hour)")
+    ap.add_argument("--compile", default="off", choices=["off", "on", "graphs"], help="the stage's --compile (--presets)")
     ap.add_argument("--qualities", nargs="+", default=["paper", "steady", "fast"], help="presets of --presets")
     ap.add_argument("--designs", action="store_true",
                     help="instead: the sampling designs on provided stems (the paper's iid 1000, one block of "
                          "orthogonal-grid, --num-samples auto) and each encoder's cost per row -> gpu_designs.json")
+    ap.add_argument("--levers", action="store_true",
+                    help="instead: each speed lever against the same baseline (SDPA kernels, --compile on/graphs, "
+                         "pinned copies, demucs batched and under bf16) -> gpu_levers.json (bench/gpu_levers.py)")
+    ap.add_argument("--parts", nargs="+", choices=["encoder", "copies", "demucs"], help="parts of --levers")
+    ap.add_argument("--batch", type=int, default=None, help="encoder rows per call of --levers (GPU 256, CPU 4)")
+    ap.add_argument("--demucs-batch", type=int, default=8, help="tracks per demucs call of --levers")
+    ap.add_argument("--demucs-tracks", type=int, default=16, help="10-s tracks separated per --levers row")
     args = ap.parse_args(argv)
+    if args.levers:
+        from bench.gpu_levers import compare_levers
+        return compare_levers(args)
     if args.designs:
         return compare_designs(args)
     if args.presets:

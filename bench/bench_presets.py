@@ -70,12 +70,13 @@ def cross_references(lib, task, ckpt, rows, work: int, cache: Path, log=print) -
     return {r["track_id"]: store[r["track_id"]] for r in rows}
 
 
-def run_preset(model, view: str, quality: str, af, lf, label: int, seed: int, measure_fit: bool) -> dict:
+def run_preset(model, view: str, quality: str, af, lf, label: int, seed: int, measure_fit: bool,
+               modality: str = "both") -> dict:
     from musiclime import MusicLIME
     counting = Counting(model, joint=view == "predict_proba")
     ex = MusicLIME(quality=quality, seed=seed)
     t0 = time.perf_counter()
-    ev = ex.evaluate(counting, af, lf, labels=[label])
+    ev = ex.evaluate(counting, af, lf, labels=[label], modality=modality)
     t1 = time.perf_counter()
     if measure_fit:
         tracemalloc.start()

@@ -71,6 +71,7 @@ def compare_presets(args) -> dict:
     from bench.common import synthetic_track, write_result
     from musiclime.explainer import ExplainerSpec
     from musiclime.gpu_stage import ExplainStage
+    from musiclime.separation import StemCache
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     cuda = device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -78,22 +79,26 @@ def compare_presets(args) -> dict:
     peak = chip_peak(name) if cuda else None
     work = Path(tempfile.mkdtemp(prefix="musiclime-presets-"))
     ckpt, repo = build_models(work, args.size)
-    runs, flops = {}, None
+    # one stage for every row: the model loads (and compiles, with --compile) once; each
+    # preset gets its own spec, and its own empty stem cache so that demucs separates
+    separator = ("demucs", {"model_name": "htdemucs_random", "repo": str(repo)}, str(work / "stems"))
+    stage = ExplainStage(str(ckpt), ExplainerSpec(quality=args.qualities[0]), "both", 10, device=device,
+                         separator=separator, precision=args.precision, compile=args.compile)
+    stems, lyric = synthetic_track(16000, args.seconds, seed=99)
+    audio = torch.tensor(stems.sum(0), device=device)[None]
+    with stage.autocast():
+        flops = flops_per_row(stage.model, audio, lyric)
+        kernels = attention_kernels(stage.model, audio.expand(2, -1).contiguous(), lyric, cuda)
+    print("attention kernels:", kernels, flush=True)
+    runs = {}
+    per_call = max(1, args.demucs_batch)
     for quality in args.qualities:
+        stage.spec = ExplainerSpec(quality=quality)
         for separated in (False, True):
-            separator = ("demucs", {"model_name": "htdemucs_random", "repo": str(repo)}, str(work / f"stems-{quality}")) \
-                if separated else None
-            stage = ExplainStage(str(ckpt), ExplainerSpec(quality=quality), "both", 10, device=device,
-                                 separator=separator, precision=args.precision)
-            if flops is None:
-                stems, lyric = synthetic_track(16000, args.seconds, seed=99)
-                audio = torch.tensor(stems.sum(0), device=device)[None]
-                with stage.autocast():
-                    flops = flops_per_row(stage.model, audio, lyric)
-                    kernels = attention_kernels(stage.model, audio.expand(2, -1).contiguous(), lyric, cuda)
-                print("attention kernels:", kernels, flush=True)
-            results, wall = timed_stage(f"{quality}/{separated}", stage, tracks(1, args.seconds, separated, 10_000)[0],
-                                        tracks(args.tracks, args.seconds, separated), sync)
+            stage.cache = StemCache(work / f"stems-{quality}")
+            calls = per_call if separated else 1  # a call's tracks are separated together
+            results, wall = timed_stage(f"{quality}/{separated}", stage, tracks(calls, args.seconds, separated, 10_000),
+                                        tracks(args.tracks, args.seconds, separated), sync, per_call=calls)
             rows = [encoder_rows(r) for r in results]
             predict_s = sum(r.timings["predict_s"] for r in results)
             done = sum(a * flops["audio"] + t * flops["text"] for a, t in rows)
@@ -101,11 +106,14 @@ def compare_presets(args) -> dict:
             runs[key] = {"quality": quality, "separated": separated, "tracks": len(results), "seconds": wall,
                          "tracks_per_hour": 3600 * len(results) / wall, "s_per_track": wall / len(results),
                          "separate_s_per_track": sum(r.input.timings.get("separate_s", 0.0) for r in results) / len(results),
+                         "tracks_per_call": calls,
                          "audio_rows": sum(a for a, _ in rows) / len(rows), "text_rows": sum(t for _, t in rows) / len(rows),
                          "encoder_flop_per_s": done / predict_s, "fraction_of_peak": done / predict_s / peak if peak else None,
                          "design": results[0].plan.design}
             print(key, json.dumps(runs[key]), flush=True)
     result = {"device": name, "size": args.size, "precision": args.precision, "seconds_per_track": args.seconds,
+              "compile": args.compile, "compiled": stage.compiled,
+              "separation_precision": stage.separator.precision, "bf16_check_error": stage.separator.bf16_error,
               "threads": torch.get_num_threads(), "flops_per_row": flops, "attention_kernels": kernels,
               "peak_flop_per_s": peak, "runs": runs,
               "note": "tracks_per_hour is per GPU on a GPU, per process (of --threads) on a CPU"}

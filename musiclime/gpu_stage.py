@@ -31,18 +31,22 @@ class ExplainStage:
             consecutive windows of its input length (:class:`musiclime.whole_track.WholeTrack`).
         model_window: the model's input length in seconds when the registry knows it (else
             the model's ``window_seconds``, if it declares one).
+        compile: ``off`` | ``on`` | ``graphs``: ``torch.compile`` of the model's tensor parts,
+            ``graphs`` with CUDA graphs (:mod:`musiclime.accelerate`).
     """
 
     def __init__(self, model_spec: str, spec, modality: str, n_segments: int, device: str | None = None,
                  labels: str = "top1", label_column: str | None = None,
                  separator: tuple[str, dict, str] | None = None, precision: str = "auto",
-                 window: str = "middle", model_window: float | None = None):
+                 window: str = "middle", model_window: float | None = None, compile: str = "off"):
         import torch
 
+        from musiclime.accelerate import compile_model
         from musiclime.models.registry import load_model
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model = load_model(model_spec, device=self.device)
         self.model_id = model_hash(self.model, model_spec)
+        self.compiled = compile_model(self.model, compile)
         self.window_seconds = model_window or getattr(self.model, "window_seconds", None)
         self.heard = self.model  # what the explainer calls: the model, or the model over whole tracks
         if window == "whole" and self.window_seconds:
@@ -58,9 +62,12 @@ class ExplainStage:
         if separator is not None:
             from musiclime.separation import StemCache, get_separator
             name, options, cache_dir = separator
+            if name == "demucs":  # bf16 where the model runs bf16 and the stems stay close to fp32
+                options = {"precision": "fp32" if precision in ("fp32", "fp16") else "auto", **options}
             self.separator = get_separator(name, **{**options, "device": self.device})
             self.cache = StemCache(cache_dir)
         self.tracks_done = 0
+        self.separated_ahead = 0  # tracks separated for the calls that follow (explain_batch's ahead)
         self.current: str | None = None  # see heartbeat()
         self.last_beat = time.monotonic()
         self.busy_s = 0.0
@@ -74,6 +81,8 @@ class ExplainStage:
                 "busy_s": self.busy_s, "up_s": time.monotonic() - self.started,
                 "busy_share": self.busy_s / max(time.monotonic() - self.started, 1e-9),
                 "cache": None if self.cache is None else {"hits": self.cache.hits, "misses": self.cache.misses},
+                "compiled": self.compiled, "separated_ahead": self.separated_ahead,
+                "separation_precision": getattr(self.separator, "precision", None),
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **rss_split_mb()}
 
     def heartbeat(self) -> tuple[str | None, float | None]:
@@ -88,9 +97,11 @@ class ExplainStage:
 
     def _stems(self, inp: TrackInput):
         """The track's stems as a float32 tensor [n_stems, T] on this device."""
-        import torch
+        from musiclime.accelerate import to_device
         if inp.stems is not None:
-            return torch.tensor(inp.stems, device=self.device)  # a copy: Ray gives read-only arrays
+            return to_device(inp.stems, self.device)
+        if inp.separated is not None:  # by explain_batch, with the call's other tracks
+            return inp.separated
         if self.separator is None or self.cache is None:
             raise RuntimeError(f"track {inp.track_id!r} has no stems and this stage has no separator")
         t0 = time.perf_counter()
@@ -126,20 +137,53 @@ class ExplainStage:
             self.busy_s += time.perf_counter() - t0
             self.current = None
 
-    def explain_batch(self, inputs: list[TrackInput | ErrorRecord]) -> list[Predictions | ErrorRecord]:
-        """Several decoded tracks -> one result each, in order: the shape of a call that
-        separates and predicts several tracks at once. Today each track runs on its own (the
-        heartbeat names the track being explained); a bad track is its own error row."""
+    def explain_batch(self, inputs: list[TrackInput | ErrorRecord],
+                      ahead: list[TrackInput | ErrorRecord] = ()) -> list[Predictions | ErrorRecord]:
+        """Several decoded tracks -> one result each, in order. The tracks that need
+        separating, these and those ``ahead`` (the tracks of the calls that follow, whose
+        stems this only caches), are separated in one batched call; then each track is
+        explained on its own (the heartbeat names it); a bad track is its own error row."""
+        self._separate_together(list(inputs), list(ahead))
         return [self(inp) for inp in inputs]
+
+    def _separate_together(self, inputs: list, ahead: list) -> None:
+        """The stems of every track that needs separating, in one batched call. Should the
+        batch fail, each track is separated alone in its own turn, so a track that cannot be
+        separated fails alone."""
+        def needs(inp):
+            return isinstance(inp, TrackInput) and inp.stems is None and inp.mix is not None
+        todo = [inp for inp in inputs + ahead if needs(inp)]
+        if len(todo) < 2 or self.separator is None or self.cache is None:
+            return
+        self._beat()
+        self.current = next((inp.track_id for inp in inputs if needs(inp)), todo[0].track_id)
+        t0 = time.perf_counter()
+        try:
+            found = self.cache.separate_many(self.separator, [inp.mix for inp in todo], todo[0].sample_rate,
+                                             device=self.device)
+        except Exception:
+            return
+        finally:
+            self.current = None
+        self.separated_ahead += sum(1 for inp in ahead if needs(inp))
+        share = (time.perf_counter() - t0) / len(todo)
+        for inp, (stems, _hit) in zip(todo, found):
+            inp.separated = stems
+            inp.timings["separate_s"] = share
 
     def autocast(self):
         """The forward passes' precision on CUDA (a no-op context on CPU or with fp32)."""
+        return self.autocast_for(self.device, self.precision)
+
+    @staticmethod
+    def autocast_for(device, precision: str):
+        """:meth:`autocast` of a stage on ``device`` with ``precision``."""
         import contextlib
 
         import torch
-        if not str(self.device).startswith("cuda") or self.precision == "fp32":
+        if not str(device).startswith("cuda") or precision == "fp32":
             return contextlib.nullcontext()
-        bf16 = self.precision == "bf16" or (self.precision == "auto" and torch.cuda.is_bf16_supported())
+        bf16 = precision == "bf16" or (precision == "auto" and torch.cuda.is_bf16_supported())
         return torch.autocast("cuda", dtype=torch.bfloat16 if bf16 else torch.float16)
 
     def _explain(self, inp: TrackInput, af, lf, explainer, t1: float) -> Predictions:
@@ -149,7 +193,7 @@ class ExplainStage:
                                 top_labels=None, modality=self.modality, progress=self._beat)
         self.tracks_done += 1
         inp.stems = None  # the fit stage needs no audio: keep the object store light
-        inp.mix = None
+        inp.mix = inp.separated = None
         return Predictions(input=inp, plan=ev.plan, probs=ev.probs, model_rows=ev.model_rows, classes=classes,
                            model_id=self.model_id,
                            duration_s=af.explained_length / af.sample_rate if inp.audio_used else 0.0,

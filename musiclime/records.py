@@ -61,6 +61,8 @@ class TrackInput:
     flags: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     about: TrackAbout | None = None   # what the decode stage learnt of the file (tags, window, lyrics source)
+    separated: Any = None             # torch stems on the GPU stage's device, from a batched separation;
+                                      # dropped before the track leaves the stage
 
     @property
     def audio_used(self) -> bool:

@@ -213,7 +213,12 @@ class ExplainConfig:
     retry_errors: bool = option(False, "on resume, retry rows recorded in errors (with --incremental: also "
                                 "earlier nights' errors)", flag=True, stage="plan")
     max_attempts: int = option(3, "tries per track before it goes to errors")
-    tracks_in_flight: int | None = option(None, "backpressure bound (default 2 per predictor + 2)", parse=int)
+    tracks_in_flight: int | None = option(None, "backpressure bound (default 2 per predictor + 2; with "
+                                          "--separation-batch N, 2N per predictor + 2)", parse=int)
+    separation_batch: int | None = option(None, "tracks demucs separates in one batched call on a GPU-stage actor (a "
+                                          "GPU needs the batch): tracks start in groups of N, and the first of each "
+                                          "group's calls separates the group into the stem cache. Default: 8 with "
+                                          "--separator demucs on GPUs, else 1", parse=int, stage="predict")
     lease_timeout: float = option(60.0, "seconds without a heartbeat after which another driver may take the "
                                   "output over", stage="write")
     status_every: float = option(30.0, "seconds between status lines when stderr is not a terminal (job logs)")
@@ -226,6 +231,10 @@ class ExplainConfig:
     precision: str = option("auto", "model forward passes on a GPU: autocast to bf16 (auto, where the GPU has it, "
                             "else fp16) or fp16, or fp32; CPUs always run fp32",
                             choices=_values("pipeline.config:Precision"), stage="predict")
+    compile: str = option("off", "torch.compile the model's encoders in each GPU-stage actor: on, or graphs (also CUDA "
+                          "graphs for the batch shapes it meets); each actor pays minutes of compiling, which a long "
+                          "night on a GPU pays back, a short run or a CPU does not",
+                          choices=_values("musiclime.accelerate:Compile"), stage="predict")
     # set from the model by the driver, never on the command line
     model_window: float | None = option(None, cli=False, stage="decode")   # seconds the model sees (AST 10.24)
     audio_used: bool = option(True, cli=False, stage="decode")  # False: a text classifier never hears audio
@@ -251,10 +260,15 @@ class ExplainConfig:
         SeparatorName.parse(self.separator)
         OutputFormat.parse(self.format)
         Precision.parse(self.precision)
+        from musiclime.accelerate import Compile
+        Compile.parse(self.compile)
         object.__setattr__(self, "labels", parse_labels(self.labels))
         Modality.parse(self.modality)
         self.explainer_spec()  # num_samples, design, batch size, target, feature selection: checked by the core
         self.pool  # noqa: B018 (parses --predictors)
+        if self.separation_batch is not None and (not isinstance(self.separation_batch, int)
+                                                  or isinstance(self.separation_batch, bool) or self.separation_batch < 1):
+            raise ValueError(f"separation_batch must be an int >= 1, got {self.separation_batch!r}")
         for name, low in (("segments", 1), ("surrogate_workers", 1), ("commit_every", 1),
                           ("max_attempts", 1), ("max_words", 0)):
             value = getattr(self, name)
@@ -345,8 +359,16 @@ class ExplainConfig:
         return PoolSize.parse(self.predictors)
 
     def in_flight(self, actors: int) -> int:
-        """Tracks in the pipeline at most, with ``actors`` GPU-stage actors serving."""
-        return self.tracks_in_flight or 2 * max(1, actors) + 2
+        """Tracks in the pipeline at most, with ``actors`` GPU-stage actors serving: two
+        groups per actor (one being explained, one decoding and separating) and two more."""
+        return self.tracks_in_flight or 2 * max(1, actors) * self.tracks_per_separation + 2
+
+    @property
+    def tracks_per_separation(self) -> int:
+        """``separation_batch`` resolved: 8 where demucs separates on GPUs, else 1."""
+        if self.separation_batch is not None:
+            return self.separation_batch
+        return 8 if self.separator == "demucs" and self.audio_used and self.gpus_per_predictor > 0 else 1
 
 
 def check_run_id(run_id: str) -> str:

@@ -231,6 +231,27 @@ def test_a_track_that_kills_its_worker_is_recorded_as_worker_crash(ray_session, 
     exactly_once(out, 3)
 
 
+def test_a_poison_track_in_a_group_separated_together_is_recorded_alone(ray_session, plugin_path, demo_library,
+                                                                       tmp_path):
+    """demucs separating groups of 4 (--separation-batch 4): the poison track is separated
+    with its group by the group's first call, then kills the predictor when explained. It
+    alone is recorded as worker_crash; its neighbours, separated beside it and lost with
+    the predictor, are explained once each, from the stems the group cached."""
+    from tests.demucs_tiny import save_tiny_demucs
+    (plugin_path / "poison_plugin.py").write_text(POISON)
+    cat = _catalogue_with_bad_track(demo_library, tmp_path, "poison")
+    out, stems = tmp_path / "out", tmp_path / "stems"
+    s = run_explain(ExplainConfig(catalogue=str(cat), model="poison_plugin:make", out=str(out), separator="demucs",
+                                  demucs_model="tiny", demucs_repo=str(save_tiny_demucs(tmp_path / "demucs")),
+                                  stem_cache=str(stems), separation_batch=4, num_samples=120, run_id="g"),
+                    show_progress=False)
+    assert s.exit_code == 3, s.message
+    assert q(f"select track_id, error_type from {scan(out, 'errors')}") == [("poison", "worker_crash")]
+    exactly_once(out, 3)
+    # the poison track plays the first track's audio: 3 audios, each separated and cached once
+    assert len(list(stems.rglob("*.safetensors"))) == 3
+
+
 FRAGILE = '''
 import os
 import signal

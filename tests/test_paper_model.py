@@ -100,8 +100,8 @@ def test_the_presets_benchmark_runs_on_cpu_with_tiny_sizes(tmp_path):
     """bench/gpu.sh's presets pass with tiny sizes: FLOPs counted per encoder row, the
     preset's design used, tracks per hour with and without demucs."""
     from bench.bench_gpu_stage import main
-    r = main(["--presets", "--qualities", "fast", "--size", "tiny", "--tracks", "1", "--seconds", "3",
-              "--device", "cpu", "--out", str(tmp_path)])
+    r = main(["--presets", "--qualities", "fast", "--size", "tiny", "--tracks", "2", "--seconds", "3",
+              "--demucs-batch", "2", "--device", "cpu", "--out", str(tmp_path)])
     assert r["flops_per_row"]["audio"] > 1e6 and r["flops_per_row"]["text"] > 1e4
     assert r["attention_kernels"]["audio"] and r["attention_kernels"]["text"]  # SDPA (or its fallback) seen
     assert set(r["runs"]) == {"fast, provided stems", "fast, demucs separating"}
@@ -109,7 +109,28 @@ def test_the_presets_benchmark_runs_on_cpu_with_tiny_sizes(tmp_path):
         assert run["design"] == "orthogonal-cross" and run["tracks_per_hour"] > 0
         assert run["audio_rows"] + run["text_rows"] <= 200 and run["fraction_of_peak"] is None
     assert r["runs"]["fast, demucs separating"]["separate_s_per_track"] > 0
+    assert r["runs"]["fast, demucs separating"]["tracks_per_call"] == 2  # separated together
     assert (tmp_path / "cpu_presets_tiny.json").is_file()
+
+
+def test_the_levers_benchmark_runs_on_cpu_with_tiny_sizes(tmp_path):
+    """bench/gpu.sh's levers pass with tiny sizes: a row per lever (CUDA-only kernels left
+    out on a CPU), the pinned copy, demucs alone / batched / bf16 with bf16's error."""
+    import json
+
+    from bench.bench_gpu_stage import main
+    r = main(["--levers", "--size", "tiny", "--batch", "2", "--demucs-batch", "2", "--demucs-tracks", "2",
+              "--device", "cpu", "--out", str(tmp_path)])
+    rows = r["encoder"]["rows"]
+    assert set(rows) == {"eager, SDPA's choice", "--compile on", "--compile graphs (CUDA graphs)"}
+    assert all(row["audio_rows_per_s"] > 0 and row["text_rows_per_s"] > 0 for row in rows.values())
+    assert rows["--compile on"]["compile_s"] > 0
+    assert set(r["copies"]) == {"pageable", "pinned, non-blocking", "bytes_per_track"}
+    demucs = r["demucs"]
+    assert set(demucs["rows"]) == {"alone, fp32", "2 per call, fp32", "2 per call, bf16"}
+    assert 0 < demucs["rows"]["2 per call, bf16"]["relative_error_vs_fp32"] < 0.1
+    assert demucs["batched_vs_alone_max_relative_difference"] < 1e-4
+    assert json.loads((tmp_path / "cpu_levers_tiny.json").read_text())["demucs"]["batch"] == 2
 
 
 def test_train_paper_style_frozen_hub_encoders_through_the_cli(demo_library, tmp_path):

@@ -54,6 +54,24 @@ def test_the_in_flight_window_bounds_new_rows():
     assert p.has_room({0, 1})  # the window grows with the ready predictors
 
 
+def test_rows_start_in_whole_groups_when_tracks_are_separated_together():
+    """--separation-batch 4, window 10: a round starts only when 4 rows fit, so that the
+    rows a predictor gets together can be separated together; a window smaller than a
+    group still lets rows start."""
+    p = policy(window=10, group=4)
+    assert p.room({0}) == 10
+    tickets = [submits(p.admit(row(i), {0}, 0.0))[0].ticket for i in range(7)]
+    assert p.room({0}) == 0  # 3 free: less than a group
+    p.done(tickets[0], result(0))
+    assert p.room({0}) == 4  # a whole group fits again
+    small = policy(window=3, group=8)
+    assert small.room({0}) == 3
+    assert policy(window=5).room({0}) == 5  # group 1: every free slot, as before groups
+    queued = policy(window=10, group=4)
+    queued.admit(row(0), set(), 0.0)  # waits for a predictor: nothing new starts meanwhile
+    assert queued.room({0}) == 0
+
+
 def test_no_ready_predictor_queues_the_row_until_one_is():
     p = policy()
     assert p.admit(row(0), set(), 0.0) == []

@@ -21,6 +21,8 @@ class KaldiFbank(nn.Module):
     (frames), ``mean``, ``std``, ``do_normalize``.
     """
 
+    compile_unit = True  # tensors only: --compile fuses it into the encoder's first kernels
+
     def __init__(self, sampling_rate: int = 16000, num_mel_bins: int = 128, max_length: int = 1024,
                  mean: float = -4.2677393, std: float = 4.5689974, do_normalize: bool = True):
         super().__init__()

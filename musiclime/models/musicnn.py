@@ -81,6 +81,8 @@ def _half(x: torch.Tensor) -> torch.Tensor:
 class MelFrontEnd(nn.Module):
     """``audio [B, n] -> log-mel [B, frames, 96]`` (frames = 1 + n // 256), the original's."""
 
+    compile_unit = True  # tensors only (--compile)
+
     def __init__(self):
         super().__init__()
         self.register_buffer("window", torch.hann_window(N_FFT, periodic=True), persistent=False)
@@ -108,6 +110,8 @@ class Musicnn(nn.Module):
     norm, max over frequency; mid end: three 7-frame convolutions of 64 filters with residual
     connections; back end: max and mean over time of the 753 stacked features, batch norm,
     dense 200 (ReLU, batch norm), dense to the tags. TensorFlow's NHWC with H = time."""
+
+    compile_unit = True  # tensors only (--compile)
 
     def __init__(self, n_tags: int = 50, filt: float = 1.6, mid: int = 64, units: int = 200):
         super().__init__()

@@ -122,14 +122,30 @@ class StemCache:
         """``(stems float32 [n_stems, T], cache_hit)``; separates and stores on a miss. With
         ``device``, the stems come back on it (a separator that runs there keeps them there:
         only the store copies them to the host)."""
-        audio = as_channels(audio)
-        key = self.key(audio, sample_rate, separator)
-        cached = self.load(key, audio.shape[1], separator.stem_names)
-        if cached is not None:
-            self.hits += 1
-            return (cached if device is None else cached.to(device)), True
-        self.misses += 1
-        stems = separator.separate(audio, sample_rate)
-        self.store(key, stems, separator.stem_names, sample_rate)
-        stems = quantize(stems)
-        return (stems if device is None else stems.to(device)), False
+        return self.separate_many(separator, [audio], sample_rate, device)[0]
+
+    def separate_many(self, separator: Separator, audios: list, sample_rate: int,
+                      device: str | None = None) -> list[tuple[torch.Tensor, bool]]:
+        """:meth:`separate` for several tracks: the misses go to the separator in one
+        ``separate_batch`` call where it has one (demucs), each stored on its own."""
+        audios = [as_channels(a) for a in audios]
+        keys = [self.key(a, sample_rate, separator) for a in audios]
+        out: list = [None] * len(audios)
+        misses = []
+        for i, (audio, key) in enumerate(zip(audios, keys)):
+            cached = self.load(key, audio.shape[1], separator.stem_names)
+            if cached is None:
+                misses.append(i)
+            else:
+                self.hits += 1
+                out[i] = ((cached if device is None else cached.to(device)), True)
+        if misses:
+            self.misses += len(misses)
+            batch = getattr(separator, "separate_batch", None)
+            fresh = batch([audios[i] for i in misses], sample_rate) if batch else \
+                [separator.separate(audios[i], sample_rate) for i in misses]
+            for i, stems in zip(misses, fresh):
+                self.store(keys[i], stems, separator.stem_names, sample_rate)
+                stems = quantize(stems)
+                out[i] = ((stems if device is None else stems.to(device)), False)
+        return out

@@ -13,7 +13,8 @@ from pipeline.engine.policy import Cancel, Command, Kill, Limits, Policy, Probe,
 
 def limits_of(cfg) -> Limits:
     """The policy's numbers from the run's settings (the others are the policy's own)."""
-    return Limits(window=cfg.in_flight, max_attempts=cfg.max_attempts, stall_timeout=cfg.stall_timeout)
+    return Limits(window=cfg.in_flight, max_attempts=cfg.max_attempts, stall_timeout=cfg.stall_timeout,
+                  group=cfg.tracks_per_separation)
 
 
 class Loop:
@@ -47,14 +48,18 @@ class Loop:
         while True:
             pool.poll()
             self._do(policy.schedule(pool.ready, pool.unready_since, time.monotonic()))
-            while not exhausted and policy.has_room(pool.ready):
+            room, admitted = (0 if exhausted else policy.room(pool.ready)), []
+            while room > 0:  # one round: its rows go out together, grouped per predictor
                 item = next(items, None)
                 if item is None:
                     exhausted = True
-                elif isinstance(item, ErrorRecord):
+                    break
+                if isinstance(item, ErrorRecord):
                     self._record(Record(item, item.content_key))
-                else:
-                    self._do(policy.admit(item, pool.ready, time.monotonic()))
+                    continue
+                admitted += policy.admit(item, pool.ready, time.monotonic())
+                room -= 1
+            self._do(admitted)
             if not policy.inflight:
                 if exhausted and policy.drained():
                     return
@@ -98,10 +103,10 @@ class Loop:
             )
 
     def _do(self, commands: list[Command]) -> None:
+        submits: dict[int, list[Submit]] = {}  # per predictor, in order: sent together at the end
         for c in commands:
             if isinstance(c, Submit):
-                ref = self.pool.submit(c.row, c.predictor)
-                self.refs[ref], self.tickets[c.ticket] = c.ticket, ref
+                submits.setdefault(c.predictor, []).append(c)
             elif isinstance(c, Record):
                 self._record(c)
             elif isinstance(c, Cancel):
@@ -115,6 +120,10 @@ class Loop:
                 self.pool.probe(c.predictor)
             else:  # pragma: no cover - a command this loop does not know is a bug
                 raise TypeError(f"unknown command {c!r}")
+        for predictor, group in submits.items():
+            refs = self.pool.submit(predictor, [c.row for c in group], self.policy.limits.group)
+            for c, ref in zip(group, refs):
+                self.refs[ref], self.tickets[c.ticket] = c.ticket, ref
 
     def _record(self, c: Record) -> None:
         res, writer = c.outcome, self.writer

@@ -11,7 +11,8 @@ keeps a guarantee lives here, where a unit test drives it in milliseconds:
   retried; the track it stalled on twice is recorded as ``timeout``;
 - tracks held by a predictor that has not come back for ``orphan_after`` move on;
 - a track that raises is retried up to ``max_attempts`` times, then recorded;
-- at most ``window(ready predictors)`` tracks are in flight;
+- at most ``window(ready predictors)`` tracks are in flight, started in groups of
+  ``group`` (tracks a predictor separates together);
 - when nothing can run and no predictor can load the model, the run fails (resumably).
 
 Work in flight is named by a *ticket* (an int the policy hands out); each in-flight row
@@ -83,6 +84,7 @@ class Limits:
     stall_timeout: float = 1800.0
     crashes_alone: int = 3  # deaths alone on its predictor that make a track worker_crash
     orphan_after: float = 10.0  # seconds a predictor may stay away before its tracks move on
+    group: int = 1  # rows start in groups this big (--separation-batch): see Policy.room
 
 
 @dataclass
@@ -134,6 +136,16 @@ class Policy:
             and not self.waiting
             and len(set(ready) - set(self.reserved)) > 0
         )
+
+    def room(self, ready: Set[int]) -> int:
+        """How many new catalogue rows may start now: the free part of the window, but none
+        until a whole group fits (``Limits.group``; the window if it is smaller), so the
+        rows sent to a predictor together can be separated together."""
+        if not self.has_room(ready):
+            return 0
+        window = self.limits.window(len(ready))
+        free = window - len(self.inflight)
+        return free if free >= min(self.limits.group, window) else 0
 
     def drained(self) -> bool:
         """Nothing in flight or queued: the run is over once the catalogue is."""

@@ -77,6 +77,7 @@ class PredictorPool:
             cfg.precision,
             cfg.window,
             cfg.model_window,
+            cfg.compile,
         )
         self.predictors: list = []
         self.ready: set[int] = set()
@@ -214,11 +215,18 @@ class PredictorPool:
         for ref in [r for r, (k, _) in self.beat_refs.items() if k == j]:
             del self.beat_refs[ref]
 
-    def submit(self, row: dict, predictor: int):
-        """Chain the stages for one row on ``predictor``; returns the final ref."""
-        ref = self.decode_task.remote(row, self.decode_ref, self.info["sample_rate"])
-        ref = self.predictors[predictor].predict.remote([ref])
-        return self.fit_task.remote(ref, self.fit_ref, self.invocation_id)
+    def submit(self, predictor: int, rows: list[dict], group: int = 1) -> list:
+        """Chain the stages for each row on ``predictor``; the final ref of each. Every row
+        is its own call (a failure, a retry or an error row stays per track); the first call
+        of each ``group`` of rows also carries the others' decoded audio, so that demucs
+        separates the group in one batched call and the later calls find their stems cached."""
+        decoded = [self.decode_task.remote(row, self.decode_ref, self.info["sample_rate"]) for row in rows]
+        out = []
+        for i, ref in enumerate(decoded):
+            ahead = decoded[i + 1:i - i % group + group] if i % group == 0 else []
+            pred = self.predictors[predictor].predict.remote([ref], ahead)
+            out.append(self.fit_task.remote(pred, self.fit_ref, self.invocation_id))
+        return out
 
     def cancel(self, ref) -> None:
         try:
