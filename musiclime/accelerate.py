@@ -11,6 +11,8 @@ size), so a track's last, shorter batch costs one more compile, not one per size
 """
 from __future__ import annotations
 
+from typing import Any
+
 from musiclime.choices import Choice
 
 
@@ -20,13 +22,13 @@ class Compile(Choice):
     GRAPHS = "graphs"  # the same, with CUDA graphs for the shapes it meets ("reduce-overhead"; CUDA only)
 
 
-def compile_units(model) -> list[tuple[str, object]]:
+def compile_units(model) -> list[tuple[str, Any]]:
     """``(name, module)`` of the parts :func:`compile_model` compiles, outermost only."""
     import torch
     from transformers import PreTrainedModel
     roots = [("", model)] if isinstance(model, torch.nn.Module) else \
         [(k, v) for k, v in vars(model).items() if isinstance(v, torch.nn.Module)]
-    found: list[tuple[str, object]] = []
+    found: list[tuple[str, Any]] = []
     for root, module in roots:
         for name, m in module.named_modules(prefix=root):
             inside = any(name.startswith(f"{n}.") for n, _ in found)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 
 from musiclime.records import ErrorRecord, Predictions, TrackInput
 
@@ -138,7 +139,7 @@ class ExplainStage:
             self.current = None
 
     def explain_batch(self, inputs: list[TrackInput | ErrorRecord],
-                      ahead: list[TrackInput | ErrorRecord] = ()) -> list[Predictions | ErrorRecord]:
+                      ahead: Sequence[TrackInput | ErrorRecord] = ()) -> list[Predictions | ErrorRecord]:
         """Several decoded tracks -> one result each, in order. The tracks that need
         separating, these and those ``ahead`` (the tracks of the calls that follow, whose
         stems this only caches), are separated in one batched call; then each track is

@@ -201,7 +201,7 @@ class DemucsSeparator(Separator):
         by_length: dict[int, list[int]] = {}
         for i, x in enumerate(prepared):
             by_length.setdefault(x.shape[1], []).append(i)
-        out: list[torch.Tensor | None] = [None] * len(audios)
+        out: list[torch.Tensor] = [torch.empty(0)] * len(audios)
         for index in by_length.values():
             stems = self._separate(torch.stack([prepared[i] for i in index]))
             for i, s in zip(index, stems):
@@ -210,7 +210,7 @@ class DemucsSeparator(Separator):
                 if s.shape[1] < T:
                     s = torch.nn.functional.pad(s, (0, T - s.shape[1]))
                 out[i] = s[:, :T].contiguous().to(torch.float32)
-        return out  # type: ignore[return-value]
+        return out
 
     def _separate(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, channels, T]`` at the model's rate -> mono stems ``[B, sources, T]``."""

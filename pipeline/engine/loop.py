@@ -13,8 +13,12 @@ from pipeline.engine.policy import Cancel, Command, Kill, Limits, Policy, Probe,
 
 def limits_of(cfg) -> Limits:
     """The policy's numbers from the run's settings (the others are the policy's own)."""
-    return Limits(window=cfg.in_flight, max_attempts=cfg.max_attempts, stall_timeout=cfg.stall_timeout,
-                  group=cfg.tracks_per_separation)
+    return Limits(
+        window=cfg.in_flight,
+        max_attempts=cfg.max_attempts,
+        stall_timeout=cfg.stall_timeout,
+        group=cfg.tracks_per_separation,
+    )
 
 
 class Loop:

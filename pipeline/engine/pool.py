@@ -223,7 +223,7 @@ class PredictorPool:
         decoded = [self.decode_task.remote(row, self.decode_ref, self.info["sample_rate"]) for row in rows]
         out = []
         for i, ref in enumerate(decoded):
-            ahead = decoded[i + 1:i - i % group + group] if i % group == 0 else []
+            ahead = decoded[i + 1 : i - i % group + group] if i % group == 0 else []
             pred = self.predictors[predictor].predict.remote([ref], ahead)
             out.append(self.fit_task.remote(pred, self.fit_ref, self.invocation_id))
         return out
