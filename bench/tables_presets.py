@@ -92,6 +92,10 @@ def presets(r) -> str:
     return "\n".join(out).rstrip()
 
 
+def _per_call(r) -> int:
+    return max((x.get("tracks_per_call", 1) for x in r["runs"].values()), default=1)
+
+
 def stage_presets(r) -> str:
     """bench_gpu_stage.py --presets: tracks per hour per preset, FLOPs, fraction of peak."""
     gpu = r["device"] != "cpu"
@@ -109,7 +113,9 @@ def stage_presets(r) -> str:
     f = r["flops_per_row"]
     out += ["", f"{r['device']}, {r['size']} sizes, {r['seconds_per_track']:g}-s tracks, precision {r['precision']}; "
             f"FLOPs per row: audio encoder {f['audio'] / 1e9:.2f} G, text encoder {f['text'] / 1e9:.3f} G "
-            f"(`python bench/bench_gpu_stage.py --presets`, measured {r['when']})."]
+            f"(`python bench/bench_gpu_stage.py --presets`, measured {r['when']}). \"demucs separating\" is a first "
+            f"night ({r.get('separation_precision') or 'fp32'} demucs, {_per_call(r)} track(s) per call); "
+            f"\"provided stems\" is a later night, whose stems come from the stem cache."]
     return "\n".join(out)
 
 

@@ -1,6 +1,6 @@
-"""Speed levers of the GPU stage that leave what is computed alone: ``torch.compile`` of a
-model's tensor-only parts, with or without CUDA graphs, and host-to-device copies through
-pinned memory.
+"""Speed levers of the GPU stage that leave what is computed alone (beyond float rounding):
+the forward passes' precision, ``torch.compile`` of a model's tensor-only parts, with or
+without CUDA graphs, and host-to-device copies through pinned memory.
 
 What gets compiled (:func:`compile_model`): every Transformers model inside the model (the
 AST and RoBERTa encoders, a Hugging Face classifier) and musiclime's own tensor modules that
@@ -14,6 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 from musiclime.choices import Choice
+
+
+class Precision(Choice):
+    AUTO = "auto"  # bf16 autocast on a GPU that has it, else fp16; fp32 on CPU
+    FP32 = "fp32"
+    FP16 = "fp16"
+    BF16 = "bf16"
 
 
 class Compile(Choice):
@@ -53,8 +60,10 @@ def compile_model(model, mode: str | Compile) -> list[str]:
 
 def to_device(array, device, pinned: bool = True):
     """A host array (numpy) as a float32 tensor on ``device``. On CUDA through pinned
-    memory with a non-blocking copy: the copy overlaps the work already queued on the
-    stream instead of waiting for it (a pageable copy synchronizes)."""
+    memory with a non-blocking copy: the host goes on (planning masks, tokenizing) while the
+    copy waits its turn behind the kernels already queued, where a pageable copy would hold
+    the host until they and the copy are done. The stage works a track at a time, so no
+    kernels of the same track run beside the copy; ``bench/gpu_levers.py`` measures it."""
     import numpy as np
     import torch
     host = torch.from_numpy(np.array(array, dtype=np.float32, copy=True))  # Ray's arrays are read-only

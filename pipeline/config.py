@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from musiclime.choices import Choice
-from pipeline.resources import PoolSize  # noqa: F401  (re-exported: --predictors' bounds)
+from pipeline.resources import PoolSize, in_flight, separation_group
 
 if TYPE_CHECKING:
     from musiclime.explainer import ExplainerSpec
@@ -67,13 +67,6 @@ class LyricsWindow(Choice):
     OFF = "off"
 
 
-class Precision(Choice):
-    AUTO = "auto"  # bf16 autocast on a GPU that has it, else fp16; fp32 on CPU
-    FP32 = "fp32"
-    FP16 = "fp16"
-    BF16 = "bf16"
-
-
 class OutputFormat(Choice):
     AUTO = "auto"        # delta on object stores, parquet on local and NFS paths
     PARQUET = "parquet"  # hive-partitioned Parquet files, committed by rename
@@ -121,11 +114,6 @@ def int_or_auto(text: str) -> int | str:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an int or 'auto', got {text!r}") from None
-
-
-def predictors(text: str) -> int | str:
-    """``--predictors``: N (an int), MIN:MAX or auto (checked by :class:`PoolSize`)."""
-    return int(text) if text.strip().isdigit() else text
 
 
 def settings_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -180,7 +168,7 @@ class ExplainConfig:
     address: str | None = option("local", "local (a private Ray), auto, or ray://host:port")
     predictors: int | str = option(1, "GPU-stage actors: N, MIN:MAX (an elastic pool: MIN must fit, more start as "
                                    "the cluster grows), or auto (floor(cluster GPUs / --gpus-per-predictor), "
-                                   "growing with the cluster; without GPUs one per 4 CPUs)", parse=predictors)
+                                   "growing with the cluster; without GPUs one per 4 CPUs)", parse=PoolSize.text)
     gpus_per_predictor: float = option(0.0)
     surrogate_workers: int = option(1, "surrogate fits the plan must find CPU room for at once; fits are Ray tasks, "
                                     "so more run on any free CPU (new nodes included)")
@@ -213,12 +201,11 @@ class ExplainConfig:
     retry_errors: bool = option(False, "on resume, retry rows recorded in errors (with --incremental: also "
                                 "earlier nights' errors)", flag=True, stage="plan")
     max_attempts: int = option(3, "tries per track before it goes to errors")
-    tracks_in_flight: int | None = option(None, "backpressure bound (default 2 per predictor + 2; with "
-                                          "--separation-batch N, 2N per predictor + 2)", parse=int)
-    separation_batch: int | None = option(None, "tracks demucs separates in one batched call on a GPU-stage actor (a "
-                                          "GPU needs the batch): tracks start in groups of N, and the first of each "
-                                          "group's calls separates the group into the stem cache. Default: 8 with "
-                                          "--separator demucs on GPUs, else 1", parse=int, stage="predict")
+    tracks_in_flight: int | None = option(None, "backpressure bound (default 2N per predictor + 2, N: "
+                                          "--separation-batch)", parse=int)
+    separation_batch: int | None = option(None, "tracks an actor's demucs separates in one batched call: tracks start "
+                                          "in groups of N, the first call of a group separates it into the stem "
+                                          "cache (default 8 with demucs on GPUs, else 1)", parse=int, stage="predict")
     lease_timeout: float = option(60.0, "seconds without a heartbeat after which another driver may take the "
                                   "output over", stage="write")
     status_every: float = option(30.0, "seconds between status lines when stderr is not a terminal (job logs)")
@@ -230,7 +217,7 @@ class ExplainConfig:
                          choices=_values("pipeline.config:OutputFormat"), stage="write")
     precision: str = option("auto", "model forward passes on a GPU: autocast to bf16 (auto, where the GPU has it, "
                             "else fp16) or fp16, or fp32; CPUs always run fp32",
-                            choices=_values("pipeline.config:Precision"), stage="predict")
+                            choices=_values("musiclime.accelerate:Precision"), stage="predict")
     compile: str = option("off", "torch.compile the model's encoders in each GPU-stage actor: on, or graphs (also CUDA "
                           "graphs for the batch shapes it meets); each actor pays minutes of compiling, which a long "
                           "night on a GPU pays back, a short run or a CPU does not",
@@ -259,19 +246,18 @@ class ExplainConfig:
         from musiclime.masks import Modality
         SeparatorName.parse(self.separator)
         OutputFormat.parse(self.format)
+        from musiclime.accelerate import Compile, Precision
         Precision.parse(self.precision)
-        from musiclime.accelerate import Compile
         Compile.parse(self.compile)
         object.__setattr__(self, "labels", parse_labels(self.labels))
         Modality.parse(self.modality)
         self.explainer_spec()  # num_samples, design, batch size, target, feature selection: checked by the core
         self.pool  # noqa: B018 (parses --predictors)
-        if self.separation_batch is not None and (not isinstance(self.separation_batch, int)
-                                                  or isinstance(self.separation_batch, bool) or self.separation_batch < 1):
-            raise ValueError(f"separation_batch must be an int >= 1, got {self.separation_batch!r}")
         for name, low in (("segments", 1), ("surrogate_workers", 1), ("commit_every", 1),
-                          ("max_attempts", 1), ("max_words", 0)):
+                          ("max_attempts", 1), ("max_words", 0), ("separation_batch", 1)):
             value = getattr(self, name)
+            if name == "separation_batch" and value is None:
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
         for name in ("max_seconds", "lease_timeout", "stall_timeout", "status_every"):
@@ -359,16 +345,12 @@ class ExplainConfig:
         return PoolSize.parse(self.predictors)
 
     def in_flight(self, actors: int) -> int:
-        """Tracks in the pipeline at most, with ``actors`` GPU-stage actors serving: two
-        groups per actor (one being explained, one decoding and separating) and two more."""
-        return self.tracks_in_flight or 2 * max(1, actors) * self.tracks_per_separation + 2
+        """Tracks in the pipeline at most with ``actors`` GPU-stage actors (:mod:`pipeline.resources`)."""
+        return in_flight(self.tracks_in_flight, actors, self.tracks_per_separation)
 
     @property
     def tracks_per_separation(self) -> int:
-        """``separation_batch`` resolved: 8 where demucs separates on GPUs, else 1."""
-        if self.separation_batch is not None:
-            return self.separation_batch
-        return 8 if self.separator == "demucs" and self.audio_used and self.gpus_per_predictor > 0 else 1
+        return separation_group(self.separation_batch, self.separator, self.audio_used, self.gpus_per_predictor)
 
 
 def check_run_id(run_id: str) -> str:

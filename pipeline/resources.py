@@ -40,6 +40,11 @@ class PoolSize:
             return cls(int(lo), int(hi))
         raise ValueError(f"predictors must be N, MIN:MAX (1 <= MIN <= MAX) or auto, got {value!r}")
 
+    @staticmethod
+    def text(text: str) -> int | str:
+        """``--predictors`` on the command line: N as an int, MIN:MAX or auto as given."""
+        return int(text) if text.strip().isdigit() else text
+
     @property
     def fixed(self) -> bool:
         return self.low == self.high
@@ -54,6 +59,20 @@ def predictor_threads(pool, gpus_per_actor: float, cluster: dict) -> int:
     if pool.high is None:
         return CPU_PREDICTOR_THREADS
     return max(1, int(cluster.get("CPU", 1.0)) // pool.high)
+
+
+def separation_group(separation_batch: int | None, separator: str, audio_used: bool, gpus_per_actor: float) -> int:
+    """Tracks an actor separates together (``--separation-batch``): 8 where demucs runs on
+    GPUs (a GPU needs the batch), else 1."""
+    if separation_batch is not None:
+        return separation_batch
+    return 8 if separator == "demucs" and audio_used and gpus_per_actor > 0 else 1
+
+
+def in_flight(tracks_in_flight: int | None, actors: int, group: int) -> int:
+    """Tracks in the pipeline at most: two groups per actor (one being explained, one
+    decoding and separating) and two more, unless ``--tracks-in-flight`` says."""
+    return tracks_in_flight or 2 * max(1, actors) * group + 2
 
 
 def pool_target(pool, gpus_per_actor: float, cluster: dict) -> int:

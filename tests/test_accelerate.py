@@ -130,7 +130,7 @@ def test_the_stage_separates_a_call_s_tracks_together_and_explains_each(paper_ch
     for inp in broken:
         inp.mix = inp.mix * 1.5  # not cached yet
     broken[1].mix = np.full(SR * 2, np.nan, np.float32)
-    stage._separate_together(broken)
+    stage._separate_together(broken, [])
     assert all(inp.separated is None for inp in broken)
     assert isinstance(stage(broken[0]), Predictions) and isinstance(stage(broken[2]), Predictions)
 
@@ -161,7 +161,8 @@ def test_a_night_separates_each_group_of_tracks_in_one_call(ray_session, plugin_
     out = tmp_path / "out"
     cfg = ExplainConfig(catalogue=str(cat), model="mlplugins:make", out=str(out), separator="demucs",
                         demucs_model="tiny", demucs_repo=str(save_tiny_demucs(tmp_path / "demucs")),
-                        stem_cache=str(tmp_path / "stems"), separation_batch=4, num_samples=64, run_id="g")
+                        stem_cache=str(tmp_path / "stems"), separation_batch=4, num_samples=64, max_seconds=5.0,
+                        run_id="g")
     assert cfg.tracks_per_separation == 4 and cfg.in_flight(1) == 10
     s = run_explain(cfg, show_progress=False)
     assert s.exit_code == 0, s.message
