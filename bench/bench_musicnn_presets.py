@@ -127,6 +127,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--library", help="the rendered scores (default: bench_musicnn's, n40-s3 under $MUSICLIME_HOME)")
     ap.add_argument("--out-dir", default=None, help="results folder (default bench/results)")
     ap.add_argument("--smoke", action="store_true", help="2 seeds, small references: checks the script runs")
+    ap.add_argument("--summary-only", action="store_true",
+                    help="explain nothing: summarize the tracks of the log so far (a run stopped early)")
     args = ap.parse_args(argv)
     out_dir = Path(args.out_dir) if args.out_dir else RESULTS
     lib = args.library or str(musiclime_home() / "scores" / "n40-s3")
@@ -134,7 +136,7 @@ def main(argv=None) -> dict:
     picked = chosen(args.tracks, RESULTS / "musicnn.json")
     log = out_dir / "musicnn-presets.jsonl"
     done = {json.loads(x)["track_id"] for x in log.read_text().splitlines()} if log.is_file() else set()
-    todo = [t for t in picked if t["track"] not in done]
+    todo = [t for t in picked if t["track"] not in done and not args.summary_only]
     with ProcessPoolExecutor(args.workers, initializer=_init_worker) as pool, log.open("a") as f:
         n = len(todo)
         for entry in pool.map(explain_track, todo, [lib] * n, [args.ref_samples] * n, [args.cross_rows] * n,

@@ -145,30 +145,28 @@ def test_pinned_copies_give_the_same_tensor():
     assert a[0, 0] == 0
 
 
-def test_a_night_separates_each_group_of_tracks_in_one_call(ray_session, plugin_path, demo_library, tmp_path):
-    """Through Ray: with --separation-batch 4, the first call of a predictor's group of 4
-    separates the other 3 ahead of their calls; every track is explained once."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from pipeline.catalogue import read_catalogue
-    from pipeline.config import ExplainConfig
-    from pipeline.driver import run_explain
-    rows = [{k: v for k, v in r.items() if k != "catalogue_row"}
-            for r in read_catalogue(demo_library / "catalogue.parquet", limit=4)]
-    cat = tmp_path / "cat.parquet"
-    pq.write_table(pa.Table.from_pylist(rows), cat)
-    out = tmp_path / "out"
-    cfg = ExplainConfig(catalogue=str(cat), model="mlplugins:make", out=str(out), separator="demucs",
-                        demucs_model="tiny", demucs_repo=str(save_tiny_demucs(tmp_path / "demucs")),
-                        stem_cache=str(tmp_path / "stems"), separation_batch=4, num_samples=64, max_seconds=5.0,
-                        run_id="g")
-    assert cfg.tracks_per_separation == 4 and cfg.in_flight(1) == 10
-    s = run_explain(cfg, show_progress=False)
-    assert s.exit_code == 0, s.message
-    assert sorted(pq.read_table(out / "tracks").column("track_id").to_pylist()) == sorted(r["track_id"] for r in rows)
-    assert [a["separated_ahead"] for a in s.actors] == [3]
-    assert s.actors[0]["cache"] == {"hits": 3, "misses": 4}  # the 3 ahead found their stems cached
+def test_a_group_s_first_call_separates_the_tracks_ahead_into_the_cache(paper_checkpoint, demucs_repo, tmp_path):
+    """What the actor does with a group (``--separation-batch``; the pool sends the group's
+    other decoded tracks along with its first call): one batched separation of the call's
+    track and those ahead; the later calls find their stems cached and explain as if alone.
+    A track ahead that failed to decode (an error row) is skipped."""
+    from musiclime.explainer import ExplainerSpec
+    from musiclime.gpu_stage import ExplainStage
+    from musiclime.records import ErrorRecord, Predictions
+    spec = ExplainerSpec(num_samples=32, design="iid")
+    sep = ("demucs", {"model_name": "tiny", "repo": str(demucs_repo)}, str(tmp_path / "stems"))
+    stage = ExplainStage(str(paper_checkpoint), spec, "both", 4, device="cpu", separator=sep)
+    group = _inputs(4, 2.0, True)
+    bad = ErrorRecord("bad", 9, "decode", "decode_error", "unreadable")
+    first = stage.explain_batch(group[:1], ahead=group[1:] + [bad])
+    assert isinstance(first[0], Predictions) and stage.info()["separated_ahead"] == 3
+    assert (stage.cache.hits, stage.cache.misses) == (0, 4)
+    later = [stage.explain_batch([inp])[0] for inp in _inputs(4, 2.0, True)[1:]]
+    assert (stage.cache.hits, stage.cache.misses) == (3, 4)  # each later call: its stems from the cache
+    alone = ExplainStage(str(paper_checkpoint), spec, "both", 4, device="cpu",
+                         separator=(*sep[:2], str(tmp_path / "alone")))
+    for got, inp in zip(later, _inputs(4, 2.0, True)[1:]):
+        assert np.allclose(got.probs, alone(inp).probs, atol=1e-5)
 
 
 def test_the_separation_batch_defaults_to_8_only_where_demucs_runs_on_gpus():
