@@ -18,9 +18,9 @@ export PYTHONPATH=.:.gpu_pkgs PYTHONUNBUFFERED=1
 OUT=${OUT:-bench/results}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 status=0
-timeout "${LEVERS_S:-210}" python3 bench/bench_gpu_stage.py --size "${SIZE:-base}" --levers --out "$OUT" || status=$?
+timeout "${LEVERS_S:-180}" python3 bench/bench_gpu_stage.py --size "${SIZE:-base}" --levers --out "$OUT" || status=$?
 timeout "${PRESETS_S:-150}" python3 bench/bench_gpu_stage.py --size "${SIZE:-base}" --presets --tracks "${PRESET_TRACKS:-8}" \
   --demucs-batch "${PRESET_TRACKS:-8}" --compile "${COMPILE:-off}" --out "$OUT" || status=$?
-timeout "${STAGE_S:-120}" python3 bench/bench_gpu_stage.py --size "${SIZE:-base}" --tracks "${TRACKS:-10}" --out "$OUT" \
+timeout "${STAGE_S:-150}" python3 bench/bench_gpu_stage.py --size "${SIZE:-base}" --tracks "${TRACKS:-10}" --out "$OUT" \
   ${DESIGNS:+--designs} || status=$?
 exit $status

@@ -66,6 +66,7 @@ def encoder_rows(ckpt: Path, device: str, batch: int, seconds: float, peak: floa
         if backend and not cuda:
             continue  # flash and memory-efficient kernels are CUDA's
         model = load_model(str(ckpt), device=device)
+        torch._dynamo.reset()  # each lever traces afresh (inductor's kernel cache on disk stays, as for a user's next actor)
         t0 = time.perf_counter()
         compile_model(model, mode)
         try:

@@ -165,7 +165,8 @@ def levers(r) -> str:
                       "RoBERTa rows/s", "fraction of peak", "note"], rows)
         fl = enc["flops_per_row"]
         out += ["", f"FLOPs per row: AST {fl['audio'] / 1e9:.1f} G, RoBERTa {fl['text'] / 1e9:.2f} G; attention "
-                f"kernels seen: {', '.join(sorted(set(enc['attention_kernels']['audio']))) or 'none'}.", ""]
+                f"kernels seen: {', '.join(sorted(set(enc['attention_kernels']['audio']))) or 'none'}. Compile seconds "
+                "after the first lever are helped by inductor's kernel cache, as a machine's later actors are.", ""]
     cp = r.get("copies")
     if cp:
         out += [f"Stems to the device ({cp['bytes_per_track'] / 1e6:.1f} MB a track): pageable "
