@@ -134,17 +134,18 @@ def musicnn_presets(r) -> str:
                      f(x["aopc"], 3) + (pm(x["aopc_diff"], x["aopc_se"], 3) if vs else ""),
                      f"{f(x['stability_median'])} / {f(x['stability_p10'])} ({x['stability_tracks']})",
                      f"{f(x['stability_resolved_median'])} / {f(x['stability_resolved_p10'])} "
-                     f"({x['stability_resolved_tracks']})", f(x["topk_resolved"]), f(x["seconds"], 1)])
+                     f"({x['stability_resolved_tracks']})", f(x["topk_resolved"])])
     out = table(["preset", "design, target", "model rows", "less work", "top-10 Jaccard to 16k i.i.d. (vs paper)",
                  f"to orthogonal {r['cross_rows']:,}-row ref (vs paper)", "deletion AOPC (vs paper)",
-                 "across seeds: median / p10 (tracks)", "same, tracks the 16k ref resolves", "top-10 resolved",
-                 "s/track (1 core)"], rows)
+                 "across seeds: median / p10 (tracks)", "same, tracks the 16k ref resolves", "top-10 resolved"],
+                rows)
     kinds = sorted({t["kind"].split("+")[0] for t in r["per_track"]})
     seeds = ", ".join(f"`{p}` {n}" for p, n in r["seeds"].items())
     out += ["", f"`{r['model']}`, audio alone (4 stems x 10 segments of a 3-s excerpt), the first predicted tag of "
             f"the track's kind explained; {r['tracks']} rendered-score tracks ({', '.join(kinds)}); seeds: {seeds}; "
             f"references: {r['ref_samples']:,} i.i.d. masks and `{r['cross_design']}` at {r['cross_rows']:,} rows "
-            f"per track (`python bench/bench_musicnn_presets.py`, measured {r['when']}, one process per core)."]
+            f"per track (`python bench/bench_musicnn_presets.py`, measured {r['when']}). Cost per preset: the "
+            f"tracks per core-hour of the validity table above."]
     return "\n".join(out)
 
 
