@@ -147,6 +147,7 @@ def main(argv=None) -> dict:
                          "pinned copies, demucs batched and under bf16) -> gpu_levers.json (bench/gpu_levers.py)")
     ap.add_argument("--parts", nargs="+", choices=["encoder", "copies", "demucs"], help="parts of --levers")
     ap.add_argument("--batch", type=int, default=None, help="encoder rows per call of --levers (GPU 256, CPU 4)")
+    ap.add_argument("--no-compile-levers", action="store_true", help="--levers without the compile rows (a CPU smoke)")
     ap.add_argument("--demucs-batch", type=int, default=8, help="tracks per demucs call of --levers")
     ap.add_argument("--demucs-tracks", type=int, default=16, help="10-s tracks separated per --levers row")
     args = ap.parse_args(argv)

@@ -43,7 +43,8 @@ def _sdpa(backend: str | None):
     return sdpa_kernel({"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION}[backend])
 
 
-def encoder_rows(ckpt: Path, device: str, batch: int, seconds: float, peak: float | None, sync) -> dict:
+def encoder_rows(ckpt: Path, device: str, batch: int, seconds: float, peak: float | None, sync,
+                 compile_levers: bool = True) -> dict:
     """Each lever on the AST encoder (and the text encoder, eager and compiled)."""
     import torch
 
@@ -63,7 +64,7 @@ def encoder_rows(ckpt: Path, device: str, batch: int, seconds: float, peak: floa
     autocast = ExplainStage.autocast_for(device, "auto")
     flops = None
     for name, mode, backend in levers:
-        if backend and not cuda:
+        if (backend and not cuda) or (mode != "off" and not compile_levers):
             continue  # flash and memory-efficient kernels are CUDA's
         model = load_model(str(ckpt), device=device)
         torch._dynamo.reset()  # each lever traces afresh (inductor's kernel cache on disk stays, as for a user's next actor)
@@ -164,7 +165,8 @@ def compare_levers(args) -> dict:
     for part in parts:  # written after each part: a pass cut short by its time limit keeps what it measured
         if part == "encoder":
             result["encoder"] = encoder_rows(ckpt, device, args.batch or (256 if cuda else 4),
-                                             2.0 if cuda else 0.3, result["peak_flop_per_s"], sync)
+                                             2.0 if cuda else 0.3, result["peak_flop_per_s"], sync,
+                                             not args.no_compile_levers)
         elif part == "copies":
             result["copies"] = copies(device, sync)
         else:

@@ -114,17 +114,17 @@ def test_the_presets_benchmark_runs_on_cpu_with_tiny_sizes(tmp_path):
 
 
 def test_the_levers_benchmark_runs_on_cpu_with_tiny_sizes(tmp_path):
-    """bench/gpu.sh's levers pass with tiny sizes: a row per lever (CUDA-only kernels left
-    out on a CPU), the pinned copy, demucs alone / batched / bf16 with bf16's error."""
+    """bench/gpu.sh's levers pass with tiny sizes: the eager row (CUDA-only kernels left out
+    on a CPU; the compile rows' compile_model is tests/test_accelerate.py's), the pinned
+    copy, demucs alone / batched / bf16 with bf16's error."""
     import json
 
     from bench.bench_gpu_stage import main
     r = main(["--levers", "--size", "tiny", "--batch", "2", "--demucs-batch", "2", "--demucs-tracks", "2",
-              "--device", "cpu", "--out", str(tmp_path)])
+              "--no-compile-levers", "--device", "cpu", "--out", str(tmp_path)])
     rows = r["encoder"]["rows"]
-    assert set(rows) == {"eager, SDPA's choice", "--compile on", "--compile graphs (CUDA graphs)"}
-    assert all(row["audio_rows_per_s"] > 0 and row["text_rows_per_s"] > 0 for row in rows.values())
-    assert rows["--compile on"]["compile_s"] > 0
+    assert set(rows) == {"eager, SDPA's choice"}
+    assert rows["eager, SDPA's choice"]["audio_rows_per_s"] > 0 and rows["eager, SDPA's choice"]["text_rows_per_s"] > 0
     assert set(r["copies"]) == {"pageable", "pinned, non-blocking", "bytes_per_track"}
     demucs = r["demucs"]
     assert set(demucs["rows"]) == {"alone, fp32", "2 per call, fp32", "2 per call, bf16"}
