@@ -22,11 +22,25 @@ def _stabilities(per_track: list[dict], preset: str) -> list[float]:
     return out
 
 
+def quality_cells(x: dict, versus_paper: bool) -> list[str]:
+    """A preset summary's Jaccard to each reference and AOPC (with the paired difference to
+    ``paper``), stability over all and over resolved tracks, top-10 resolved."""
+    f = lambda v, d=2: "–" if v is None else f"{v:.{d}f}"  # noqa: E731
+
+    def vs(key: str, d: int = 2) -> str:
+        v, se = x[f"{key}_diff"], x[f"{key}_se"]
+        return "" if not versus_paper or v is None or se is None else f" ({v:+.{d}f} ± {se:.{d}f})"
+    return [f(x["jaccard_iid"]) + vs("jaccard_iid"), f(x["jaccard_cross"]) + vs("jaccard_cross"),
+            f(x["aopc"], 3) + vs("aopc", 3),
+            f"{f(x['stability_median'])} / {f(x['stability_p10'])} ({x['stability_tracks']})",
+            f"{f(x['stability_resolved_median'])} / {f(x['stability_resolved_p10'])} ({x['stability_resolved_tracks']})",
+            f(x["topk_resolved"])]
+
+
 def presets(r) -> str:
     """The --quality presets per task and view, then the goals over both tasks."""
     import numpy as np
     f = lambda v, d=2: "–" if v is None else f"{v:.{d}f}"  # noqa: E731
-    pm = lambda v, se, d=2: "" if v is None or se is None else f" ({v:+.{d}f} ± {se:.{d}f})"  # noqa: E731
     out = []
     for task, t in r["tasks"].items():
         rows = []
@@ -38,13 +52,7 @@ def presets(r) -> str:
                 ratio = base["model_rows"] / x["model_rows"]
                 rows.append([f"`{name}`", view.replace("_", " "), f"{x['design']}, {x['target']}", work,
                              f"{ratio:.1f}x",
-                             f(x["jaccard_iid"]) + ("" if name == "paper" else pm(x["jaccard_iid_diff"], x["jaccard_iid_se"])),
-                             f(x["jaccard_cross"]) + ("" if name == "paper" else pm(x["jaccard_cross_diff"], x["jaccard_cross_se"])),
-                             f(x["aopc"], 3) + ("" if name == "paper" else pm(x["aopc_diff"], x["aopc_se"], 3)),
-                             f"{f(x['stability_median'])} / {f(x['stability_p10'])} ({x['stability_tracks']})",
-                             f"{f(x['stability_resolved_median'])} / {f(x['stability_resolved_p10'])} "
-                             f"({x['stability_resolved_tracks']})",
-                             f(x["topk_resolved"]), f(x["seconds"], 1),
+                             *quality_cells(x, name != "paper"), f(x["seconds"], 1),
                              f"{f(x['fit_s'], 2)} s / {f(x['fit_peak_mb'], 0)} MB"])
         refs = t.get("references", {})
         out.append(f"**{task}** ({r['tracks']} held-out tracks; {r['seeds']} seeds, `paper` {r['paper_seeds']}, "
@@ -121,20 +129,11 @@ def stage_presets(r) -> str:
 
 def musicnn_presets(r) -> str:
     """bench_musicnn_presets.py: the presets on the real tagger, beside the demo models'."""
-    f = lambda v, d=2: "–" if v is None else f"{v:.{d}f}"  # noqa: E731
-    pm = lambda v, se, d=2: "" if v is None or se is None else f" ({v:+.{d}f} ± {se:.{d}f})"  # noqa: E731
     base = r["summary"]["paper"]
     rows = []
     for name, x in r["summary"].items():
-        vs = name != "paper"
         rows.append([f"`{name}`", f"{x['design']}, {x['target']}", f"{x['model_rows']:.0f}",
-                     f"{base['model_rows'] / x['model_rows']:.1f}x",
-                     f(x["jaccard_iid"]) + (pm(x["jaccard_iid_diff"], x["jaccard_iid_se"]) if vs else ""),
-                     f(x["jaccard_cross"]) + (pm(x["jaccard_cross_diff"], x["jaccard_cross_se"]) if vs else ""),
-                     f(x["aopc"], 3) + (pm(x["aopc_diff"], x["aopc_se"], 3) if vs else ""),
-                     f"{f(x['stability_median'])} / {f(x['stability_p10'])} ({x['stability_tracks']})",
-                     f"{f(x['stability_resolved_median'])} / {f(x['stability_resolved_p10'])} "
-                     f"({x['stability_resolved_tracks']})", f(x["topk_resolved"])])
+                     f"{base['model_rows'] / x['model_rows']:.1f}x", *quality_cells(x, name != "paper")])
     out = table(["preset", "design, target", "model rows", "less work", "top-10 Jaccard to 16k i.i.d. (vs paper)",
                  f"to orthogonal {r['cross_rows']:,}-row ref (vs paper)", "deletion AOPC (vs paper)",
                  "across seeds: median / p10 (tracks)", "same, tracks the 16k ref resolves", "top-10 resolved"],
