@@ -305,7 +305,15 @@ def _cached_demucs_stems(cfg, mix: np.ndarray, sr: int) -> np.ndarray | None:
     from musiclime.separation import StemCache
     sep = _demucs(cfg.demucs_model, cfg.demucs_repo, cfg.trust_pickle)
     cache = StemCache(cfg.stem_cache)
-    stems = cache.load(cache.key(torch.from_numpy(mix), sr, sep), len(mix), sep.stem_names)
+    stems = None
+    try:  # a GPU stage may have separated under bf16, whose entries carry their own keys
+        for precision in ("fp32", "bf16"):
+            sep.precision = precision
+            stems = cache.load(cache.key(torch.from_numpy(mix), sr, sep), len(mix), sep.stem_names)
+            if stems is not None:
+                break
+    finally:
+        sep.precision = "fp32"
     return None if stems is None else stems.numpy()
 
 

@@ -181,3 +181,20 @@ def test_the_separation_batch_defaults_to_8_only_where_demucs_runs_on_gpus():
     for bad in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match="separation_batch"):
             ExplainConfig(**cfg, separation_batch=bad)
+
+
+def test_the_report_finds_stems_a_gpu_stage_separated_under_bf16(demucs_repo, tmp_path):
+    """bf16 entries carry their own cache keys; the report (a CPU, fp32) still finds them."""
+    from musiclime.separation import StemCache
+    from musiclime.separation.demucs import DemucsSeparator
+    from pipeline.config import ExplainConfig
+    from pipeline.report import _cached_demucs_stems
+    mix = np.random.default_rng(3).normal(0, 0.2, SR).astype(np.float32)
+    cfg = ExplainConfig(catalogue="c.parquet", model="default", out="o", separator="demucs", demucs_model="tiny",
+                        demucs_repo=str(demucs_repo), stem_cache=str(tmp_path / "stems"))
+    assert _cached_demucs_stems(cfg, mix, SR) is None
+    bf16 = DemucsSeparator("tiny", demucs_repo, device="cpu", precision="bf16")
+    stems, hit = StemCache(cfg.stem_cache).separate(bf16, mix, SR)
+    assert not hit
+    found = _cached_demucs_stems(cfg, mix, SR)
+    assert found is not None and np.allclose(found, stems.numpy())
