@@ -41,10 +41,13 @@ class TrackAbout:
     decoder: str | None = None                 # e.g. ffmpeg:aac (null: no audio decoded)
     window_start_s: float = 0.0                # where the explained window starts in the track
     word_times: dict[str, list[float]] | None = None  # per lyric word, when it is sung (from window start)
+    audio_path: str | None = None              # the audio file decoded, as the catalogue gave it
+    audio_key: str | None = None               # musiclime.storage.version_key of that file when decoded
 
     def columns(self) -> dict[str, Any]:
         return dict(title=self.title, artist=self.artist, album=self.album, lyrics_source=self.lyrics_source,
-                    decoder=self.decoder, window_start_s=self.window_start_s)
+                    decoder=self.decoder, window_start_s=self.window_start_s, audio_path=self.audio_path,
+                    audio_key=self.audio_key)
 
 
 @dataclass

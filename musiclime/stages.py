@@ -167,10 +167,14 @@ def _decode_mix(row: dict[str, Any], spec: DecodeSpec, sample_rate: int, window:
     from musiclime.audio_io import read_window
     from musiclime.separation import StemCache
     from musiclime.separation.hpss import HPSSSeparator
+    from musiclime.storage import version_key
 
     d = read_window(row.get("audio_path") or "", sample_rate, max_seconds=window)
     flags += d.flags
     about.decoder, about.window_start_s = d.decoder, round(d.start_s, 6)
+    # where the audio was and which version of it: a reader plays it again only while it matches
+    about.audio_path = row.get("audio_path")
+    about.audio_key = version_key(about.audio_path) if about.audio_path else None
     mix = d.audio
     if len(mix) and float(np.abs(mix).max()) <= SILENCE_PEAK:
         raise InputError("silent_audio", "the audio is digital silence")
@@ -291,7 +295,7 @@ def fit(pred: Predictions | ErrorRecord, spec: FitSpec, invocation_id: str) -> T
                  model_id=pred.model_id, config_hash=spec.config_hash,
                  timings={k: float(timings.get(k, 0.0)) for k in ("decode_s", "separate_s", "predict_s", "fit_s")},
                  status="ok", flags=sorted(set(inp.flags) | set(exp.flags)), invocation_id=invocation_id,
-                 windows=pred.windows,
+                 windows=pred.windows, lyrics=inp.lyrics or None,
                  **(inp.about or TrackAbout()).columns())
     local = exp.to_arrow()
     table = local.add_column(0, "track_id", pa.array([inp.track_id] * local.num_rows, pa.string()))

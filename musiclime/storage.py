@@ -89,6 +89,16 @@ def stats(locations: list[str]) -> dict[str, tuple[int, int] | None]:
     return out
 
 
+def version_key(location: str) -> str | None:
+    """32 hex digits of a file's size and modification time (Last-Modified on object
+    stores): which version of the file was read. None when it is missing or unreachable."""
+    import hashlib
+    st = stats([location]).get(location)
+    if st is None:
+        return None
+    return hashlib.blake2b(f"{st[0]}:{st[1]}".encode(), digest_size=16).hexdigest()
+
+
 def is_file(location: str | os.PathLike) -> bool:
     import pyarrow.fs as pafs
     return info(location).type == pafs.FileType.File

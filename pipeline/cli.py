@@ -12,6 +12,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "explain": ("pipeline.commands.explain", "explain a whole catalogue on Ray (tracks, explanations, errors)"),
     "aggregate": ("pipeline.commands.aggregate", "global importances per class (Polars) -> global_importance/"),
     "report": ("pipeline.commands.report", "a self-contained report.html (catalogue and track views)"),
+    "serve": ("pipeline.commands.serve", "a local read-only web app: search any track, see and hear its explanation"),
     "library": ("pipeline.commands.library", "generate the offline demo library with planted evidence"),
     "train": ("pipeline.commands.train", "train the offline default model on a library"),
     "separate": ("pipeline.commands.separate", "separate a catalogue into the stem cache (hpss or demucs)"),

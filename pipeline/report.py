@@ -8,15 +8,15 @@ and the composition of its top positive stem-segments.
 from __future__ import annotations
 
 import base64
-import functools
-import html
 import io
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-STYLE = """
+from pipeline import figures
+from pipeline.figures import esc
+
+STYLE = figures.WEIGHT_CSS + """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1200px;color:#222}
 h1{margin-bottom:0}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
 .grid{display:flex;flex-wrap:wrap;gap:1em}.card{border:1px solid #e3e3e3;border-radius:6px;padding:.8em;margin:.6em 0}
@@ -26,12 +26,6 @@ table{border-collapse:collapse}td,th{padding:.2em .6em;border-bottom:1px solid #
 # Any script error shows on the page and in the title, so a headless browser test sees it.
 TRAP = ("<script>window.addEventListener('error',function(e){document.title='ERROR: '+e.message;"
         "document.body.setAttribute('data-error',e.message);});</script>")
-
-
-def esc(value) -> str:
-    """Every value that reaches the page goes through here: class names come from
-    checkpoints and plugins, ids, lyrics and messages from catalogues."""
-    return html.escape("" if value is None else str(value), quote=True)
 
 
 def _mpl_text(text: str) -> str:
@@ -45,43 +39,6 @@ def _png(fig) -> str:
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
     return f'<img alt="" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
-
-
-def _ogg(audio: np.ndarray, sr: int, max_sr: int = 16000) -> str:
-    import soundfile as sf
-
-    from musiclime.audio_io import resample
-    a = np.asarray(audio, np.float32)
-    if sr > max_sr:
-        a, sr = resample(a, sr, max_sr), max_sr
-    a = a / max(1e-6, float(np.abs(a).max())) * 0.9
-    buf = io.BytesIO()
-    sf.write(buf, a, sr, format="OGG", subtype="VORBIS")
-    return f'<audio controls preload="none" src="data:audio/ogg;base64,{base64.b64encode(buf.getvalue()).decode()}"></audio>'
-
-
-def heatmap(matrix: np.ndarray, stems: list[str], title: str, width: float = 5.5):
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(width, 0.45 * len(stems) + 1.2))
-    lim = float(np.abs(matrix).max()) or 1.0
-    im = ax.imshow(matrix, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
-    ax.set_yticks(range(len(stems)), stems)
-    ax.set_xticks(range(matrix.shape[1]))
-    ax.set_xlabel("segment")
-    ax.set_title(_mpl_text(title), fontsize=10)
-    fig.colorbar(im, ax=ax, fraction=0.04)
-    return fig
-
-
-def word_bars(words: list[str], values: list[float], signs: list[float], title: str):
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(4.5, 0.22 * max(len(words), 3) + 1))
-    colors = ["#c0392b" if s > 0 else "#2c7fb8" for s in signs]
-    ax.barh(range(len(words))[::-1], values, color=colors)
-    ax.set_yticks(range(len(words))[::-1], [_mpl_text(w) for w in words], fontsize=8)
-    ax.set_xlabel("mean |weight| (red: pushes towards the class)")
-    ax.set_title(_mpl_text(title), fontsize=10)
-    return fig
 
 
 def share_bars(labels: list[str], mean: list[float], q25: list[float], q75: list[float], title: str):
@@ -111,48 +68,6 @@ def prob_hist(probs_by_class: dict[str, list[float]]):
     ax.legend(fontsize=7)
     ax.set_title("model confidence", fontsize=10)
     return fig
-
-
-def _sung_under_segments(e, track: dict, n_seg: int) -> str:
-    """Time-synced lyrics: each explained word under the audio segments it is sung in."""
-    if "sung_at_s" not in e.columns or not track.get("duration_s"):
-        return ""
-    seg_s = track["duration_s"] / n_seg
-    cells: list[list[str]] = [[] for _ in range(n_seg)]
-    for token, times in e.filter(e["sung_at_s"].is_not_null()).select("token", "sung_at_s").iter_rows():
-        for t in times or []:
-            cells[min(int(t // seg_s), n_seg - 1)].append(token)
-    if not any(cells):
-        return ""
-    row = "".join(f"<td>{esc(' '.join(dict.fromkeys(c)))}</td>" for c in cells)
-    return ("<table class='sung'><tr>" + "".join(f"<th>{i}</th>" for i in range(n_seg))
-            + f"</tr><tr>{row}</tr></table><p class='muted'>words sung in each segment</p>")
-
-
-def _lyrics_html(text: str, weights: dict[str, float]) -> str:
-    """Each word coloured by its weight (red positive, blue negative), lime word semantics."""
-    from musiclime.factorization import LyricsFactorization
-    lf = LyricsFactorization(text)
-    lim = max((abs(w) for w in weights.values()), default=0) or 1.0
-    marks = {}
-    for f, name in enumerate(lf.feature_names):
-        w = weights.get(name)
-        if w is None:
-            continue
-        a = min(1.0, abs(w) / lim)
-        color = f"rgba(192,57,43,{a:.2f})" if w > 0 else f"rgba(44,127,184,{a:.2f})"
-        for s, e in lf.spans(f):
-            marks[s] = (e, color, w)
-    out, i = [], 0
-    while i < len(text):
-        if i in marks:
-            e, color, w = marks[i]
-            out.append(f'<span title="{w:+.4f}" style="background:{color}">{esc(text[i:e])}</span>')
-            i = e
-        else:
-            out.append(esc(text[i]))
-            i += 1
-    return "".join(out)
 
 
 def build_report(out: str | Path, tracks_per_class: int = 3, max_tracks: int = 20, audio: bool = True,
@@ -198,6 +113,18 @@ def build_report(out: str | Path, tracks_per_class: int = 3, max_tracks: int = 2
 
 
 
+def word_chart(g, title: str, n: int = 20, links=None) -> str:
+    """A class's top words by mean |weight| (global_importance rows of level word), with
+    the standard error of their signed mean as whiskers; red when they push towards it."""
+    import polars as pl
+    words = g.filter(pl.col("level") == "word").sort("mean_abs_weight", descending=True).head(n)
+    if not words.height:
+        return "<p class='muted'>no words</p>"
+    return figures.bars(words["token"].to_list(), words["mean_abs_weight"].to_list(), title,
+                        errors=words["mean_weight_se"].fill_null(0.0).to_list(), signs=words["mean_weight"].to_list(),
+                        links=links(words["token"].to_list()) if links else None)
+
+
 def _catalogue_view(g, tracks, errors, classes: list[str], stems: list[str], n_seg: int) -> list[str]:
     """Per class: track counts, confidence, modality shares, stems x segments heatmaps, top
     words; then the failed tracks."""
@@ -219,17 +146,11 @@ def _catalogue_view(g, tracks, errors, classes: list[str], stems: list[str], n_s
         gc = g.filter(pl.col("label") == c)
         if gc.height == 0:
             continue
-        m = np.zeros((len(stems), n_seg))
-        for s, seg, w in gc.filter(pl.col("level") == "stem_segment").select("stem", "segment", "mean_weight").iter_rows():
-            if s in stems:
-                m[stems.index(s), seg] = w
-        words = gc.filter(pl.col("level") == "word").sort("mean_abs_weight", descending=True).head(20)
+        m, se = figures.stem_segment_grid(gc.filter(pl.col("level") == "stem_segment"), stems, n_seg,
+                                          "mean_weight", "mean_weight_se")
         parts.append(f"<h3>{esc(c)}</h3><div class='grid'><div class='card'>"
-                     f"{_png(heatmap(m, stems, f'{c}: mean weight per stem x segment'))}</div>")
-        if words.height:
-            parts.append("<div class='card'>" + _png(word_bars(words["token"].to_list(), words["mean_abs_weight"].to_list(),
-                                                               words["mean_weight"].to_list(), f"{c}: top words")) + "</div>")
-        parts.append("</div>")
+                     f"{figures.heatmap(m, stems, f'{c}: mean weight per stem x segment', se)}</div>")
+        parts.append(f"<div class='card'>{word_chart(gc, f'{c}: top words')}</div></div>")
     if errors is not None and errors.height:
         parts.append("<h2>Failed tracks</h2><table><tr><th>track</th><th>row</th><th>stage</th><th>error</th><th>message</th></tr>")
         for r in errors.sort("catalogue_row").iter_rows(named=True):
@@ -267,10 +188,7 @@ def _track_view(out: str, fmt: str | None, doc: dict, tracks, classes: list[str]
     for t in chosen.iter_rows(named=True):
         label = t["explained_labels"][0]
         e = te.filter((pl.col("track_id") == t["track_id"]) & (pl.col("label") == label))
-        m = np.zeros((len(stems), n_seg))
-        for s, seg, w in e.filter(pl.col("modality") == "audio").select("stem", "segment", "weight").iter_rows():
-            if s in stems:
-                m[stems.index(s), seg] = w
+        m, se = figures.stem_segment_grid(e.filter(pl.col("modality") == "audio"), stems, n_seg)
         word_w = dict(e.filter(pl.col("modality") == "lyrics").select("token", "weight").iter_rows())
         probs_txt = ", ".join(f"{esc(c)} {p:.2f}" for c, p in sorted(zip(classes, t["probabilities"]), key=lambda x: -x[1])[:5])
         about = " · ".join(esc(t.get(k)) for k in ("title", "artist", "album") if t.get(k))
@@ -278,78 +196,30 @@ def _track_view(out: str, fmt: str | None, doc: dict, tracks, classes: list[str]
                      + (f" <span class='muted'>({about})</span>" if about else "")
                      + f" · predicted <b>{esc(t['predicted'])}</b>"
                      f" ({probs_txt}) · surrogate R² {t['score']:.2f} · audio share {t['audio_share']:.0%}"
-                     f"<div class='grid'><div>{_png(heatmap(m, stems, f'explaining {label}', 5))}"
-                     f"{_sung_under_segments(e, t, n_seg)}</div>")
+                     f"<div class='grid'><div>{figures.heatmap(m, stems, f'explaining {label}', se)}"
+                     f"{figures.sung_under_segments(e, t.get('duration_s'), n_seg)}</div>")
         row = rows_by_tid.get(t["track_id"])
         lyrics = None
         if row is not None:
-            players, lyrics = _track_audio(doc, row, e, stems, n_seg)
+            players, lyrics = _track_audio(doc, row, e, n_seg)
             parts.append(f"<div>{players}</div>")
         parts.append("</div>")
         if lyrics:
-            parts.append(f"<div class='lyrics'>{_lyrics_html(lyrics, word_w)}</div>")
+            parts.append(f"<div class='lyrics'>{figures.lyrics(lyrics, word_w)}</div>")
         parts.append("</div>")
     return parts
 
 
-@functools.lru_cache(maxsize=2)
-def _demucs(model_name: str, repo: str | None, allow_pickle: bool):
-    from musiclime.separation import get_separator
-    return get_separator("demucs", model_name=model_name, repo=repo, allow_pickle=allow_pickle, device="cpu")
-
-
-def _cached_demucs_stems(cfg, mix: np.ndarray, sr: int) -> np.ndarray | None:
-    """The stems the job stored for this mix (float32 [4, T]), or None when not cached."""
-    import torch
-
-    from musiclime.separation import StemCache
-    sep = _demucs(cfg.demucs_model, cfg.demucs_repo, cfg.trust_pickle)
-    cache = StemCache(cfg.stem_cache)
-    stems = None
-    try:  # a GPU stage may have separated under bf16, whose entries carry their own keys
-        for precision in ("fp32", "bf16"):
-            sep.precision = precision
-            stems = cache.load(cache.key(torch.from_numpy(mix), sr, sep), len(mix), sep.stem_names)
-            if stems is not None:
-                break
-    finally:
-        sep.precision = "fp32"
-    return None if stems is None else stems.numpy()
-
-
-def _track_audio(manifest: dict, row: dict, e, stems: list[str], n_seg: int) -> tuple[str, str | None]:
+def _track_audio(manifest: dict, row: dict, e, n_seg: int) -> tuple[str, str | None]:
     """Players for the explained audio and its top positive stem-segments, and the lyrics."""
-    from musiclime.factorization import STEM_NAMES, AudioFactorization
-    from musiclime.records import ErrorRecord
-    from musiclime.stages import decode
-    from pipeline.config import ExplainConfig
-    cfg = ExplainConfig(**{k: v for k, v in manifest["config"].items() if k in ExplainConfig.__dataclass_fields__})
-    sr = int(manifest.get("sample_rate") or 16000)
-    demucs = cfg.separator == "demucs"
-    # demucs stems are not separated again: the mix is decoded as the job decoded it, and
-    # the stems the job separated are read back from the stem cache
-    inp = decode(row, (replace(cfg, separator="none") if demucs else cfg).decode_spec(), sr)
-    if isinstance(inp, ErrorRecord) or inp.stems is None:
-        return "<p class='muted'>audio unavailable</p>", None
-    if demucs:
-        stems = _cached_demucs_stems(cfg, inp.stems[0], sr)
-        if stems is None:
-            return (f"<div>original {_ogg(inp.stems[0], sr)}</div><p class='muted'>the demucs stems of this track "
-                    f"are not in the stem cache ({esc(cfg.stem_cache)})</p>", inp.lyrics)
-        inp.stems, inp.stem_names = stems, STEM_NAMES
-    try:
-        af = AudioFactorization(inp.stems, sr, n_seg, inp.stem_names)
-    except ValueError:
-        return "<p class='muted'>audio unavailable</p>", inp.lyrics
-    pos = e.filter((e["modality"] == "audio") & (e["weight"] > 0)).sort("weight", descending=True)
-    # the clearly positive stem-segments: at most 5, each at least a tenth of the largest
-    top = pos.filter(pos["weight"] >= 0.1 * (pos["weight"].max() or 0)).head(5)
-    mask = np.zeros((1, af.n_features), np.uint8)
-    for s, seg in top.select("stem", "segment").iter_rows():
-        if s in af.stem_names:
-            mask[0, seg * af.n_stems + af.stem_names.index(s)] = 1
-    full = af.full()[0].cpu().numpy()
-    comp = af.compose(mask)[0].cpu().numpy()
-    return (f"<div>original {_ogg(full, sr)}</div><div>top positive stem-segments "
-            f"({esc(', '.join(f'{s}@{g}' for s, g in top.select('stem', 'segment').iter_rows()))}) {_ogg(comp, sr)}</div>",
-            inp.lyrics)
+    from pipeline.listen import heard, ogg
+    got = heard(manifest, row, e, n_seg)
+    if isinstance(got, str):
+        return f"<p class='muted'>audio unavailable: {esc(got)}</p>", None
+    return (f"<div>original {_player(ogg(got.full, got.sample_rate))}</div><div>top positive stem-segments "
+            f"({esc(', '.join(f'{s}@{g}' for s, g in got.top))}) {_player(ogg(got.composed, got.sample_rate))}</div>",
+            got.lyrics)
+
+
+def _player(data: bytes) -> str:
+    return f'<audio controls preload="none" src="data:audio/ogg;base64,{base64.b64encode(data).decode()}"></audio>'

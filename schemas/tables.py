@@ -70,6 +70,12 @@ TRACKS = schema([
           "consecutive windows of the model's input length whose mean probabilities are the track's prediction"),
     field("window_start_s", pa.float64(), "where the explained window starts in the track, seconds (explanations' "
           "start_s/end_s and sung_at_s are relative to it)"),
+    field("audio_path", pa.string(), "the audio file the track was explained from, as the catalogue gave it "
+          "(null: none decoded, e.g. provided stems or a text classifier)"),
+    field("audio_key", pa.string(), "32 hex digits of that file's size and modification time when it was decoded: "
+          "musiclime serve plays the file only while they still match"),
+    field("lyrics", pa.string(), "the lyrics as explained (after synced-lyrics windowing and the word cap): the "
+          "text the lyrics weights colour (null: none)"),
 ], "One row per explained track.")
 
 SUNG_AT = field("sung_at_s", pa.list_(pa.float64()), "when the word is sung inside the explained window, seconds "

@@ -188,7 +188,7 @@ def test_the_report_finds_stems_a_gpu_stage_separated_under_bf16(demucs_repo, tm
     from musiclime.separation import StemCache
     from musiclime.separation.demucs import DemucsSeparator
     from pipeline.config import ExplainConfig
-    from pipeline.report import _cached_demucs_stems
+    from pipeline.listen import cached_demucs_stems as _cached_demucs_stems
     mix = np.random.default_rng(3).normal(0, 0.2, SR).astype(np.float32)
     cfg = ExplainConfig(catalogue="c.parquet", model="default", out="o", separator="demucs", demucs_model="tiny",
                         demucs_repo=str(demucs_repo), stem_cache=str(tmp_path / "stems"))

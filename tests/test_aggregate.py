@@ -116,7 +116,7 @@ def test_duckdb_equals_polars(explained):
 def test_report_renders_in_a_real_browser(explained, tmp_path):
     path = build_report(explained, tracks_per_class=2)
     text = path.read_text()
-    assert text.count("<img") >= 5 and "<audio" in text and "storm" in text
+    assert text.count("<img") + text.count('<svg class="heatmap"') >= 5 and "<audio" in text and "storm" in text
     assert "http://" not in text and "https://" not in text  # self-contained, offline
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:

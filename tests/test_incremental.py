@@ -164,8 +164,10 @@ def test_a_standing_delta_output_takes_columns_added_and_missing(tmp_path):
         return add_run(pa.concat_tables(tracks)), add_run(pa.concat_tables(expl))
 
     old_t, old_e = rows("old", ["a", "b"])
-    # the release before the real-libraries one: no tag, decoder, window or sung-at columns
-    later_cols = ["title", "artist", "album", "lyrics_source", "decoder", "windows", "window_start_s"]
+    # the release before the real-libraries one: no tag, decoder, window or sung-at columns,
+    # nor the audio location and lyrics that musiclime serve reads
+    later_cols = ["title", "artist", "album", "lyrics_source", "decoder", "windows", "window_start_s",
+                  "audio_path", "audio_key", "lyrics"]
     write_deltalake(f"{out}/tracks", old_t.drop_columns(["content_key", *later_cols]), partition_by=["run_id"])
     write_deltalake(f"{out}/explanations", old_e.drop_columns(["sung_at_s"]), partition_by=["run_id"])
     later_t, later_e = rows("later", ["c"])

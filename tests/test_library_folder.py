@@ -258,16 +258,14 @@ def test_a_text_model_reads_the_tag_block_and_never_decodes_the_audio(tmp_path):
 def test_the_report_puts_each_word_under_the_segments_it_is_sung_in():
     import polars as pl
 
-    from pipeline.report import _sung_under_segments
+    from pipeline.figures import sung_under_segments
 
     e = pl.DataFrame(
         {"token": ["fire", "night", None], "sung_at_s": [[0.5, 7.2], [3.9], None]},
         schema={"token": pl.String, "sung_at_s": pl.List(pl.Float64)},
     )
-    html = _sung_under_segments(e, {"duration_s": 10.0}, 10)
+    html = sung_under_segments(e, 10.0, 10)
     cells = html.split("</tr><tr>")[1].split("</td>")
     assert cells[0] == "<td>fire" and cells[3] == "<td>night" and cells[7] == "<td>fire"
-    assert _sung_under_segments(e.head(0), {"duration_s": 10.0}, 10) == ""
-    assert "&lt;b&gt;" in _sung_under_segments(
-        pl.DataFrame({"token": ["<b>"], "sung_at_s": [[1.0]]}), {"duration_s": 10.0}, 10
-    )
+    assert sung_under_segments(e.head(0), 10.0, 10) == ""
+    assert "&lt;b&gt;" in sung_under_segments(pl.DataFrame({"token": ["<b>"], "sung_at_s": [[1.0]]}), 10.0, 10)

@@ -42,8 +42,11 @@ def _metadata(blob: bytes) -> dict:
 
 
 class StemCache:
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, readonly: bool = False):
+        """``readonly``: a reader's view (musiclime serve, report): a bad entry is skipped,
+        not deleted, and nothing is stored."""
         from musiclime import storage
+        self.readonly = readonly
         self.remote = storage.is_object_store(root)
         self.root = str(root) if self.remote else Path(root)
         self.hits = self.misses = self.recomputed = 0
@@ -93,6 +96,8 @@ class StemCache:
             ok = False
         if not ok:
             self.recomputed += 1
+            if self.readonly:
+                return None
             if self.remote:
                 from musiclime import storage
                 storage.delete(str(p))
@@ -103,6 +108,8 @@ class StemCache:
 
     def store(self, key: str, stems: torch.Tensor, stem_names: tuple[str, ...], sample_rate: int) -> None:
         from safetensors.torch import save, save_file
+        if self.readonly:
+            raise PermissionError(f"the stem cache {self.root} was opened read-only")
         p = self.path(key)
         payload = stems.detach().to("cpu", torch.float16).contiguous()
         meta = {"key": key, "stem_names": json.dumps(list(stem_names)), "sample_rate": str(sample_rate),
