@@ -124,7 +124,7 @@ def lyrics(text: str, weights: dict[str, float], times: dict[str, list[float]] |
     """The lyrics, each explained word marked by its weight (classes ``w-p*``/``w-n*``: red
     positive, blue negative; lime's word semantics), with when it is sung in its tooltip
     when the lyrics were time-synced."""
-    from musiclime.factorization import LyricsFactorization
+    from musiclime.words import LyricsFactorization
     lf = LyricsFactorization(text)
     lim = max((abs(w) for w in weights.values()), default=0) or 1.0
     marks = {}

@@ -26,9 +26,10 @@ class Heard:
     lyrics: str | None
 
 
-def ogg(audio: np.ndarray, sr: int, max_sr: int = 16000) -> bytes:
-    """Ogg Vorbis bytes of ``audio`` (float [T]), resampled to at most ``max_sr`` and
-    normalised to a peak of 0.9."""
+def encode(audio: np.ndarray, sr: int, fmt: str = "OGG", max_sr: int = 16000) -> bytes:
+    """``audio`` (float [T]) resampled to at most ``max_sr``, normalised to a peak of 0.9, as
+    Ogg Vorbis (small: the report inlines it) or 16-bit WAV (``fmt="WAV"``: a browser reads
+    its exact duration from the header, where it estimates an Ogg's from its bitrate)."""
     import soundfile as sf
 
     from musiclime.audio_io import resample
@@ -37,8 +38,15 @@ def ogg(audio: np.ndarray, sr: int, max_sr: int = 16000) -> bytes:
         a, sr = resample(a, sr, max_sr), max_sr
     a = a / max(1e-6, float(np.abs(a).max())) * 0.9
     buf = io.BytesIO()
-    sf.write(buf, a, sr, format="OGG", subtype="VORBIS")
+    if fmt == "WAV":
+        sf.write(buf, a, sr, format="WAV", subtype="PCM_16")
+    else:
+        sf.write(buf, a, sr, format="OGG", subtype="VORBIS")
     return buf.getvalue()
+
+
+def ogg(audio: np.ndarray, sr: int, max_sr: int = 16000) -> bytes:
+    return encode(audio, sr, "OGG", max_sr)
 
 
 def top_positive(e, max_n: int = 5) -> list[tuple[str, int]]:

@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 from collections.abc import Callable
@@ -94,6 +95,24 @@ def cookie(headers: dict, name: str) -> str | None:
     return c[name].value if name in c else None
 
 
+def byte_range(data: bytes, header: str | None):
+    """The whole body, or the one ``bytes=a-b`` range a media player asks for (206)."""
+    from starlette.responses import Response
+    head = {"accept-ranges": "bytes", "cache-control": "private, max-age=3600"}
+    if header and header.startswith("bytes=") and "," not in header:
+        a, _, b = header[6:].strip().partition("-")
+        try:
+            start, end = (int(a), int(b) if b else len(data) - 1) if a else (len(data) - int(b), len(data) - 1)
+        except ValueError:
+            start, end = -1, -1
+        if not 0 <= start <= end < len(data) + (1 if not b else 0):
+            return Response(b"", 416, headers={**head, "content-range": f"bytes */{len(data)}"})
+        end = min(end, len(data) - 1)
+        return Response(data[start:end + 1], 206, media_type="audio/wav",
+                        headers={**head, "content-range": f"bytes {start}-{end}/{len(data)}"})
+    return Response(data, media_type="audio/wav", headers=head)
+
+
 def make_app(ix: ServeIndex, allowed_hosts: set[str], token: str | None = None):
     """The application over one index (see :func:`pipeline.serve.search.open_index`)."""
     import jinja2
@@ -113,7 +132,8 @@ def make_app(ix: ServeIndex, allowed_hosts: set[str], token: str | None = None):
     def page(build: Callable[[Request], dict], template: str):
         def endpoint(request: Request) -> Response:
             try:
-                return HTMLResponse(render(template, **build(request)))
+                ctx = build(request)
+                return HTMLResponse(render(ctx.pop("template", template), **ctx))
             except BadQuery as e:
                 return HTMLResponse(render("message.html", title="400", message=str(e), login=False), 400)
             except pages.NotFound as e:
@@ -124,11 +144,16 @@ def make_app(ix: ServeIndex, allowed_hosts: set[str], token: str | None = None):
                                            "has the details)", login=False), 500)
         return endpoint
 
+    @functools.lru_cache(maxsize=8)  # a player asks again for ranges of what it just got
+    def rendered(track_id: str, part: str, run: str, label: str) -> bytes:
+        return pages.track_audio(ix, track_id, part, {"run": run, "label": label})
+
     def audio(request: Request) -> Response:
         try:
-            data = pages.track_audio(ix, request.path_params["track_id"], request.path_params["part"],
-                                     request.query_params)
-            return Response(data, media_type="audio/ogg", headers={"cache-control": "private, max-age=3600"})
+            q = request.query_params
+            data = rendered(request.path_params["track_id"], request.path_params["part"], q.get("run") or "",
+                            q.get("label") or "")
+            return byte_range(data, request.headers.get("range"))
         except pages.NotFound as e:
             return Response(str(e), 404, media_type="text/plain; charset=utf-8")
         except pages.Unavailable as e:

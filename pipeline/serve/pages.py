@@ -98,16 +98,17 @@ def _top(e, label: str, n: int = 5) -> list[str]:
     return e.filter(pl.col("label") == label).sort("rank").head(n)["feature"].to_list()
 
 
-def _history(ix: ServeIndex, rows: list[int], shown: int, shown_t: dict, shown_e, max_read: int = 12) -> list[dict]:
+def _history(ix: ServeIndex, rows: list[int], shown: int, shown_t: dict | None, shown_e,
+             max_read: int = 12) -> list[dict]:
     """Each row of the track, with what changed against the shown one."""
-    base_top = _top(shown_e, shown_t["explained_labels"][0]) if shown_e is not None else []
+    base_top = _top(shown_e, shown_t["explained_labels"][0]) if shown_t and shown_e is not None else []
     out = []
     for n, r in enumerate(reversed(rows)):
         row = ix.row(r)
         changes: list[str] = []
         h = dict(run_id=row.run_id, model_id=row.model_id, status=row.kind if row.kind == "ok" else row.error_type,
                  predicted=row.predicted, prob=row.prob, top=row.top, current=r == shown, changes=changes)
-        if row.kind == "ok" and r != shown and n < max_read:
+        if row.kind == "ok" and r != shown and shown_t and n < max_read:
             t, e = track_data(ix, r)
             h["top"] = top = _top(e, t["explained_labels"][0])
             if t["model_id"] != shown_t["model_id"]:
@@ -151,8 +152,8 @@ def track(ix: ServeIndex, track_id: str, params) -> dict:
     row = ix.row(i)
     if row.kind == "error":
         err = _file(ix.file_of(i)[1], "errors").filter(pl.col("track_id") == track_id)
-        msg = err["message"][0] if err.height else ""
-        raise NotFound(f"track {track_id!r} failed in night {row.run_id!r} ({row.error_type}: {msg})")
+        return dict(title=f"Track {track_id}", template="track_failed.html", row=row,
+                    error=err.row(0, named=True) if err.height else {}, history=_history(ix, rows, i, None, None))
     t, e = track_data(ix, i)
     t["run_id"] = row.run_id
     label = params.get("label") or t["explained_labels"][0]
@@ -197,12 +198,12 @@ def _quote(s: str) -> str:
 
 
 def track_audio(ix: ServeIndex, track_id: str, part: str, params) -> bytes:
-    """Ogg bytes of a track's explained window (``original``) or of its top positive
+    """WAV bytes of a track's explained window (``original``) or of its top positive
     stem-segments (``top``), from its recorded audio file, only while that file is the one
     explained."""
     import polars as pl
 
-    from pipeline.listen import heard, ogg
+    from pipeline.listen import encode, heard
     if part not in ("original", "top"):
         raise NotFound(f"no audio {part!r} (original or top)")
     i, _ = track_row(ix, track_id, params.get("run") or None)
@@ -222,7 +223,7 @@ def track_audio(ix: ServeIndex, track_id: str, part: str, params) -> bytes:
                 el, n_seg)
     if isinstance(got, str):
         raise Unavailable(got)
-    return ogg(got.full if part == "original" else got.composed, got.sample_rate)
+    return encode(got.full if part == "original" else got.composed, got.sample_rate, "WAV")
 
 
 class Unavailable(RuntimeError):
