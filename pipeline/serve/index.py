@@ -19,6 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from pipeline import output
 
 INDEX_VERSION = 1
@@ -113,36 +115,53 @@ def cache_root() -> Path:
 
 # ------------------------------------------------------------------------------ building
 
-def _tracks_part(i: int, run: str, loc: str):
+TRACK_COLUMNS = ["track_id", "title", "artist", "album", "predicted", "true_label", "explained_labels", "probabilities",
+                 "model_id", "topk_resolved"]
+GROUP = 512  # files read, then condensed, at a time: memory follows the index, not the files
+
+
+def _tracks(t):
+    """The index columns of ``tracks`` rows (a polars frame with run and file)."""
     import polars as pl
-    t = pl.from_arrow(output.read_file(loc, "tracks", ["track_id", "title", "artist", "album", "predicted", "true_label",
-                                                         "explained_labels", "probabilities", "model_id", "topk_resolved"]))
     top2 = pl.col("probabilities").list.sort(descending=True)
     return t.select(
         "track_id", "title", "artist", "album", "predicted", "true_label",
         pl.col("explained_labels").list.first().alias("label"),
         top2.list.first().cast(pl.Float32).alias("prob"),
         (top2.list.first() - top2.list.get(1, null_on_oob=True).fill_null(0.0)).cast(pl.Float32).alias("margin"),
-        "model_id", pl.col("topk_resolved").cast(pl.Int8).fill_null(-1).alias("topk"),
-        pl.lit(run).alias("run_id"), pl.lit(i, pl.Int32).alias("file"))
+        "model_id", pl.col("topk_resolved").cast(pl.Int8).fill_null(-1).alias("topk"), "run", "file")
 
 
-def _explanations_part(i: int, run: str, loc: str):
+def _explanations(e):
+    """Per (track, label): its top features (lower-cased, as global_importance's tokens)
+    and its file (a file holds whole tracks)."""
     import polars as pl
-    e = pl.from_arrow(output.read_file(loc, "explanations", ["track_id", "label", "feature", "rank"]))
-    return (e.filter(pl.col("rank") <= TOP_FEATURES)
-            .with_columns(pl.lit(run).alias("run_id"), pl.lit(i, pl.Int32).alias("efile")))
+    return (e.filter(pl.col("rank") <= TOP_FEATURES).sort("file", "rank")
+            .group_by("run", "file", "track_id", "label", maintain_order=True)
+            .agg(pl.col("feature").str.to_lowercase().alias("top")).rename({"file": "efile"}))
 
 
-def _errors_part(i: int, run: str, loc: str):
+READERS = {"tracks": (TRACK_COLUMNS, _tracks), "explanations": (["track_id", "label", "feature", "rank"], _explanations),
+           "errors": (["track_id", "error_type"], lambda e: e)}
+
+
+def _read_all(pool, table: str, files: list[tuple[str, str]], runs: list[str]):
+    """The index columns of every file of ``table``, ``GROUP`` files at a time."""
     import polars as pl
-    e = pl.from_arrow(output.read_file(loc, "errors", ["track_id", "error_type"]))
-    return e.with_columns(pl.lit(run).alias("run_id"), pl.lit(i, pl.Int32).alias("file"))
+    import pyarrow as pa
+    columns, condense = READERS[table]
+    code = {r: k for k, r in enumerate(runs)}
 
-
-def _read_all(pool, part, files):
-    import polars as pl
-    parts = list(pool.map(lambda a: part(a[0], *a[1]), enumerate(files)))
+    def read(i: int):
+        run, loc = files[i]
+        t = output.read_file(loc, table, columns)
+        return t.append_column("run", pa.array(np.full(t.num_rows, code[run], np.int16))).append_column(
+            "file", pa.array(np.full(t.num_rows, i, np.int32)))
+    parts = []
+    for start in range(0, len(files), GROUP):
+        tables = list(pool.map(read, range(start, min(start + GROUP, len(files)))))
+        parts.append(condense(pl.from_arrow(pa.concat_tables(tables))))
+        del tables
     return pl.concat(parts, how="vertical_relaxed") if parts else None
 
 
@@ -159,22 +178,17 @@ def build(out: str, fmt: str, docs: list[dict], dest: Path, workers: int = 8) ->
     runs = [d["run_id"] for d in docs]
     runs += sorted({r for fs in files.values() for r, _ in fs} - set(runs))  # tables without a runs/ record
     with ThreadPoolExecutor(workers) as pool:
-        tracks = _read_all(pool, _tracks_part, files["tracks"])
-        expl = _read_all(pool, _explanations_part, files["explanations"])
-        errors = _read_all(pool, _errors_part, files["errors"])
-    ok = tracks if tracks is not None else pl.DataFrame(schema={"track_id": pl.String, "run_id": pl.String})
-    if expl is not None and tracks is not None:
-        top = (expl.join(ok.select("run_id", "track_id", "label"), on=["run_id", "track_id", "label"], how="semi")
-               .sort("rank").group_by("run_id", "track_id", maintain_order=True)
-               .agg(pl.col("efile").first(), pl.col("feature").head(TOP_FEATURES).alias("top")))
-        where = expl.group_by("run_id", "track_id").agg(pl.col("efile").first().alias("efile_any"))
-        ok = (ok.join(top, on=["run_id", "track_id"], how="left").join(where, on=["run_id", "track_id"], how="left")
-              .with_columns(pl.coalesce("efile", "efile_any").alias("efile")).drop("efile_any"))
+        tracks = _read_all(pool, "tracks", files["tracks"], runs)
+        expl = _read_all(pool, "explanations", files["explanations"], runs)
+        errors = _read_all(pool, "errors", files["errors"], runs)
+    ok = tracks if tracks is not None else pl.DataFrame(schema={"track_id": pl.String, "run": pl.Int16})
+    if expl is not None and tracks is not None:  # the primary label's top features, and where they are
+        ok = ok.join(expl, on=["run", "track_id", "label"], how="left")
+    del tracks, expl
     rows = pl.concat([ok.with_columns(pl.lit(0, pl.Int8).alias("kind")),
                       *([errors.with_columns(pl.lit(1, pl.Int8).alias("kind"))] if errors is not None else [])],
                      how="diagonal_relaxed")
-    rows = rows.with_columns(pl.col("run_id").replace_strict(runs, list(range(len(runs))), return_dtype=pl.Int16)
-                             .alias("run"))
+    del ok, errors
     # each distinct track once, with its latest tags (an error row has none of its own)
     tags = (rows.filter(pl.col("kind") == 0).sort("run")
             .group_by("track_id").agg(pl.col(c).drop_nulls().last() for c in ("title", "artist", "album")))
@@ -223,3 +237,20 @@ def build(out: str, fmt: str, docs: list[dict], dest: Path, workers: int = 8) ->
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def build_apart(out: str, fmt: str, dest: Path, workers: int = 8) -> None:
+    """:func:`build` in a child process: reading every data file peaks far above the index
+    itself (1.6 GB for 1.1M rows, measured), and the server keeps none of it."""
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-m", "pipeline.serve.index", out, fmt, str(dest), str(workers)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"building the index of {out} failed: {done.stderr.strip()[-2000:]}")
+
+
+if __name__ == "__main__":
+    import sys
+    _out, _fmt, _dest, _workers = sys.argv[1:5]
+    build(_out, _fmt, output.runs(_out), Path(_dest), int(_workers))

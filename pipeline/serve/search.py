@@ -98,7 +98,7 @@ class ServeIndex:
         if q.error:
             keep(self.kind == 1 if q.error == "any" else self.error == self._code("errors", q.error))
         if q.feature:
-            keep((self.top == self._code("features", q.feature)).any(1))
+            keep((self.top == self._code("features", q.feature.lower())).any(1))
         if q.status != "all":
             keep(self.kind == (0 if q.status == "ok" else 1))
         return m
@@ -166,6 +166,6 @@ def open_index(out: str, cache: Path | None = None, workers: int = 8) -> ServeIn
     if not (folder / "meta.json").is_file():
         root.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        ix.build(out, fmt, docs, folder, workers)
+        ix.build_apart(out, fmt, folder, workers)
         log.info("index of %s built in %.1f s: %s", out, time.perf_counter() - t0, folder)
     return ServeIndex(folder)
