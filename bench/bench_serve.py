@@ -151,6 +151,11 @@ def measure(out: str, cache: Path, n_tracks: int, nights: list[str], clients: in
     sampler.start()
     try:
         load = load_test("127.0.0.1", port, lambda rng: request_mix(n_tracks, nights, rng), clients, seconds)
+        # what the server does when nobody waits: 4 clients back to back, 10 s
+        flat = load_test("127.0.0.1", port, lambda rng: request_mix(n_tracks, nights, rng), 4, 10.0, think=0.0,
+                         seed=1)
+        load.update(saturated_rps=flat["throughput_rps"], saturated_p95_ms=flat["p95_ms"],
+                    saturated_errors=flat["errors"])
     finally:
         done.set()
         sampler.join()
@@ -174,7 +179,8 @@ def main() -> int:
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--generate-only", action="store_true", help="write the outputs, measure nothing")
     args = ap.parse_args()
-    results = {"tracks": args.tracks, "nights": args.nights, "machine": f"{os.cpu_count()} cores", "formats": {}}
+    results = {"tracks": args.tracks, "nights": args.nights, "machine": f"{os.cpu_count()} cores",
+               "when": time.strftime("%Y-%m-%d"), "formats": {}}
     for fmt in args.formats:
         out = Path(args.data) / f"{fmt}-{args.tracks}-{args.nights}"
         marker = out / ".synthetic.json"

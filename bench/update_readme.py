@@ -297,7 +297,28 @@ def musicnn(r) -> str:
     return "\n".join(out)
 
 
-SECTIONS = {"core": ("core", core), "musicnn": ("musicnn", musicnn), "decode": ("decode", decode), "incremental": ("incremental", incremental), "gpu_stage": ("gpu_stage", gpu_stage), "chaos": ("chaos", chaos), "separation": ("separation", separation), "scale": ("scale", scale),
+def serve(r) -> str:
+    rows = []
+    for fmt, v in r["formats"].items():
+        rows.append([fmt, f"{v['rows']:,}", f"{v['output_gib']:.2f}", f"{v['explanation_files']:,}",
+                     f"{v['index_build_s']:.0f} s, {v['index_build_peak_rss_mb']:,} MB", f"{v['index_mb']:.0f} MB",
+                     f"{v['start_from_cache_s']:.1f} s", f"{v['p50_ms']:.0f} / {v['p95_ms']:.0f} / {v['p99_ms']:.0f}",
+                     f"{v['throughput_rps']:.1f}", v["errors"],
+                     f"{v.get('saturated_rps', float('nan')):.0f} (p95 {v.get('saturated_p95_ms', float('nan')):.0f} ms)",
+                     f"{v['serving_peak_rss_mb']:,} MB"])
+    out = table(["output", "rows (run, track)", "GiB", "explanation files", "index build (own process, peak)",
+                 "index on disk", "start from the index", "p50 / p95 / p99 ms", "requests/s", "errors",
+                 "requests/s, 4 clients back to back", "server peak memory"], rows)
+    v = next(iter(r["formats"].values()))
+    out += ["", f"{r['tracks']:,} tracks x 60 features over {r['nights']} nights (the first explains all, each "
+            "later one re-explains 5%), files of 64 tracks as `explain` writes them "
+            f"(`python bench/bench_serve.py`, {r.get('when', '')}, {r['machine']}). Load: {v['clients']} clients, "
+            f"each waiting {v['think_s']:g} s between requests, for {v['seconds']:.0f} s; half searches (text, "
+            "filters, sorts, pages), half track pages (without rendering audio)."]
+    return "\n".join(out)
+
+
+SECTIONS = {"serve": ("serve", serve), "core": ("core", core), "musicnn": ("musicnn", musicnn), "decode": ("decode", decode), "incremental": ("incremental", incremental), "gpu_stage": ("gpu_stage", gpu_stage), "chaos": ("chaos", chaos), "separation": ("separation", separation), "scale": ("scale", scale),
             "aggregate_memory": ("aggregate_memory", aggregate_memory), "gpu": ("gpu", gpu),
             "sampling": ("sampling", sampling), "sampling_log_odds": ("sampling_log_odds", sampling),
             "quality": ("quality", quality), "precision": ("precision", precision), "target": ("target", target),

@@ -212,6 +212,27 @@ class CatalogueReader:
         for batch in self.batches():
             yield from batch
 
+    def row_at(self, n: int) -> dict | None:
+        """Catalogue row ``n`` (0-based) as :meth:`rows` yields it, or None past the end: a
+        Parquet file reads only the row group holding it, other kinds stream up to it."""
+        if n < 0 or (self.limit is not None and n >= self.limit):
+            return None
+        if self.kind == "parquet":
+            import pyarrow.parquet as pq
+            with storage.open_input(self.path) as raw, pq.ParquetFile(raw, pre_buffer=False) as f:
+                first = 0
+                for g in range(f.num_row_groups):
+                    size = f.metadata.row_group(g).num_rows
+                    if n < first + size:
+                        r = f.read_row_group(g).slice(n - first, 1).to_pylist()[0]
+                        return self._normalise({**r, "catalogue_row": n})
+                    first += size
+            return None
+        for r in self.rows():
+            if r["catalogue_row"] == n:
+                return r
+        return None
+
     def _normalise(self, r: dict) -> dict:
         tid = r.get("track_id")
         r["track_id"] = None if tid is None or str(tid) == "" else str(tid)

@@ -108,7 +108,8 @@ def heard(manifest: dict, row: dict, e, n_seg: int) -> Heard | str:
     why they cannot be heard.
 
     manifest: the run's ``runs/<run>.json`` (its config); row: a catalogue row (track_id,
-    catalogue_row, audio_path); e: the track's explanation rows of one label (polars)."""
+    catalogue_row, audio_path, or the run's catalogue row for provided stems); e: the
+    track's explanation rows of one label (polars)."""
     from musiclime.factorization import STEM_NAMES, AudioFactorization
     from musiclime.records import ErrorRecord
     from musiclime.stages import decode
@@ -117,19 +118,20 @@ def heard(manifest: dict, row: dict, e, n_seg: int) -> Heard | str:
         return "the run recorded no configuration to decode its audio with"
     cfg = ExplainConfig(**{k: v for k, v in manifest["config"].items() if k in ExplainConfig.__dataclass_fields__})
     sr = int(manifest.get("sample_rate") or 16000)
-    if cfg.separator == "provided":
-        return "this run read provided stems: play them from the catalogue's stem files"
-    inp = decode(row, replace(cfg, separator="none").decode_spec(), sr)
+    # provided stems are read as the job read them; the others decode the mix alone
+    inp = decode(row, (cfg if cfg.separator == "provided" else replace(cfg, separator="none")).decode_spec(), sr)
     if isinstance(inp, ErrorRecord) or inp.stems is None:
         return "the audio cannot be decoded now" + (f": {inp.message}" if isinstance(inp, ErrorRecord) else "")
     mix = inp.stems[0]
-    if cfg.separator == "demucs":
+    names: tuple[str, ...] = STEM_NAMES
+    if cfg.separator == "provided":
+        stems, names = inp.stems, inp.stem_names
+    elif cfg.separator == "demucs":
         stems = cached_demucs_stems(cfg, mix, sr)
         if stems is None:
             return f"the demucs stems of this track are not in the stem cache ({cfg.stem_cache})"
-        names: tuple[str, ...] = STEM_NAMES
     elif cfg.separator == "hpss":
-        stems, names = _hpss_stems(cfg, mix, sr), STEM_NAMES
+        stems = _hpss_stems(cfg, mix, sr)
     else:
         stems, names = mix[None], ("mix",)
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -28,16 +29,16 @@ SCREENSHOT = ROOT / "docs" / "serve-track.png"
 
 @pytest.fixture(scope="module")
 def served(ray_session, plugin_path, demo_library, tmp_path_factory):
-    """Two nights (n1, n2: other sample counts) over 4 demo tracks, one tagged with payloads,
-    one whose id and lyrics carry payloads, and a row whose file is missing; aggregated."""
+    """Two nights over 4 demo tracks, n1 separating with hpss, n2 reading provided stems: one
+    track tagged with payloads, one whose id and lyrics carry payloads, one whose audio and
+    vocals files tests touch, and a row whose files are missing; both nights aggregated."""
     from mutagen.flac import FLAC
 
     from pipeline.catalogue import read_catalogue
     from pipeline.global_importance import aggregate, write_global_importance
     root = tmp_path_factory.mktemp("serve")
     (plugin_path / "hostile_plugin.py").write_text(PLUGIN)
-    demo = [{k: v for k, v in r.items() if k != "catalogue_row" and not k.endswith(("vocals_path", "drums_path",
-                                                                                      "bass_path", "other_path"))}
+    demo = [{k: v for k, v in r.items() if k != "catalogue_row"}
             for r in read_catalogue(demo_library / "catalogue.parquet", limit=4)]
     tagged = root / "tagged.flac"
     shutil.copy(demo[0]["audio_path"], tagged)
@@ -48,14 +49,17 @@ def served(ray_session, plugin_path, demo_library, tmp_path_factory):
     demo[1] = {**demo[1], "track_id": f"t1 {PAYLOADS[0]}", "lyrics": f"storm {PAYLOADS[2]} night storm"}
     changing = root / "changing.flac"  # a file a test touches: its audio must then not be played
     shutil.copy(demo[2]["audio_path"], changing)
-    demo[2] = {**demo[2], "audio_path": str(changing), "track_id": "changing-2"}
-    bad = {**demo[3], "track_id": f"bad {PAYLOADS[2]}", "audio_path": str(root / PAYLOADS[0].replace("/", "_"))}
+    shutil.copy(demo[2]["vocals_path"], root / "changing-vocals.flac")
+    demo[2] = {**demo[2], "audio_path": str(changing), "vocals_path": str(root / "changing-vocals.flac"),
+               "track_id": "changing-2"}
+    missing = str(root / PAYLOADS[0].replace("/", "_"))  # an error message quoting a path with a payload
+    bad = {**demo[3], "track_id": f"bad {PAYLOADS[2]}", "audio_path": missing, "vocals_path": missing}
     cat = root / "cat.parquet"
     pq.write_table(pa.Table.from_pylist(demo + [bad]), cat)
     out = root / "out"
-    for run, n in (("n1", 120), ("n2", 160)):
-        s = run_explain(ExplainConfig(catalogue=str(cat), model="hostile_plugin:make", out=str(out), separator="hpss",
-                                      stem_cache=str(root / "stems"), num_samples=n, run_id=run), show_progress=False)
+    for run, separator in (("n1", "hpss"), ("n2", "provided")):
+        s = run_explain(ExplainConfig(catalogue=str(cat), model="hostile_plugin:make", out=str(out), separator=separator,
+                                      stem_cache=str(root / "stems"), num_samples=200, run_id=run), show_progress=False)
         assert s.exit_code == 3, s.message  # the missing file
         write_global_importance(str(out), aggregate(str(out), night=run))
     return out
@@ -80,6 +84,31 @@ def get(port: int, path: str, headers: dict | None = None, method: str = "GET", 
     return r.status, dict((k.lower(), v) for k, v in r.getheaders()), data
 
 
+def test_the_report_escapes_every_value(served, tmp_path):
+    """Class names (from the model), track ids, tags, lyrics and error messages carry script
+    payloads; Chromium runs report.html to check that none of them ran."""
+    from pipeline.report import build_report
+    page = build_report(served).read_text()
+    assert "&lt;img src=x onerror=" in page and "&lt;script&gt;" in page
+    assert "Song &lt;script&gt;" in page and "Band &lt;img" in page  # the tags are shown, escaped
+    assert "<img src=x" not in page and "<script>document" not in page and "<svg onload" not in page
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is missing under CI (.ci/run installs it)")
+        pytest.skip("Debian's chromium is not installed here (.ci/run installs it in CI)")
+    dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                          f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom",
+                          (served / "report.html").as_uri()], capture_output=True, text=True, timeout=120)
+    assert "musiclime report" in dom.stdout, dom.stderr[-2000:]
+    # a payload that ran would have set the attribute on <html>; as text it may appear escaped
+    html_tag = re.search(r"<html[^>]*>", dom.stdout).group(0)
+    assert "data-pwned" not in html_tag, html_tag
+    assert "&lt;img src=x onerror=" in dom.stdout
+    assert 'data-error="' not in dom.stdout  # and the page's own scripts raised nothing
+
+
 def test_tracks_record_where_the_audio_was_and_the_lyrics_explained(served):
     from musiclime import storage
     from pipeline import output
@@ -100,7 +129,7 @@ def test_search_track_class_and_error_pages(server):
     assert "4 rows" in page and "page 2 of 2" in page and 'rel="prev"' in page and 'rel="next"' not in page
     status, _, page = get(port, "/track/tagged-0")
     assert status == 200 and "night n2" in page  # the latest night by default
-    assert page.count('class="cell"') == 4 * 10 and "±0.0" in page  # stems x segments, with standard errors
+    assert page.count('class="cell"') == 4 * 10 and re.search("±[0-9]", page)  # with standard errors
     assert 'class="w w-' in page and 'id="original"' in page and 'id="top"' in page
     history = page.split('id="history"')[1]
     assert ">n1<" in history and ">n2<" in history and "top-5 here" in history
@@ -200,13 +229,13 @@ def test_a_changed_audio_file_is_not_played(server, served):
     st = os.stat(path)
     try:
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-        status, _, page = get(port, "/track/changing-2")
+        status, _, page = get(port, "/track/changing-2?run=n1")
         assert status == 200 and "has changed since this night" in page and 'id="original"' not in page
-        status, _, body = get(port, "/audio/original/changing-2")
+        status, _, body = get(port, "/audio/original/changing-2?run=n1")
         assert status == 409 and "changed" in body
     finally:
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert get(port, "/audio/original/changing-2")[0] == 200
+    assert get(port, "/audio/original/changing-2?run=n1")[0] == 200
 
 
 def test_the_server_writes_nothing(server, served):
@@ -259,6 +288,25 @@ def test_token_and_host_rules(served, tmp_path):
         proc.wait(timeout=30)
 
 
+def test_provided_stems_are_heard_from_the_nights_catalogue_row_while_its_content_key_holds(server, served):
+    """A night that read provided stems (the demo's) records no audio file: its audio comes
+    from the catalogue row the night recorded, and stops when that row's files change."""
+    _, port, _ = server
+    status, _, page = get(port, "/track/changing-2?run=n2")
+    assert status == 200 and "the files of the night&#39;s catalogue row" in page
+    status, _, top = get(port, "/audio/top/changing-2?run=n2")
+    assert status == 200 and top[:4] == b"RIFF"
+    stem = served.parent / "changing-vocals.flac"
+    st = os.stat(stem)
+    try:
+        os.utime(stem, ns=(1, 1))  # the stem file changes: what was explained is gone
+        status, _, body = get(port, "/audio/original/changing-2?run=n2")
+        assert status == 409 and "content key differs" in body
+    finally:
+        os.utime(stem, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert get(port, "/audio/original/changing-2?run=n2")[0] == 200
+
+
 def test_a_delta_output_on_the_s3_test_server(s3, tmp_path):
     out = "s3://lib/serve-delta"
     write_synthetic(out, 300, n_nights=2, changed=0.2, failed=0.02, fmt="delta", writers=True)
@@ -268,7 +316,7 @@ def test_a_delta_output_on_the_s3_test_server(s3, tmp_path):
         assert status == 200 and 'href="/track/trk-0000042?run=night-1"' in page
         status, _, page = get(port, "/track/trk-0000042")
         assert status == 200 and page.count('class="cell"') == 40 and "rendered from" not in page
-        assert "no audio file" in page  # synthetic: no audio recorded
+        assert "recorded neither an audio file nor a catalogue" in page  # synthetic: nothing to play
         assert get(port, "/?error=any")[0] == 200
         _, _, page = get(port, "/?run=night-2&status=ok")
         again = page.split('href="/track/')[1].split("?")[0]  # a track explained on both nights

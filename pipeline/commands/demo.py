@@ -84,4 +84,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {label:11s} audio share {a[0]:.0%}  top stem-segments {', '.join(ss)}  top words {', '.join(ws)}")
     print(f"\ntables:  {out}/tracks, {out}/explanations, {out}/errors, {out}/global_importance (Parquet, run_id=demo)")
     print(f"report:  {report}")
+    print(f"\nsearch, see and hear any track (read-only, on 127.0.0.1):\n  musiclime serve {args.out}")
     return 0

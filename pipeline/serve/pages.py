@@ -15,6 +15,8 @@ from pipeline import figures, output
 from pipeline.serve.index import Query
 from pipeline.serve.search import ServeIndex
 
+NO_SOURCE = "this night recorded neither an audio file nor a catalogue for the track: nothing to play"
+
 
 class NotFound(LookupError):
     """An id the output does not hold (the server answers 404 with its message)."""
@@ -129,11 +131,11 @@ def _history(ix: ServeIndex, rows: list[int], shown: int, shown_t: dict | None, 
 
 
 def audio_state(t: dict) -> str | None:
-    """Why the track's audio cannot be played now, or None when it can."""
+    """Why the track's recorded audio file cannot be played now, or None when it can (or
+    when it has none: the catalogue row is then checked when played)."""
     from musiclime import storage
     if not t.get("audio_path"):
-        return ("this night recorded no audio file for the track (an output written before audio locations "
-                "were recorded, provided stems, or a text classifier)")
+        return None
     try:
         now = storage.version_key(t["audio_path"])
     except Exception:
@@ -144,6 +146,31 @@ def audio_state(t: dict) -> str | None:
         return ("the audio file has changed since this night (its size or modification time differ): "
                 "it is not played, as it is not what was explained")
     return None
+
+
+def source_row(ix: ServeIndex, i: int, t: dict) -> dict:
+    """The input to hear a track from: its recorded audio file, else (provided stems, or an
+    output from before audio files were recorded) the row of the catalogue its night
+    recorded, while that row's content key is still the night's. Raises Unavailable."""
+    why = audio_state(t)
+    if why:
+        raise Unavailable(why)
+    if t.get("audio_path"):
+        return {"track_id": t["track_id"], "catalogue_row": t["catalogue_row"], "audio_path": t["audio_path"]}
+    from pipeline.catalogue import CatalogueReader, content_keys
+    cfg = (ix.docs.get(ix.row(i).run_id) or {}).get("config") or {}
+    if not cfg.get("catalogue"):
+        raise Unavailable(NO_SOURCE)
+    try:
+        row = CatalogueReader(cfg["catalogue"]).row_at(int(t["catalogue_row"]))
+    except Exception as e:
+        raise Unavailable(f"the night's catalogue cannot be read now ({type(e).__name__})") from None
+    if row is None or row.get("track_id") != t["track_id"]:
+        raise Unavailable("the night's catalogue no longer holds this track at its row")
+    if not t.get("content_key") or content_keys([row], cfg.get("label_column"))[0] != t["content_key"]:
+        raise Unavailable("the track's files have changed since this night (its content key differs): "
+                          "they are not played, as they are not what was explained")
+    return row
 
 
 def track(ix: ServeIndex, track_id: str, params) -> dict:
@@ -178,6 +205,8 @@ def track(ix: ServeIndex, track_id: str, params) -> dict:
     lyrics = figures.lyrics(t["lyrics"], weights, times) if t.get("lyrics") else ""
     from pipeline.listen import top_positive
     note = audio_state(t)
+    if not t.get("audio_path") and not ((ix.docs.get(row.run_id) or {}).get("config") or {}).get("catalogue"):
+        note = NO_SOURCE
     return dict(title=f"Track {track_id}", t=t, label=label, probs=Markup(probs), heatmap=Markup(heat),
                 sung=Markup(figures.sung_under_segments(el, t.get("duration_s"), n_seg) if el is not None else ""),
                 lyrics=Markup(lyrics),
@@ -188,7 +217,8 @@ def track(ix: ServeIndex, track_id: str, params) -> dict:
                 audio_src={part: f"/audio/{part}/{_quote(track_id)}?" + urlencode({"run": row.run_id, "label": label})
                            for part in ("original", "top")},
                 top_audio=[f"{s}@{g}" for s, g in top_positive(el)] if el is not None else [],
-                audio_from=(t.get("separator") or "") + " stems of " + str(t.get("audio_path") or ""),
+                audio_from=(f"{t.get('separator')} stems of {t['audio_path']}" if t.get("audio_path") else
+                            "the files of the night's catalogue row"),
                 history=_history(ix, rows, i, t, e))
 
 
@@ -210,17 +240,14 @@ def track_audio(ix: ServeIndex, track_id: str, part: str, params) -> bytes:
     if ix.kind[i] != 0:
         raise NotFound(f"track {track_id!r} was not explained in that night")
     t, e = track_data(ix, i)
-    why = audio_state(t)
-    if why:
-        raise Unavailable(why)
+    source = source_row(ix, i, t)
     label = params.get("label") or t["explained_labels"][0]
     el = e.filter(pl.col("label") == label) if e is not None else None
     if el is None or not el.height:
         raise NotFound(f"label {label!r} was not explained for this track")
     n_seg = int(el.filter(pl.col("modality") == "audio")["segment"].max() or 0) + 1
     doc = ix.docs.get(ix.row(i).run_id) or {}
-    got = heard(doc, {"track_id": track_id, "catalogue_row": t["catalogue_row"], "audio_path": t["audio_path"]},
-                el, n_seg)
+    got = heard(doc, source, el, n_seg)
     if isinstance(got, str):
         raise Unavailable(got)
     return encode(got.full if part == "original" else got.composed, got.sample_rate, "WAV")
@@ -310,14 +337,8 @@ def catalogue_row(ix: ServeIndex, run: str, row: int) -> dict:
     else:
         try:
             from pipeline.catalogue import CatalogueReader
-            for r in CatalogueReader(cat).rows():
-                if r.get("catalogue_row") == row:
-                    fields = [(k, v) for k, v in r.items()]
-                    break
-                if (r.get("catalogue_row") or 0) > row:
-                    break
-            else:
-                note = f"the catalogue has no row {row} now"
+            found = CatalogueReader(cat).row_at(row)
+            fields = [(k, v) for k, v in found.items()] if found else []
         except Exception as err:  # the catalogue moved or cannot be read: say so, the page still answers
             note = f"the catalogue cannot be read now: {type(err).__name__}"
     if not fields and note is None:
