@@ -27,6 +27,13 @@ def _mix(rgb: tuple[int, int, int], a: float) -> str:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
+def num(v: float, signed: bool = True) -> str:
+    """A weight in at most about 6 characters: 3 decimals, or 2 significant digits when it
+    is smaller than that shows (a probability-scale weight is often 0.001)."""
+    fmt = ("+" if signed else "") + (".3f" if abs(v) >= 0.0095 or v == 0 else ".2g")
+    return format(v, fmt)
+
+
 def weight_fill(w: float, lim: float) -> str:
     """The colour of weight ``w`` on a scale whose ends are +-``lim``: white at zero."""
     if not np.isfinite(w) or lim <= 0:
@@ -73,10 +80,10 @@ def heatmap(matrix: np.ndarray, stems: Sequence[str], title: str, se: np.ndarray
             out.append(f'<g class="cell" data-stem="{esc(stem)}" data-segment="{j}"><title>{esc(tip)}</title>'
                        f'<rect x="{x}" y="{y}" width="{cw - 1}" height="{ch - 1}" fill="{weight_fill(w, lim)}"/>')
             if np.isfinite(w):
-                out.append(f'<text x="{x + cw / 2:.0f}" y="{y + 12}" font-size="9" text-anchor="middle">{w:+.3f}</text>')
+                out.append(f'<text x="{x + cw / 2:.0f}" y="{y + 12}" font-size="9" text-anchor="middle">{num(w)}</text>')
                 if s is not None and np.isfinite(s):
                     out.append(f'<text x="{x + cw / 2:.0f}" y="{y + 24}" font-size="8" fill="#555" '
-                               f'text-anchor="middle">±{s:.3f}</text>')
+                               f'text-anchor="middle">±{num(s, False)}</text>')
             out.append("</g>")
     for j in range(n_seg):
         out.append(f'<text x="{left + j * cw + cw / 2:.0f}" y="{top + n_stems * ch + 13}" font-size="10" '
@@ -93,7 +100,7 @@ def bars(labels: Sequence[str], values: Sequence[float], title: str, errors: Seq
     built by the caller from escaped parts)."""
     n = len(labels)
     left, row, top = 150, 18, 20
-    span = width - left - 10
+    span = width - left - 44  # room for the value after the longest bar
     vals = np.asarray(values, float)
     errs = np.zeros(n) if errors is None else np.nan_to_num(np.asarray(errors, float))
     lim = limit or float(np.nanmax(vals + errs)) if n else 1.0

@@ -1,5 +1,6 @@
 """The explain job on a real local Ray: tables, exactly-once, resume, failures, determinism."""
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -100,6 +101,33 @@ def test_demo_tracks_end_to_end(ray_session, demo_library, light_checkpoint, tmp
     # files are sized by the writer: 24 tracks, 8 per commit -> about 3 files (a slow commit
     # interval can add one), never one per track
     assert len(list((out / "tracks" / "run_id=demo40").glob("*.parquet"))) <= 24 // 8 + 2
+    _demo_track_page_in_a_browser(out, tmp_path)
+
+
+def _demo_track_page_in_a_browser(out, tmp_path):
+    """What `make demo` ends with: `musiclime serve` on the output, a track page in chromium
+    with its heatmap, lyrics and playable audio (the demo's provided stems, from its
+    catalogue row); README's picture is taken here (MUSICLIME_UPDATE_SCREENSHOTS=1)."""
+    import shutil
+
+    from selenium.webdriver.common.by import By
+
+    from bench.bench_serve import start_server
+    from tests.browser import browser, playable
+    proc, port, _ = start_server(str(out), str(tmp_path / "index"))
+    try:
+        with browser(tmp_path) as d:
+            d.get(f"http://127.0.0.1:{port}/track/demo-00000")
+            assert d.title.startswith("Track demo-00000")
+            assert len(d.find_elements(By.CSS_SELECTOR, "#heatmap svg.heatmap g.cell")) == 40
+            assert len(d.find_elements(By.CSS_SELECTOR, "#lyrics span.w")) >= 5
+            assert playable(d, "original") > 5 and playable(d, "top") > 5
+            d.save_screenshot(str(tmp_path / "serve-track.png"))
+            if os.environ.get("MUSICLIME_UPDATE_SCREENSHOTS"):
+                shutil.copy(tmp_path / "serve-track.png", Path(__file__).resolve().parents[1] / "docs" / "serve-track.png")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def test_bad_input_catalogue(ray_session, plugin_path, tmp_path):

@@ -113,21 +113,68 @@ def byte_range(data: bytes, header: str | None):
     return Response(data, media_type="audio/wav", headers=head)
 
 
+def _audio_endpoint(ix: ServeIndex):
+    """``/audio/{original|top}/{track_id}``: WAV bytes, by track id only, byte ranges honoured."""
+    from starlette.responses import Response
+
+    @functools.lru_cache(maxsize=8)  # a player asks again for ranges of what it just got
+    def rendered(track_id: str, part: str, run: str, label: str) -> bytes:
+        return pages.track_audio(ix, track_id, part, {"run": run, "label": label})
+
+    def audio(request) -> Response:
+        try:
+            q = request.query_params
+            data = rendered(request.path_params["track_id"], request.path_params["part"], q.get("run") or "",
+                            q.get("label") or "")
+            return byte_range(data, request.headers.get("range"))
+        except pages.NotFound as e:
+            return Response(str(e), 404, media_type="text/plain; charset=utf-8")
+        except pages.Unavailable as e:
+            return Response(str(e), 409, media_type="text/plain; charset=utf-8")
+        except Exception:
+            log.exception("%s failed", request.url.path)
+            return Response("internal error", 500, media_type="text/plain")
+    return audio
+
+
+def _login_endpoint(token: str | None, render: Callable[..., bytes]):
+    """``/login``: the form (GET), and the token posted in its body, set as an HttpOnly,
+    SameSite=Strict cookie (POST): a browser never carries the token in a URL."""
+    from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+    async def login(request) -> Response:
+        if request.method != "POST":
+            return HTMLResponse(render("message.html", title="Sign in", message="This server asks for a token.",
+                                       login=True))
+        body = (await request.body())[:4096]
+        given = (parse_qs(body.decode("utf-8", "replace")).get("token") or [""])[0]
+        if not token or not hmac.compare_digest(given.encode(), token.encode()):
+            return HTMLResponse(render("message.html", title="401", message="Wrong token.", login=True), 401)
+        r = RedirectResponse("/", 303)
+        r.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/")
+        return r
+    return login
+
+
+def _css() -> str:
+    from pipeline.report import STYLE
+    return (STYLE + "nav{margin-bottom:1em}.note{background:#fff4d6;padding:.5em}.error td{color:#a33}"
+            "tr.current{background:#f3f3f3}form.search label{margin-left:.6em}svg text{font-family:inherit}"
+            ".card h2{margin-top:.2em}")
+
+
 def make_app(ix: ServeIndex, allowed_hosts: set[str], token: str | None = None):
     """The application over one index (see :func:`pipeline.serve.search.open_index`)."""
     import jinja2
     from starlette.applications import Starlette
     from starlette.requests import Request
-    from starlette.responses import HTMLResponse, RedirectResponse, Response
+    from starlette.responses import HTMLResponse, Response
     from starlette.routing import Route
-
-    from pipeline.report import STYLE
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
                              autoescape=True, undefined=jinja2.StrictUndefined)
-    out_name = ix.out
 
     def render(template: str, **ctx) -> bytes:
-        return env.get_template(template).render(out_name=out_name, **ctx).encode("utf-8")
+        return env.get_template(template).render(out_name=ix.out, **ctx).encode("utf-8")
 
     def page(build: Callable[[Request], dict], template: str):
         def endpoint(request: Request) -> Response:
@@ -144,56 +191,25 @@ def make_app(ix: ServeIndex, allowed_hosts: set[str], token: str | None = None):
                                            "has the details)", login=False), 500)
         return endpoint
 
-    @functools.lru_cache(maxsize=8)  # a player asks again for ranges of what it just got
-    def rendered(track_id: str, part: str, run: str, label: str) -> bytes:
-        return pages.track_audio(ix, track_id, part, {"run": run, "label": label})
-
-    def audio(request: Request) -> Response:
-        try:
-            q = request.query_params
-            data = rendered(request.path_params["track_id"], request.path_params["part"], q.get("run") or "",
-                            q.get("label") or "")
-            return byte_range(data, request.headers.get("range"))
-        except pages.NotFound as e:
-            return Response(str(e), 404, media_type="text/plain; charset=utf-8")
-        except pages.Unavailable as e:
-            return Response(str(e), 409, media_type="text/plain; charset=utf-8")
-        except Exception:
-            log.exception("%s failed", request.url.path)
-            return Response("internal error", 500, media_type="text/plain")
-
     def catalogue_row(request: Request) -> dict:
         raw = request.path_params["row"]
         if not raw.isdigit() or len(raw) > 12:
             raise BadQuery(f"a catalogue row is a whole number, not {raw[:40]!r}")
         return pages.catalogue_row(ix, request.path_params["run"], int(raw))
 
-    async def login(request: Request) -> Response:
-        if request.method != "POST":
-            return HTMLResponse(render("message.html", title="Sign in", message="This server asks for a token.",
-                                       login=True))
-        body = (await request.body())[:4096]
-        given = (parse_qs(body.decode("utf-8", "replace")).get("token") or [""])[0]
-        if not token or not hmac.compare_digest(given.encode(), token.encode()):
-            return HTMLResponse(render("message.html", title="401", message="Wrong token.", login=True), 401)
-        r = RedirectResponse("/", 303)
-        r.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/")
-        return r
-
-    css = (STYLE + "nav{margin-bottom:1em}.note{background:#fff4d6;padding:.5em}.error td{color:#a33}"
-           "tr.current{background:#f3f3f3}form.search label{margin-left:.6em}svg text{font-family:inherit}")
-
+    css = _css()
     routes = [
         Route("/", page(lambda r: pages.search(ix, r.query_params), "search.html")),
         Route("/track/{track_id:path}", page(lambda r: pages.track(ix, r.path_params["track_id"], r.query_params),
                                              "track.html")),
-        Route("/audio/{part}/{track_id:path}", audio),
+        Route("/audio/{part}/{track_id:path}", _audio_endpoint(ix)),
         Route("/classes", page(lambda r: pages.classes(ix, r.query_params), "classes.html")),
         Route("/class/{label:path}", page(lambda r: pages.class_page(ix, r.path_params["label"], r.query_params),
                                           "class.html")),
         Route("/errors", page(lambda r: pages.errors(ix, r.query_params), "errors.html")),
         Route("/catalogue/{run}/{row}", page(catalogue_row, "catalogue_row.html")),
         Route("/static/musiclime.css", lambda r: Response(css, media_type="text/css")),
-        Route("/login", login, methods=["GET", "POST"]),
+        Route("/favicon.ico", lambda r: Response(b"", 204)),
+        Route("/login", _login_endpoint(token, render), methods=["GET", "POST"]),
     ]
     return Guard(Starlette(routes=routes), allowed_hosts, token, render)
