@@ -127,4 +127,12 @@ def pytest_collection_modifyitems(config, items):
     clusters = [i for i in items if i.path.name in ("test_multinode.py", "test_cluster.py") and i not in first]
     for item in clusters:  # the tests that start `ray start` clusters: one at a time, on the other worker
         item.add_marker(pytest.mark.xdist_group("clusters"))
+    for item in items:  # a module whose fixture explains or builds a library: built once, on one worker
+        if item.path.name in SHARED_FIXTURE_MODULES and item not in first and item not in clusters:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
     items[:] = first + clusters + [i for i in items if i not in first and i not in clusters]
+
+
+# modules with a module-scoped fixture that costs tens of seconds (an explain run, a library
+# in every format): split over two workers, each worker would build it again
+SHARED_FIXTURE_MODULES = ("test_serve.py", "test_aggregate.py", "test_pipeline.py")
