@@ -122,3 +122,20 @@ def test_malformed_queries_say_what_is_wrong():
                             ({"q": "x" * 201}, "longer than 200"), ({"topk": "1"}, "topk must be yes or no")):
         with pytest.raises(BadQuery, match=message):
             Query.parse(params)
+
+
+def test_the_figures_show_weights_errors_and_sung_times_and_escape_everything():
+    import numpy as np
+
+    from pipeline import figures
+    m = np.array([[0.2, -0.0011], [np.nan, 0.05]])
+    svg = figures.heatmap(m, ["vocals", "<b>drums</b>"], "t <script>", np.array([[0.01, 0.0003], [np.nan, 0.002]]))
+    assert svg.count('class="cell"') == 4 and "+0.200" in svg and "±0.0003" in svg and "-0.0011" in svg
+    assert "<script>" not in svg and "&lt;b&gt;drums" in svg and "no feature" in svg
+    assert 'fill="#ffffff"' in svg  # the missing feature is white, not a colour of the scale
+    text = "storm <b>night</b> storm"
+    html = figures.lyrics(text, {"storm": 0.4, "b": -0.1}, {"storm": [1.25, 7.5]})
+    assert html.count('class="w w-p8"') == 2 and "sung at 1.2, 7.5 s" in html and "&lt;" in html
+    assert "<b>" not in html
+    bars = figures.bars(["a", "<i>"], [0.5, 0.25], "p", errors=[0.1, 0.0], links=["/?label=a", None])
+    assert bars.count("<rect") == 2 and '<a href="/?label=a">' in bars and "&lt;i&gt;" in bars
