@@ -156,9 +156,24 @@ def _decode(row: dict[str, Any], spec: DecodeSpec, sample_rate: int, t0: float) 
         if t is not None:
             about.title, about.artist, about.album = t.title, t.artist, t.album
             flags += t.flags
+    flags += _catalogue_tags(row, about)
     return TrackInput(tid, idx, track_seed(spec.seed, tid), lyrics, sample_rate, stems, names, mix,
                       _true_label(row, spec, tags), sorted(set(flags)), {"decode_s": time.perf_counter() - t0},
                       about)
+
+
+def _catalogue_tags(row: dict[str, Any], about: TrackAbout) -> list[str]:
+    """A catalogue's own title, artist and album columns, where it has them, stand before
+    the file's tags (a curated catalogue is what a reader searches by); cleaned and capped
+    as tags are. Returns the flags."""
+    from musiclime.tags import clean
+    flags = []
+    for name in ("title", "artist", "album"):
+        value, cut = clean(row.get(name))
+        if value:
+            setattr(about, name, value)
+            flags += ["tag_truncated"] if cut else []
+    return flags
 
 
 def _decode_mix(row: dict[str, Any], spec: DecodeSpec, sample_rate: int, window: float, flags: list[str],

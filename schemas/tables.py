@@ -60,9 +60,10 @@ TRACKS = schema([
     field("flags", pa.list_(pa.string()), "input notes: resampled, downmixed, cropped, cropped_to_model, truncated (the file ends before its header says), no_lyrics, lyrics_truncated, lyrics_windowed (synced lyrics cut to the window), lyrics_recoded (a lyrics file not in UTF-8), tag_truncated, tags_unreadable, audio_not_used (a text classifier: the audio was not read)"),
     field("invocation_id", pa.string(), "which invocation of the run computed the track (resumes keep earlier ones)"),
     CONTENT_KEY,
-    field("title", pa.string(), "the file's title tag (cleaned, capped: flag tag_truncated)"),
-    field("artist", pa.string(), "the file's artist tag (the first when several)"),
-    field("album", pa.string(), "the file's album tag"),
+    field("title", pa.string(), "the catalogue's title column where it has one, else the file's title tag "
+          "(cleaned, capped: flag tag_truncated)"),
+    field("artist", pa.string(), "the catalogue's artist column, else the file's artist tag (the first when several)"),
+    field("album", pa.string(), "the catalogue's album column, else the file's album tag"),
     field("lyrics_source", pa.string(), "where the lyrics came from: catalogue | lrc | text_file | tag_synced | tag "
           "(null: no lyrics); docs/library.md has the precedence"),
     field("decoder", pa.string(), "the decoder of the audio, e.g. ffmpeg:aac (run.json 'decoder' has its version)"),

@@ -269,3 +269,21 @@ def test_the_report_puts_each_word_under_the_segments_it_is_sung_in():
     assert cells[0] == "<td>fire" and cells[3] == "<td>night" and cells[7] == "<td>fire"
     assert sung_under_segments(e.head(0), 10.0, 10) == ""
     assert "&lt;b&gt;" in sung_under_segments(pl.DataFrame({"token": ["<b>"], "sung_at_s": [[1.0]]}), 10.0, 10)
+
+
+def test_a_catalogues_title_artist_and_album_stand_before_the_files_tags(tmp_path):
+    """What `tracks` records (and musiclime serve searches): the catalogue's columns where it
+    has them, else the tags; the file is decoded, where it was and which version recorded."""
+    from musiclime.stages import DecodeSpec, decode
+    from musiclime.storage import version_key
+
+    x = np.random.default_rng(1).normal(0, 0.1, 3 * SR).astype(np.float32)
+    path = encode(tmp_path / "song.flac", x, SR, "flac")
+    tag(path, "Tag Title", "Tag Artist", "Tag Album")
+    spec = DecodeSpec(separator="none", max_seconds=3.0)
+    row = dict(track_id="s", catalogue_row=0, audio_path=str(path), lyrics="la la")
+    got = decode(dict(row, title="Curated\x00Title", artist="", album=None), spec, SR)
+    assert (got.about.title, got.about.artist, got.about.album) == ("Curated Title", "Tag Artist", "Tag Album")
+    assert got.about.audio_path == str(path) and got.about.audio_key == version_key(str(path))
+    long = decode(dict(row, album="x" * (MAX_TAG_CHARS + 5)), spec, SR)
+    assert long.about.album == "x" * MAX_TAG_CHARS and "tag_truncated" in long.flags
