@@ -318,7 +318,20 @@ def serve(r) -> str:
     return "\n".join(out)
 
 
-SECTIONS = {"serve": ("serve", serve), "core": ("core", core), "musicnn": ("musicnn", musicnn), "decode": ("decode", decode), "incremental": ("incremental", incremental), "gpu_stage": ("gpu_stage", gpu_stage), "chaos": ("chaos", chaos), "separation": ("separation", separation), "scale": ("scale", scale),
+def listing(r) -> str:
+    b, a = r["before"], r["after"]
+    out = table(["planning", "requests", "seconds"],
+                [["one HEAD per file (before)", f"{b['requests']:,}", f"{b['seconds']:.0f}"],
+                 ["listings of the folders (after)", f"{a['requests']:,}", f"{a['seconds']:.0f}"],
+                 ["before / after", f"{r['request_ratio']:.0f}x", f"{r['speedup']:.1f}x"]])
+    out += ["", f"{r['tracks']:,} tracks, {r['files']:,} files (an audio and a lyrics file each) in folders of "
+            f"{r['files_per_folder']} on the S3 test server (moto), planned in batches of {r['batch_rows']:,} rows "
+            f"(`python bench/bench_listing.py`, {r['when']}, {r['machine']['cpus']} CPUs); requests counted by the "
+            f"server's recorder; {a['lists']:,} LIST and {a['heads']:,} HEAD requests after; every content key equal."]
+    return "\n".join(out)
+
+
+SECTIONS = {"listing": ("listing", listing), "serve": ("serve", serve), "core": ("core", core), "musicnn": ("musicnn", musicnn), "decode": ("decode", decode), "incremental": ("incremental", incremental), "gpu_stage": ("gpu_stage", gpu_stage), "chaos": ("chaos", chaos), "separation": ("separation", separation), "scale": ("scale", scale),
             "aggregate_memory": ("aggregate_memory", aggregate_memory), "gpu": ("gpu", gpu),
             "sampling": ("sampling", sampling), "sampling_log_odds": ("sampling_log_odds", sampling),
             "quality": ("quality", quality), "precision": ("precision", precision), "target": ("target", target),

@@ -66,9 +66,11 @@ def info(location: str | os.PathLike):
     return fs.get_file_info(path)
 
 
-def stats(locations: list[str]) -> dict[str, tuple[int, int] | None]:
+def stats(locations: list[str], listings=None) -> dict[str, tuple[int, int] | None]:
     """``(size, mtime in ns)`` of many files, asked per filesystem in one call (object
-    stores: their Last-Modified); None for a file that is missing or cannot be reached."""
+    stores: their Last-Modified); None for a file that is missing or cannot be reached.
+    With ``listings`` (:class:`musiclime.listing.Listings`), object stores answer from
+    listings of the files' folders where a folder holds many of them."""
     import pyarrow.fs as pafs
     groups: dict = {}
     for loc in locations:
@@ -79,6 +81,12 @@ def stats(locations: list[str]) -> dict[str, tuple[int, int] | None]:
         groups.setdefault(id(fs), (fs, []))[1].append((loc, path))
     out: dict[str, tuple[int, int] | None] = {loc: None for loc in locations}
     for fs, items in groups.values():
+        if listings is not None and not isinstance(fs, pafs.LocalFileSystem):
+            try:
+                out.update(listings.stats(fs, items))
+            except Exception:  # unreachable: the rows' decode reports each file
+                pass
+            continue
         try:
             found = fs.get_file_info([p for _, p in items])
         except Exception:

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from musiclime import storage
 
 if TYPE_CHECKING:
+    from musiclime.listing import Listings
     from pipeline.folder import Skipped
 
 PATH_COLUMNS = ("audio_path", "lyrics_path", "lrc_path", "vocals_path", "drums_path", "bass_path", "other_path")
@@ -35,7 +36,8 @@ DECODE_ERROR = "_decode_error"   # key of a row that could not be read: the reas
 CHECKSUM = "checksum"            # a catalogue column that, when present, decides "unchanged" alone
 
 
-def content_keys(rows: list[dict], label_column: str | None = None, audio_used: bool = True) -> list[str]:
+def content_keys(rows: list[dict], label_column: str | None = None, audio_used: bool = True,
+                 listings: Listings | None = None) -> list[str]:
     """Per row, a 32-hex-digit key of what decides "unchanged" without reading the audio:
     the ``checksum`` column when the catalogue has one, else the size and modification time
     (Last-Modified on object stores) of each file the model reads (its audio, stem and
@@ -59,7 +61,7 @@ def content_keys(rows: list[dict], label_column: str | None = None, audio_used: 
 
     wanted = [r[c] for r in rows if DECODE_ERROR not in r and not r.get(CHECKSUM)
               for c in columns_of(r) if r.get(c)]
-    found = storage.stats(wanted) if wanted else {}
+    found = storage.stats(wanted, listings) if wanted else {}
     decoder = b""
     keys = []
     for r in rows:
@@ -91,9 +93,11 @@ class ContentKeys:
     it explains and whether its model hears the audio."""
     label_column: str | None = None
     audio_used: bool = True
+    # the run's object-store listings (musiclime.listing): sizes and times by LIST, not HEAD
+    listings: Listings | None = field(default=None, compare=False)
 
     def __call__(self, rows: list[dict]) -> list[str]:
-        return content_keys(rows, self.label_column, self.audio_used)
+        return content_keys(rows, self.label_column, self.audio_used, self.listings)
 
 
 class CatalogueError(ValueError):

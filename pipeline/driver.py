@@ -211,7 +211,8 @@ def _worklist(cfg: ExplainConfig, reader: CatalogueReader, record: RunRecord, wr
         done_before = history(cfg.out, record.format, record.config_hash() or "", run_id,
                               with_errors=not cfg.retry_errors)
     members = MembersWriter(cfg.out, record.format, run_id)
-    keys_of = ContentKeys(cfg.label_column, cfg.audio_used)
+    from musiclime.listing import Listings
+    keys_of = ContentKeys(cfg.label_column, cfg.audio_used, Listings())
     try:
         work = make_worklist(reader, writer, history=done_before, members=members, keys_of=keys_of)
         members.close()
