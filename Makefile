@@ -47,11 +47,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check $(FORMATTED)
 	$(VENV)/bin/mypy
 
-# Three xdist workers (TEST_WORKERS) on these 2 cores: the suite waits more than it computes
-# (Ray starts, clusters, subprocesses; about 40% of two cores busy with two workers), so a
-# third worker overlaps the waits. tests/conftest.py sends the two longest chains (the
-# trained default model, the multi-node clusters) first, one to each worker.
-TEST_WORKERS ?= 3
+# Two xdist workers (TEST_WORKERS): about 18 minutes here instead of 25 (three were slower:
+# the Ray clusters then share two cores with more). tests/conftest.py groups the two longest
+# chains (the trained default model, the multi-node clusters) and the modules whose fixtures
+# explain, one group to a worker.
+TEST_WORKERS ?= 2
 test: lint
 	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=15
 	@if [ -d ../shared/acceptance ]; then \

@@ -115,6 +115,7 @@ def plugin_path(tmp_path_factory):
     return d
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     """Under xdist (``make test`` runs two workers), the tests of the trained default model go
     first and to one worker: its training (minutes) then overlaps every other test instead
@@ -131,6 +132,23 @@ def pytest_collection_modifyitems(config, items):
         if item.path.name in SHARED_FIXTURE_MODULES and item not in first and item not in clusters:
             item.add_marker(pytest.mark.xdist_group(item.path.stem))
     items[:] = first + clusters + [i for i in items if i not in first and i not in clusters]
+    _group_node_ids(config, items)
+
+
+def _group_node_ids(config, items) -> None:
+    """What pytest-xdist's worker hook does for ``--dist loadgroup``: suffix each marked
+    test's node id with ``@group``, which the scheduler groups by. xdist 3.8 sets
+    ``item._nodeid``, which pytest 9.2 no longer reads (node ids live in ``item._id``), so
+    without this every group is silently split over the workers (each then builds the
+    group's module fixtures again)."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    for item in items:
+        names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                        for m in item.iter_markers("xdist_group")})
+        if names and "@" not in item.nodeid.rsplit("]", 1)[-1]:
+            from _pytest.nodeid import coerce_node_id
+            item._id = coerce_node_id(f"{item.nodeid}@{'_'.join(names)}")
 
 
 # modules with a module-scoped fixture that costs tens of seconds (an explain run, a library
