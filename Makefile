@@ -47,10 +47,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check $(FORMATTED)
 	$(VENV)/bin/mypy
 
-# Two xdist workers (TEST_WORKERS): about 18 minutes here instead of 25 (three were slower:
-# the Ray clusters then share two cores with more). tests/conftest.py groups the two longest
-# chains (the trained default model, the multi-node clusters) and the modules whose fixtures
-# explain, one group to a worker.
+# Two xdist workers (TEST_WORKERS; three were slower: the Ray clusters then share two cores
+# with more). tests/conftest.py sends the multi-node cluster tests to one worker as a group
+# and the trained default model's tests first to the other (see its docstring).
 TEST_WORKERS ?= 2
 test: lint
 	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=15

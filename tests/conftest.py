@@ -117,21 +117,21 @@ def plugin_path(tmp_path_factory):
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
-    """Under xdist (``make test`` runs two workers), the tests of the trained default model go
-    first and to one worker: its training (minutes) then overlaps every other test instead
-    of holding the last ones up. The multi-node cluster tests, the next longest chain, go
-    second (to the other worker: ``--no-loadscope-reorder`` keeps this order), one cluster
-    at a time."""
-    first = [i for i in items if "genre_model_dir" in getattr(i, "fixturenames", ())]
-    for item in first:
-        item.add_marker(pytest.mark.xdist_group("genre-model"))
-    clusters = [i for i in items if i.path.name in ("test_multinode.py", "test_cluster.py") and i not in first]
-    for item in clusters:  # the tests that start `ray start` clusters: one at a time, on the other worker
+    """Under xdist (``make test`` runs two workers, ``--dist loadgroup``), the multi-node
+    cluster tests are one group, one cluster at a time, sent first: one worker runs that
+    chain (about 11 minutes) while the other starts on the trained default model's tests
+    (its training, minutes, then overlaps the clusters instead of holding the last tests
+    up), then everything else. xdist gives a worker a group whole and more work only when
+    it is nearly done, so only chains that must be serial are groups, besides the modules
+    whose module fixtures explain (built once instead of once per worker)."""
+    clusters = [i for i in items if i.path.name in ("test_multinode.py", "test_cluster.py")]
+    for item in clusters:
         item.add_marker(pytest.mark.xdist_group("clusters"))
-    for item in items:  # a module whose fixture explains or builds a library: built once, on one worker
+    first = [i for i in items if "genre_model_dir" in getattr(i, "fixturenames", ()) and i not in clusters]
+    for item in items:
         if item.path.name in SHARED_FIXTURE_MODULES and item not in first and item not in clusters:
             item.add_marker(pytest.mark.xdist_group(item.path.stem))
-    items[:] = first + clusters + [i for i in items if i not in first and i not in clusters]
+    items[:] = clusters + first + [i for i in items if i not in first and i not in clusters]
     _group_node_ids(config, items)
 
 
