@@ -127,6 +127,18 @@ def bars(labels: Sequence[str], values: Sequence[float], title: str, errors: Seq
     return "".join(out)
 
 
+def word_chart(g, title: str, n: int = 20, links=None) -> str:
+    """A class's top words by mean |weight| (global_importance rows of level word), with
+    the standard error of their signed mean as whiskers; red when they push towards it."""
+    import polars as pl
+    words = g.filter(pl.col("level") == "word").sort("mean_abs_weight", descending=True).head(n)
+    if not words.height:
+        return "<p class='muted'>no words</p>"
+    return bars(words["token"].to_list(), words["mean_abs_weight"].to_list(), title,
+                errors=words["mean_weight_se"].fill_null(0.0).to_list(), signs=words["mean_weight"].to_list(),
+                links=links(words["token"].to_list()) if links else None)
+
+
 def lyrics(text: str, weights: dict[str, float], times: dict[str, list[float]] | None = None) -> str:
     """The lyrics, each explained word marked by its weight (classes ``w-p*``/``w-n*``: red
     positive, blue negative; lime's word semantics), with when it is sung in its tooltip

@@ -113,18 +113,6 @@ def build_report(out: str | Path, tracks_per_class: int = 3, max_tracks: int = 2
 
 
 
-def word_chart(g, title: str, n: int = 20, links=None) -> str:
-    """A class's top words by mean |weight| (global_importance rows of level word), with
-    the standard error of their signed mean as whiskers; red when they push towards it."""
-    import polars as pl
-    words = g.filter(pl.col("level") == "word").sort("mean_abs_weight", descending=True).head(n)
-    if not words.height:
-        return "<p class='muted'>no words</p>"
-    return figures.bars(words["token"].to_list(), words["mean_abs_weight"].to_list(), title,
-                        errors=words["mean_weight_se"].fill_null(0.0).to_list(), signs=words["mean_weight"].to_list(),
-                        links=links(words["token"].to_list()) if links else None)
-
-
 def _catalogue_view(g, tracks, errors, classes: list[str], stems: list[str], n_seg: int) -> list[str]:
     """Per class: track counts, confidence, modality shares, stems x segments heatmaps, top
     words; then the failed tracks."""
@@ -150,7 +138,7 @@ def _catalogue_view(g, tracks, errors, classes: list[str], stems: list[str], n_s
                                           "mean_weight", "mean_weight_se")
         parts.append(f"<h3>{esc(c)}</h3><div class='grid'><div class='card'>"
                      f"{figures.heatmap(m, stems, f'{c}: mean weight per stem x segment', se)}</div>")
-        parts.append(f"<div class='card'>{word_chart(gc, f'{c}: top words')}</div></div>")
+        parts.append(f"<div class='card'>{figures.word_chart(gc, f'{c}: top words')}</div></div>")
     if errors is not None and errors.height:
         parts.append("<h2>Failed tracks</h2><table><tr><th>track</th><th>row</th><th>stage</th><th>error</th><th>message</th></tr>")
         for r in errors.sort("catalogue_row").iter_rows(named=True):

@@ -4,6 +4,7 @@ a real browser (Selenium driving Debian's chromium through chromium-driver); the
 Host and read-only rules; a Delta output on the S3 test server; a bounded load test."""
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import re
@@ -70,6 +71,17 @@ def server(served, tmp_path_factory):
     yield "127.0.0.1", port, cache
     proc.terminate()
     proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def touched(path, by_ns: int):
+    """``path``'s modification time moved by ``by_ns`` for the block, then put back."""
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + by_ns))
+    try:
+        yield
+    finally:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def get(port: int, path: str, headers: dict | None = None, method: str = "GET", body: bytes | None = None,
@@ -213,15 +225,11 @@ def test_a_changed_audio_file_is_not_played(server, served):
     _, port, _ = server
     t = output.frame(str(served), "tracks", ["track_id", "audio_path"], ["n1"])
     path = t.filter(pl.col("track_id") == "changing-2")["audio_path"][0]
-    st = os.stat(path)
-    try:
-        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    with touched(path, 10**9):
         status, _, page = get(port, "/track/changing-2?run=n1")
         assert status == 200 and "has changed since this night" in page and 'id="original"' not in page
         status, _, body = get(port, "/audio/original/changing-2?run=n1")
         assert status == 409 and "changed" in body
-    finally:
-        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert get(port, "/audio/original/changing-2?run=n1")[0] == 200
 
 
@@ -283,14 +291,9 @@ def test_provided_stems_are_heard_from_the_nights_catalogue_row_while_its_conten
     assert status == 200 and "the files of the night&#39;s catalogue row" in page
     status, _, top = get(port, "/audio/top/changing-2?run=n2")
     assert status == 200 and top[:4] == b"RIFF"
-    stem = served.parent / "changing-vocals.flac"
-    st = os.stat(stem)
-    try:
-        os.utime(stem, ns=(1, 1))  # the stem file changes: what was explained is gone
+    with touched(served.parent / "changing-vocals.flac", -10**9):  # what was explained is gone
         status, _, body = get(port, "/audio/original/changing-2?run=n2")
         assert status == 409 and "content key differs" in body
-    finally:
-        os.utime(stem, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert get(port, "/audio/original/changing-2?run=n2")[0] == 200
 
 

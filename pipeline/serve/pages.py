@@ -300,7 +300,6 @@ def class_page(ix: ServeIndex, label: str, params) -> dict:
     if n_seg:
         m, se = figures.stem_segment_grid(cells, stems, n_seg, "mean_weight", "mean_weight_se")
         heat = figures.heatmap(m, stems, f"{label}: mean weight ± se per stem x segment", se)
-    from pipeline.report import word_chart
 
     def links(tokens: list[str]) -> list[str]:
         return ["/?" + urlencode({"label": label, "run": run, "feature": tok, "sort": "prob"}) for tok in tokens]
@@ -308,7 +307,7 @@ def class_page(ix: ServeIndex, label: str, params) -> dict:
            .with_columns(pl.format("{}@{}", "stem", "segment").alias("feature")).to_dicts())
     n = gc.filter(pl.col("level") == "modality")["n_tracks"].max() if gc.height else 0
     return dict(title=f"Class {label}", label=label, run=run, n_tracks=n or 0, heatmap=Markup(heat),
-                words=Markup(word_chart(gc, f"{label}: top words ± se", links=links) if gc.height else ""),
+                words=Markup(figures.word_chart(gc, f"{label}: top words ± se", links=links) if gc.height else ""),
                 cells=top, note=None if gc.height else f"night {run} has no global importances for {label}: "
                 "run `musiclime aggregate` on the output")
 
