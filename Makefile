@@ -52,7 +52,7 @@ lint: $(STAMP)
 # and the trained default model's tests first to the other (see its docstring).
 TEST_WORKERS ?= 2
 test: lint
-	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=15
+	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=40
 	@if [ -d ../shared/acceptance ]; then \
 		PYTHONDONTWRITEBYTECODE=1 $(PY) -m pytest --rootdir . -c pyproject.toml -p no:cacheprovider ../shared/acceptance; \
 	else \

@@ -41,6 +41,12 @@ def filesystem(location: str | os.PathLike):
     return _from_uri(f"{scheme}://{bucket}"), rest.split("?", 1)[0]
 
 
+def native(location: str | os.PathLike) -> str:
+    """An absolute path for a local location, the URI for any other: what deltalake opens."""
+    s = os.fspath(location)
+    return s if is_uri(s) else filesystem(s)[1]
+
+
 def delta_dataset(table, location: str | os.PathLike, **kwargs):
     """The ``pyarrow.dataset`` of a ``deltalake.DeltaTable`` opened at ``location``, its
     files read through this module's native filesystems. ``kwargs`` go to

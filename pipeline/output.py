@@ -121,7 +121,7 @@ def files(out: str, table: str, run_ids: list[str] | None = None, fmt: str | Non
         from deltalake import DeltaTable
         from deltalake.exceptions import TableNotFoundError
         try:
-            dt = DeltaTable(_delta_uri(out, table))
+            dt = DeltaTable(delta_uri(out, table))
         except TableNotFoundError:
             return []
         filters = [("run_id", "in", sorted(want))] if want else None
@@ -150,9 +150,8 @@ def _run_of(uri: str) -> str:
     raise ValueError(f"{uri} is not under a run_id= partition")
 
 
-def _delta_uri(out: str, table: str) -> str:
-    loc = location(out, table)
-    return loc if storage.is_uri(loc) else storage.filesystem(loc)[1]
+def delta_uri(out: str, table: str) -> str:
+    return storage.native(location(out, table))
 
 
 def read_file(loc: str, table: str, columns: list[str] | None = None):
@@ -292,7 +291,7 @@ class MembersWriter:
                         yield pa.RecordBatch.from_arrays(
                             b.columns + [pa.array([self.run_id] * b.num_rows, pa.string())], schema=schema)
                 quoted = self.run_id.replace("'", "''")
-                write_deltalake(_delta_uri(self.out, "members"), pa.RecordBatchReader.from_batches(schema, batches()),
+                write_deltalake(delta_uri(self.out, "members"), pa.RecordBatchReader.from_batches(schema, batches()),
                                 mode="overwrite", predicate=f"run_id = '{quoted}'", partition_by=["run_id"])
             else:
                 final = location(self.out, "members", f"run_id={self.run_id}", "part-0.parquet")

@@ -99,7 +99,7 @@ def fingerprint(out: str, fmt: str, docs: list[dict]) -> str:
             from deltalake import DeltaTable
             from deltalake.exceptions import TableNotFoundError
             try:
-                h.update(f"\0{table}={DeltaTable(output._delta_uri(out, table)).version()}".encode())
+                h.update(f"\0{table}={DeltaTable(output.delta_uri(out, table)).version()}".encode())
             except TableNotFoundError:
                 h.update(f"\0{table}=none".encode())
         else:
