@@ -71,6 +71,7 @@ class OutputFormat(Choice):
     AUTO = "auto"        # delta on object stores, parquet on local and NFS paths
     PARQUET = "parquet"  # hive-partitioned Parquet files, committed by rename
     DELTA = "delta"      # Delta tables, committed with application transactions (no rename)
+    ICEBERG = "iceberg"  # Iceberg tables in a catalog named by configuration, marks in table properties
 
 
 def option(default: Any, help: str | None = None, *, cli: bool = True, choices: Callable[[], Iterable[str]] | None = None,
@@ -211,10 +212,11 @@ class ExplainConfig:
     status_every: float = option(30.0, "seconds between status lines when stderr is not a terminal (job logs)")
     stall_timeout: float = option(1800.0, "seconds a predictor may hold tracks without finishing one before it is "
                                   "replaced and its tracks retried; a track that stalls twice is recorded as timeout")
-    format: str = option("auto", "output tables: parquet (files committed by rename: local and NFS paths), delta "
-                         "(Delta tables committed with transaction ids: object stores), or auto: delta on object "
-                         "stores, else parquet. A standing output keeps its format",
+    format: str = option("auto", "output tables: parquet (renamed files: local, NFS), delta (transactions: object "
+                         "stores), iceberg (in --iceberg-catalog), or auto (delta on object stores, else parquet)",
                          choices=_values("pipeline.config:OutputFormat"), stage="write")
+    iceberg_catalog: str = option("default", "--format iceberg: the catalog's name in pyiceberg's config", stage="write")
+    iceberg_namespace: str = option("musiclime", "--format iceberg: the tables' namespace in it", stage="write")
     precision: str = option("auto", "model forward passes on a GPU: autocast to bf16 (auto, where the GPU has it, "
                             "else fp16) or fp16, or fp32; CPUs always run fp32",
                             choices=_values("musiclime.accelerate:Precision"), stage="predict")

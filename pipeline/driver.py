@@ -77,10 +77,11 @@ def run_explain(cfg: ExplainConfig, log=None, show_progress: bool = True) -> Run
         return RunSummary(run_id, EXIT_USAGE, message=str(e))
     from musiclime import storage
     from pipeline.lease import make_lease
-    from pipeline.output import resolve_format
+    from pipeline.output import resolve_format, resolve_iceberg
     try:
         storage.makedirs(cfg.out)
         fmt = resolve_format(cfg.out, cfg.format)
+        iceberg = resolve_iceberg(cfg.out, cfg.iceberg_catalog, cfg.iceberg_namespace) if fmt == "iceberg" else None
         lease = make_lease(cfg.out, run_id, stale_after=cfg.lease_timeout)
     except ValueError as e:
         return RunSummary(run_id, EXIT_USAGE, message=str(e))
@@ -88,7 +89,7 @@ def run_explain(cfg: ExplainConfig, log=None, show_progress: bool = True) -> Run
         from pipeline.output import runs
         earlier = [d["settings"] for d in runs(cfg.out) if d.get("settings") and d["run_id"] != run_id]
         cfg = cfg.keep_sampling(earlier[-1] if earlier else {})
-    record = RunRecord(cfg.out, run_id, cfg, invocation_id, fmt)
+    record = RunRecord(cfg.out, run_id, cfg, invocation_id, fmt, iceberg)
     diff = settings_diff(record.previous.get("settings", {}), cfg.settings())
     if diff:
         return RunSummary(run_id, EXIT_USAGE, message=_resume_refused(run_id, diff))
@@ -175,7 +176,8 @@ def _run_locked(cfg: ExplainConfig, reader: CatalogueReader, record: RunRecord, 
         job = _start_job(cfg, record, invocation_id, log, summary)
         if job is None:
             return summary
-    writer = open_writer(record.format, cfg.out, record.run_id, invocation_id, cfg.commit_every, lease=lease)
+    writer = open_writer(record.format, cfg.out, record.run_id, invocation_id, cfg.commit_every, lease=lease,
+                         iceberg=record.iceberg)
     rolled = writer.recover()
     if rolled:
         log(f"recovered {rolled} committed batch(es) of an interrupted writer")
@@ -210,7 +212,7 @@ def _worklist(cfg: ExplainConfig, reader: CatalogueReader, record: RunRecord, wr
     if cfg.incremental:
         done_before = history(cfg.out, record.format, record.config_hash() or "", run_id,
                               with_errors=not cfg.retry_errors)
-    members = MembersWriter(cfg.out, record.format, run_id)
+    members = MembersWriter(cfg.out, record.format, run_id, record.iceberg)
     from musiclime.listing import Listings
     keys_of = ContentKeys(cfg.label_column, cfg.audio_used, Listings())
     try:

@@ -75,7 +75,9 @@ def write_global_importance(out: str, df, fmt: str | None = None) -> list[str]:
     ``parquet``: ``global_importance/run_id=<id>/part-0.parquet``, replaced whole (atomic);
     ``delta``: a Delta table, each run's rows replacing its earlier ones in one commit (a
     predicate overwrite): ``global_importance`` on a Delta output, ``global_importance_delta``
-    beside the Parquet files on a Parquet output. Default: the output's format.
+    beside the Parquet files on a Parquet output; ``iceberg`` (an Iceberg output's only
+    format): the Iceberg table, each run's rows replaced in one commit. Default: the
+    output's format.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -84,8 +86,8 @@ def write_global_importance(out: str, df, fmt: str | None = None) -> list[str]:
     out = str(out)
     have = output.existing_format(out) or "parquet"
     fmt = fmt or have
-    if fmt not in ("parquet", "delta"):
-        raise ValueError(f"format must be parquet or delta, got {fmt!r}")
+    if fmt not in ("parquet", "delta", "iceberg") or (fmt == "iceberg") != (have == "iceberg"):
+        raise ValueError(f"format must be parquet or delta (iceberg on an Iceberg output), got {fmt!r}")
     written = []
     for (run_id,), part in df.group_by(["run_id"], maintain_order=True):
         table = part.drop("run_id").to_arrow().select(GLOBAL_IMPORTANCE.names).cast(GLOBAL_IMPORTANCE)
@@ -95,6 +97,12 @@ def write_global_importance(out: str, df, fmt: str | None = None) -> list[str]:
             loc = output.location(out, "global_importance", f"run_id={run_id}", "part-0.parquet")
             storage.write_atomic(loc, sink.getvalue().to_pybytes())
             written.append(loc)
+        if fmt == "iceberg":
+            from pipeline.iceberg import IcebergTables
+            rows = table.append_column(pa.field("run_id", pa.string(), nullable=False),
+                                       pa.array([run_id] * table.num_rows, pa.string()))
+            IcebergTables.of_output(out).replace_run("global_importance", str(run_id), [rows], rows.schema)
+            written.append(output.location(out, "global_importance"))
         if fmt == "delta":
             from deltalake import write_deltalake
             name = "global_importance" if have == "delta" else "global_importance_delta"

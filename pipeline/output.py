@@ -21,6 +21,7 @@ from musiclime import storage
 from pipeline.config import OutputFormat
 
 if TYPE_CHECKING:
+    from pipeline.iceberg import IcebergTables
     from pipeline.writer_base import TableWriter
 
 RUN_TABLES = ("tracks", "explanations", "errors", "members")
@@ -51,6 +52,8 @@ def existing_format(out: str) -> str | None:
         return doc["format"]
     if storage.is_dir(location(out, "tracks", "_delta_log")):
         return "delta"
+    if storage.is_dir(location(out, "tracks", "metadata")):
+        return "iceberg"
     if storage.is_dir(location(out, "tracks")):
         return "parquet"
     return None
@@ -75,9 +78,29 @@ def resolve_format(out: str, requested: str = "auto") -> str:
     return want.value
 
 
+def resolve_iceberg(out: str, catalog: str, namespace: str) -> IcebergTables:
+    """The Iceberg tables of an output: those its ``run.json`` names, else in ``catalog`` and
+    ``namespace`` (a standing output asked for others is a usage error)."""
+    from pipeline.iceberg import IcebergTables
+    doc = read_json(location(out, "run.json")) or {}
+    if doc.get("iceberg"):
+        have = IcebergTables.of_output(out, doc)
+        if (have.catalog_name, have.namespace) != (catalog, namespace):
+            raise ValueError(f"{out} holds Iceberg tables in catalog {have.catalog_name!r}, namespace "
+                             f"{have.namespace!r}: use --iceberg-catalog {have.catalog_name} --iceberg-namespace "
+                             f"{have.namespace}, or another --out")
+        return have
+    tables = IcebergTables(out, catalog, namespace)
+    tables.catalog  # noqa: B018 (an unknown catalog is a usage error before anything is written)
+    return tables
+
+
 def open_writer(fmt: str, out: str, run_id: str, invocation_id: str, commit_every: int = 64,
-                lease=None) -> TableWriter:
+                lease=None, iceberg: IcebergTables | None = None) -> TableWriter:
     """The run's one writer for ``fmt`` (see :class:`~pipeline.writer_base.TableWriter`)."""
+    if fmt == "iceberg":
+        from pipeline.iceberg_writer import IcebergRunWriter
+        return IcebergRunWriter(out, run_id, invocation_id, commit_every, lease=lease, tables=iceberg)
     if fmt == "delta":
         from pipeline.delta_writer import DeltaRunWriter
         return DeltaRunWriter(out, run_id, invocation_id, commit_every, lease=lease)
@@ -117,6 +140,9 @@ def files(out: str, table: str, run_ids: list[str] | None = None, fmt: str | Non
     fmt = fmt or existing_format(out) or "parquet"
     want = set(run_ids) if run_ids is not None else None
     found = []
+    if fmt == "iceberg":
+        from pipeline.iceberg import IcebergTables
+        return sorted(IcebergTables.of_output(out).files(table, want))
     if fmt == "delta":
         from deltalake import DeltaTable
         from deltalake.exceptions import TableNotFoundError
@@ -250,9 +276,9 @@ class MembersWriter:
     partition, replacing what an earlier invocation of the run wrote (in one step: a rename
     of one file, or one Delta predicate overwrite). Memory: one batch."""
 
-    def __init__(self, out: str, fmt: str, run_id: str):
+    def __init__(self, out: str, fmt: str, run_id: str, iceberg: IcebergTables | None = None):
         import tempfile
-        self.out, self.fmt, self.run_id = str(out), fmt, run_id
+        self.out, self.fmt, self.run_id, self.iceberg = str(out), fmt, run_id, iceberg
         self._dir = tempfile.mkdtemp(prefix="musiclime-members-")
         self._tmp = f"{self._dir}/members.parquet"
         self._writer: Any = None  # a pyarrow ParquetWriter once the first batch comes
@@ -281,15 +307,19 @@ class MembersWriter:
                 pq.write_table(MEMBERS.empty_table(), self._tmp)
             else:
                 self._writer.close()
-            if self.fmt == "delta":
-                from deltalake import write_deltalake
-                f = pq.ParquetFile(self._tmp)
-                schema = MEMBERS.append(pa.field("run_id", pa.string(), nullable=False))
+            f = pq.ParquetFile(self._tmp)
+            schema = MEMBERS.append(pa.field("run_id", pa.string(), nullable=False))
 
-                def batches():
-                    for b in f.iter_batches(batch_size=65536):
-                        yield pa.RecordBatch.from_arrays(
-                            b.columns + [pa.array([self.run_id] * b.num_rows, pa.string())], schema=schema)
+            def batches():
+                for b in f.iter_batches(batch_size=65536):
+                    yield pa.RecordBatch.from_arrays(
+                        b.columns + [pa.array([self.run_id] * b.num_rows, pa.string())], schema=schema)
+            if self.fmt == "iceberg":
+                from pipeline.iceberg import IcebergTables
+                tables = self.iceberg or IcebergTables.of_output(self.out)
+                tables.replace_run("members", self.run_id, (pa.Table.from_batches([b]) for b in batches()), schema)
+            elif self.fmt == "delta":
+                from deltalake import write_deltalake
                 quoted = self.run_id.replace("'", "''")
                 write_deltalake(delta_uri(self.out, "members"), pa.RecordBatchReader.from_batches(schema, batches()),
                                 mode="overwrite", predicate=f"run_id = '{quoted}'", partition_by=["run_id"])

@@ -56,9 +56,10 @@ def predictor_threads(pool, gpus_per_actor: float, cluster: dict) -> int:
     MAX, splits the cluster's CPUs N ways, so that the actors' threads together do not
     exceed the cores (the decode and fit tasks run one thread each: Ray's default for a
     fractional CPU, and the fit's BLAS is held to one)."""
-    if pool.high is None:
-        return CPU_PREDICTOR_THREADS
-    return max(1, int(cluster.get("CPU", 1.0)) // pool.high)
+    cpus = max(1, int(cluster.get("CPU", 1.0)))
+    if pool.high is None:  # never more threads than the cluster has cores (4 on 2 cores spin)
+        return min(CPU_PREDICTOR_THREADS, cpus)
+    return max(1, cpus // pool.high)
 
 
 def separation_group(separation_batch: int | None, separator: str, audio_used: bool, gpus_per_actor: float) -> int:

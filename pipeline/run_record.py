@@ -14,6 +14,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from pipeline import failpoints
 from pipeline.config import ExplainConfig
@@ -53,10 +54,11 @@ class RunRecord:
     hash, output format, classes and invocations, each write atomic (a rename, or one PUT
     on object stores)."""
 
-    def __init__(self, out: str, run_id: str, cfg: ExplainConfig, invocation_id: str, fmt: str):
+    def __init__(self, out: str, run_id: str, cfg: ExplainConfig, invocation_id: str, fmt: str, iceberg: Any = None):
         from pipeline.output import location, read_json
 
         self.out, self.run_id, self.cfg, self.invocation_id, self.format = out, run_id, cfg, invocation_id, fmt
+        self.iceberg = iceberg  # pipeline.iceberg.IcebergTables of an Iceberg output
         self.path = location(out, "runs", f"{run_id}.json")
         self.latest = location(out, "run.json")
         self.previous = read_json(self.path) or {}
@@ -84,6 +86,7 @@ class RunRecord:
             "run_id": self.run_id,
             "status": status,
             "format": self.format,
+            **({"iceberg": self.iceberg.record()} if self.iceberg is not None else {}),
             "incremental": self.cfg.incremental,
             "config": self.cfg.to_json(),
             "seed": self.cfg.seed,

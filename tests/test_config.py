@@ -25,7 +25,7 @@ BASE = dict(catalogue="c.parquet", model="default", out="o")
     ("gpus_per_predictor", -0.5, "gpus_per_predictor"), ("run_id", "a\nb", "run id"),
     ("lease_timeout", 0, "lease_timeout"), ("commit_every", 0, "commit_every"),
     ("predictors", "3:2", "MIN:MAX"), ("predictors", "0:2", "MIN:MAX"), ("predictors", "some", "MIN:MAX"),
-    ("format", "iceberg", "output_format must be one of"), ("precision", "fp8", "precision must be one of"),
+    ("format", "orc", "output_format must be one of"), ("precision", "fp8", "precision must be one of"),
 ])
 def test_bad_values_from_python_fail_when_the_config_is_built(option, value, says):
     with pytest.raises(ValueError, match=says):

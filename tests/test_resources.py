@@ -154,3 +154,4 @@ def test_predictor_threads_split_the_clusters_cores():
     assert predictor_threads(PoolSize.parse("1:8"), 0.0, cluster) == 1
     assert predictor_threads(PoolSize.parse("2"), 0.0, {"CPU": 64.0}) == 32
     assert predictor_threads(PoolSize.parse("auto"), 0.0, {"CPU": 64.0}) == CPU_PREDICTOR_THREADS
+    assert predictor_threads(PoolSize.parse("auto"), 0.0, {"CPU": 2.0}) == 2  # a 2-core machine: not 4

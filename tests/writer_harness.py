@@ -4,7 +4,9 @@ result made up deterministically from its id (3 features x 1 label).
 
     python -m tests.writer_harness CATALOGUE OUT RUN_ID [FORMAT]
 
-FORMAT: parquet (default) or delta (OUT may then be an s3:// URI).
+FORMAT: parquet (default), delta or iceberg (OUT may then be an s3:// URI; iceberg: the
+catalog named by ``HARNESS_ICEBERG_CATALOG`` in pyiceberg's configuration, the namespace
+named after OUT's last part).
 
 Exit 0 when every catalogue row is accounted for; 1 after an injected exception (the
 driver's path: commit what is buffered, then stop); killed by a ``kill`` failpoint.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import uuid
 
@@ -46,7 +49,13 @@ def result(row: dict, invocation: str) -> tuple[dict, pa.Table]:
 def main(catalogue: str, out: str, run_id: str, fmt: str = "parquet") -> int:
     invocation = uuid.uuid4().hex[:12]
     reader = CatalogueReader(catalogue, batch_rows=3)
-    writer = open_writer(fmt, out, run_id, invocation, commit_every=2)
+    iceberg = None
+    if fmt == "iceberg":  # the catalog named by HARNESS_ICEBERG_CATALOG in pyiceberg's configuration
+        from pipeline.iceberg import IcebergTables
+
+        namespace = out.rstrip("/").rsplit("/", 1)[-1].replace("-", "_")  # one per output, as a user would
+        iceberg = IcebergTables(out, os.environ.get("HARNESS_ICEBERG_CATALOG", "default"), namespace)
+    writer = open_writer(fmt, out, run_id, invocation, commit_every=2, iceberg=iceberg)
     writer.recover()
     plan = make_worklist(reader, writer)
     try:

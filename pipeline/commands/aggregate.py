@@ -15,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-word-tracks", type=int, default=None,
                    help="tracks a word must appear in (default max(3, ceil(1%% of the class's tracks)))")
     p.add_argument("--min-score", type=float, default=None, help="only tracks whose surrogate R^2 is at least this")
-    p.add_argument("--format", default=None, choices=["parquet", "delta"],
+    p.add_argument("--format", default=None, choices=["parquet", "delta", "iceberg"],
                    help="default: the output's format (run.json); delta on a Parquet output also writes the "
                         "Delta table global_importance_delta")
 

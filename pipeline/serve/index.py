@@ -95,7 +95,10 @@ def fingerprint(out: str, fmt: str, docs: list[dict]) -> str:
     for d in docs:
         h.update(json.dumps(d, sort_keys=True, default=str).encode())
     for table in ("tracks", "explanations", "errors"):
-        if fmt == "delta":
+        if fmt == "iceberg":
+            from pipeline.iceberg import IcebergTables
+            h.update(f"\0{table}={IcebergTables.of_output(out).version(table)}".encode())
+        elif fmt == "delta":
             from deltalake import DeltaTable
             from deltalake.exceptions import TableNotFoundError
             try:
