@@ -50,7 +50,25 @@ def load_catalog(name: str) -> Any:
             f"or the home folder, or PYICEBERG_CATALOG__{name.upper()}__URI ...)"
         )
     props: dict[str, Any] = {**_aws_defaults(), **conf}
-    return _load(name, **props)
+    try:
+        return _load(name, **props)
+    except Exception as e:  # a driver's message may carry the URI and its password: never log them
+        raise ValueError(f"Iceberg catalog {name!r} could not be opened: {redact(str(e), props)}") from None
+
+
+def redact(text: str, props: dict[str, Any]) -> str:
+    """``text`` without any value of the catalog's configuration that may be secret: URIs,
+    passwords, tokens, keys and credentials (and the password inside a URI)."""
+    import re
+
+    secret = re.compile(r"uri|password|secret|token|credential|key", re.I)
+    for key, value in props.items():
+        if isinstance(value, str) and value and secret.search(key):
+            text = text.replace(value, "***")
+            found = re.match(r"^[a-z0-9+.-]+://[^:/@]*:([^@/]+)@", value, re.I)
+            if found:
+                text = text.replace(found.group(1), "***")
+    return text
 
 
 def _aws_defaults() -> dict[str, str]:

@@ -193,3 +193,25 @@ def test_explain_aggregate_report_serve_on_iceberg(where, ray_session, plugin_pa
     for f in storage.list_files(out):
         assert secret not in storage.read_bytes(f), f
     assert secret not in (tmp_path / f"{catalog}.db").read_bytes()
+
+
+def test_a_catalog_that_cannot_be_opened_is_a_usage_error_without_its_uri(plugin_path, tmp_path, monkeypatch):
+    """An unknown catalog name, or one whose database cannot be opened, stops the run with
+    exit 2 before anything is written; the message names the catalog, never its URI or the
+    password inside it."""
+    from pipeline.config import ExplainConfig
+    from pipeline.driver import run_explain
+    from pipeline.iceberg import redact
+
+    bad = f"sqlite:///{tmp_path}/no-such-dir-s3cr3t/catalog.db"
+    monkeypatch.setenv("PYICEBERG_CATALOG__BROKEN__TYPE", "sql")
+    monkeypatch.setenv("PYICEBERG_CATALOG__BROKEN__URI", bad)
+    cat = catalogue(tmp_path)
+    for name, says in (("nosuch", "no Iceberg catalog named 'nosuch'"), ("broken", "'broken' could not be opened")):
+        out = tmp_path / f"out-{name}"
+        s = run_explain(ExplainConfig(catalogue=str(cat), model="mlplugins:make", out=str(out), format="iceberg",
+                                      iceberg_catalog=name), show_progress=False)
+        assert s.exit_code == 2 and says in s.message, s.message
+        assert "s3cr3t" not in s.message and not (out / "run.json").exists()
+    uri = "postgresql://musiclime:pa55word@db.internal:5432/iceberg"
+    assert redact(f"cannot connect to {uri} as musiclime:pa55word", {"uri": uri}) == "cannot connect to *** as musiclime:***"
