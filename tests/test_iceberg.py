@@ -186,6 +186,12 @@ def test_explain_aggregate_report_serve_on_iceberg(where, ray_session, plugin_pa
     assert b"musiclime report n2" in storage.read_bytes(str(report))
     index = open_index(out, tmp_path / "serve-index")
     assert index.n == 5 and sorted(index.track_ids) == sorted(tracks["track_id"])
+    import duckdb
+
+    from pipeline.iceberg import load_catalog  # README's Spark-free query (this loader reads the config now)
+
+    tracks = load_catalog(catalog).load_table("musiclime.tracks").scan(selected_fields=("track_id", "predicted")).to_arrow()
+    assert duckdb.sql("select count(*) from tracks").fetchall() == [(5,)]
     other = run_explain(ExplainConfig(**{**base, "iceberg_namespace": "elsewhere"}, limit=1, run_id="n3"),
                         show_progress=False)
     assert other.exit_code == 2 and "namespace 'musiclime'" in other.message
