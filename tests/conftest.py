@@ -14,10 +14,12 @@ os.environ["MUSICLIME_HOME"] = tempfile.mkdtemp(prefix="musiclime-test-home-")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # Each xdist worker shares two cores with the other and with Ray's workers: torch's OpenMP
 # threads then spin against each other (measured: two trainings side by side took 93 s
-# with two threads each, 44 s with one), so a worker's torch, and what it starts, takes one.
+# with two threads each, 44 s with one, 45 s with two that sleep instead of spinning, as
+# fast as spinning when alone), so a worker's torch, and what it starts, takes one thread,
+# and threads that wait sleep (the 2-thread quality model keeps its weights).
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(_var, "1")
+    for _var, _value in (("OMP_NUM_THREADS", "1"), ("MKL_NUM_THREADS", "1"), ("OMP_WAIT_POLICY", "PASSIVE")):
+        os.environ.setdefault(_var, _value)
 
 
 def pytest_configure(config):

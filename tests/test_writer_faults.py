@@ -36,8 +36,9 @@ def catalogue(root: Path) -> Path:
     return path
 
 
-def harness(cat: Path, out: Path | str, failpoint: str | None, fmt: str = "parquet") -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "MUSICLIME_FAILPOINTS"}
+def harness(cat: Path, out: Path | str, failpoint: str | None, fmt: str = "parquet",
+            env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in {**os.environ, **(env_extra or {})}.items() if k != "MUSICLIME_FAILPOINTS"}
     if failpoint:
         env["MUSICLIME_FAILPOINTS"] = failpoint
     return subprocess.run([sys.executable, "-m", "tests.writer_harness", str(cat), str(out), "r", fmt], cwd=ROOT,
