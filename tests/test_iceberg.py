@@ -224,3 +224,20 @@ def test_a_catalog_that_cannot_be_opened_is_a_usage_error_without_its_uri(plugin
         assert "s3cr3t" not in s.message and not (out / "run.json").exists()
     uri = "postgresql://musiclime:pa55word@db.internal:5432/iceberg"
     assert redact(f"cannot connect to {uri} as musiclime:pa55word", {"uri": uri}) == "cannot connect to *** as musiclime:***"
+
+
+def test_a_long_night_keeps_its_metadata_bounded(tmp_path, monkeypatch):
+    """Every commit adds a snapshot that each later metadata.json lists: the writer expires
+    the oldest beyond the table's musiclime.snapshots-kept once twice as many stand, and the
+    rows and marks stay whole."""
+    from pipeline.iceberg import KEEP_PROPERTY, IcebergTables, mark_key
+
+    tables = IcebergTables(str(tmp_path / "out"), use_catalog(monkeypatch, tmp_path, "long"))
+    rows = pa.table({"track_id": ["a", "b"], "run_id": pa.array(["r", "r"])})
+    tables.append("tracks", rows, {mark_key("r"): "1", KEEP_PROPERTY: "3"})
+    counts = [len(tables.table("tracks").snapshots())]
+    for seq in range(2, 11):
+        tables.append("tracks", rows, {mark_key("r"): str(seq)})
+        counts.append(len(tables.table("tracks").snapshots()))
+    assert max(counts) == 6 and counts[6] == 3, counts  # the 7th commit expired the oldest four
+    assert tables.table("tracks").scan().to_arrow().num_rows == 20 and tables.mark("tracks", "r") == 10
