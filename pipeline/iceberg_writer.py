@@ -12,16 +12,8 @@ from pipeline.staged_writer import StagedRunWriter
 
 
 class IcebergRunWriter(StagedRunWriter):
-    def __init__(
-        self,
-        out: str,
-        run_id: str,
-        invocation_id: str,
-        commit_every: int = 64,
-        commit_seconds: float = 120.0,
-        lease: Any = None,
-        tables: IcebergTables | None = None,
-    ):
+    def __init__(self, out: str, run_id: str, invocation_id: str, commit_every: int = 64,
+                 commit_seconds: float = 120.0, lease: Any = None, tables: IcebergTables | None = None):
         super().__init__(out, run_id, invocation_id, commit_every, commit_seconds, lease)
         self.tables = tables or IcebergTables.of_output(self.out)
 

@@ -107,22 +107,11 @@ def test_a_standing_table_takes_columns_added_and_missing(tmp_path, monkeypatch)
     from pipeline.global_importance import aggregate
     from pipeline.iceberg import IcebergTables
     from pipeline.iceberg_writer import IcebergRunWriter
-    from schemas.tables import EXPLANATIONS, TRACKS
+    from tests.writer_harness import run_rows as rows
 
     catalog = use_catalog(monkeypatch, tmp_path, "evolve")
     out = str(tmp_path / "standing")
     tables = IcebergTables(out, catalog)
-
-    def rows(run: str, ids: list[str]):
-        tracks, expl = [], []
-        for i, tid in enumerate(ids):
-            t, e = result({"track_id": tid, "catalogue_row": i}, "inv")
-            tracks.append(pa.Table.from_pylist([t], schema=TRACKS))
-            expl.append(e.cast(EXPLANATIONS))
-        add_run = lambda t: t.append_column(  # noqa: E731
-            pa.field("run_id", pa.string(), nullable=False), pa.array([run] * t.num_rows, pa.string())
-        )
-        return add_run(pa.concat_tables(tracks)), add_run(pa.concat_tables(expl))
 
     old_t, old_e = rows("old", ["a", "b"])
     later_cols = ["content_key", "title", "artist", "album", "decoder", "audio_path", "audio_key", "lyrics"]

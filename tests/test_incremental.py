@@ -149,19 +149,9 @@ def test_a_standing_delta_output_takes_columns_added_and_missing(tmp_path):
     from deltalake import write_deltalake
 
     from pipeline.delta_writer import DeltaRunWriter
-    from schemas.tables import EXPLANATIONS, TRACKS
     from tests.writer_harness import result
+    from tests.writer_harness import run_rows as rows
     out = str(tmp_path / "standing")
-
-    def rows(run: str, ids: list[str]):
-        tracks, expl = [], []
-        for i, tid in enumerate(ids):
-            t, e = result({"track_id": tid, "catalogue_row": i}, "inv")
-            tracks.append(pa.Table.from_pylist([t], schema=TRACKS))
-            expl.append(e.cast(EXPLANATIONS))
-        add_run = lambda t: t.append_column(pa.field("run_id", pa.string(), nullable=False),  # noqa: E731
-                                            pa.array([run] * t.num_rows, pa.string()))
-        return add_run(pa.concat_tables(tracks)), add_run(pa.concat_tables(expl))
 
     old_t, old_e = rows("old", ["a", "b"])
     # the release before the real-libraries one: no tag, decoder, window or sung-at columns,

@@ -46,6 +46,23 @@ def result(row: dict, invocation: str) -> tuple[dict, pa.Table]:
     return track, table.append_column("sung_at_s", pa.nulls(len(rows), pa.list_(pa.float64())))  # as stages.fit
 
 
+def run_rows(run: str, ids: list[str]) -> tuple[pa.Table, pa.Table]:
+    """``tracks`` and ``explanations`` rows of ``ids`` as a run committed them (``run_id``
+    added), in this release's schemas: what a test plants under a standing output."""
+    from schemas.tables import EXPLANATIONS, TRACKS
+
+    tracks, expl = [], []
+    for i, tid in enumerate(ids):
+        t, e = result({"track_id": tid, "catalogue_row": i}, "inv")
+        tracks.append(pa.Table.from_pylist([t], schema=TRACKS))
+        expl.append(e.cast(EXPLANATIONS))
+
+    def add_run(t: pa.Table) -> pa.Table:
+        return t.append_column(pa.field("run_id", pa.string(), nullable=False), pa.array([run] * t.num_rows))
+
+    return add_run(pa.concat_tables(tracks)), add_run(pa.concat_tables(expl))
+
+
 def main(catalogue: str, out: str, run_id: str, fmt: str = "parquet") -> int:
     invocation = uuid.uuid4().hex[:12]
     reader = CatalogueReader(catalogue, batch_rows=3)
