@@ -189,13 +189,13 @@ class IcebergTables:
             tx.append(_in_table_schema(rows, table))
             if marks:
                 tx.set_properties(marks)
-        self._expire(name)
+        self._expire(table)  # the committed transaction left the table at its new metadata
 
-    def _expire(self, name: str) -> None:
+    @staticmethod
+    def _expire(table: Any) -> None:
         """The oldest snapshots expired down to the table's ``musiclime.snapshots-kept`` once
         twice as many stand (one commit per that many; data files stay: every row of an
         append-only table is in the current snapshot)."""
-        table = self.table(name)
         keep = int(table.properties.get(KEEP_PROPERTY, KEEP_SNAPSHOTS))
         snapshots = sorted(table.snapshots(), key=lambda snap: snap.timestamp_ms)
         if keep > 0 and len(snapshots) > 2 * keep:
