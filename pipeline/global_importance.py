@@ -82,6 +82,7 @@ def write_global_importance(out: str, df, fmt: str | None = None) -> list[str]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from pipeline.writer_base import with_run_id
     from schemas.aggregates import GLOBAL_IMPORTANCE
     out = str(out)
     have = output.existing_format(out) or "parquet"
@@ -97,17 +98,14 @@ def write_global_importance(out: str, df, fmt: str | None = None) -> list[str]:
             loc = output.location(out, "global_importance", f"run_id={run_id}", "part-0.parquet")
             storage.write_atomic(loc, sink.getvalue().to_pybytes())
             written.append(loc)
+        rows = with_run_id(table, str(run_id))
         if fmt == "iceberg":
             from pipeline.iceberg import IcebergTables
-            rows = table.append_column(pa.field("run_id", pa.string(), nullable=False),
-                                       pa.array([run_id] * table.num_rows, pa.string()))
             IcebergTables.of_output(out).replace_run("global_importance", str(run_id), [rows], rows.schema)
             written.append(output.location(out, "global_importance"))
         if fmt == "delta":
             from deltalake import write_deltalake
             name = "global_importance" if have == "delta" else "global_importance_delta"
-            rows = table.append_column(pa.field("run_id", pa.string(), nullable=False),
-                                       pa.array([run_id] * table.num_rows, pa.string()))
             quoted = str(run_id).replace("'", "''")
             uri = output.location(out, name)
             write_deltalake(uri if storage.is_uri(uri) else storage.filesystem(uri)[1], rows, mode="overwrite",

@@ -33,7 +33,7 @@ from typing import Any
 
 from musiclime import storage
 from pipeline import failpoints
-from pipeline.writer_base import TableWriter
+from pipeline.writer_base import TableWriter, with_run_id
 
 COMMIT_ORDER = ("tracks", "explanations", "errors")  # a resume rolls any of them forward
 
@@ -93,10 +93,7 @@ class StagedRunWriter(TableWriter):
             if staged is None or self.version_of(name) >= seq:
                 continue
             table = pq.read_table(pa.BufferReader(storage.read_bytes(staged)))
-            table = table.append_column(
-                pa.field("run_id", pa.string(), nullable=False), pa.array([self.run_id] * table.num_rows, pa.string())
-            )
-            self._append(name, table, seq)
+            self._append(name, with_run_id(table, self.run_id), seq)
             failpoints.hit(f"commit:{name}")
         failpoints.hit("cleanup")
         storage.delete_dir(storage.join(self.staging, f"{seq:010d}"))

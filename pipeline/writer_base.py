@@ -95,6 +95,15 @@ class TableWriter(ABC):
         self._last_commit = time.monotonic()
 
 
+def with_run_id(table: Any, run_id: str) -> Any:
+    """``table`` with its run as the ``run_id`` partition column, as the tables hold it."""
+    import pyarrow as pa
+
+    return table.append_column(
+        pa.field("run_id", pa.string(), nullable=False), pa.array([run_id] * table.num_rows, pa.string())
+    )
+
+
 def _conform(table: Any, schema: Any) -> Any:
     """``table`` in ``schema``: columns it lacks (a field added in a later release) as nulls."""
     import pyarrow as pa
