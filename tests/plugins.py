@@ -1,5 +1,7 @@
 """Plugin models for pipeline tests (copied onto PYTHONPATH as ``mlplugins``)."""
+import os
 import re
+import time
 
 import torch
 
@@ -29,3 +31,23 @@ class Broken(Stormy):
 
 def broken():
     return Broken()
+
+
+class Gated(Stormy):
+    """Stormy, but once it has answered ``MLPLUGINS_GATE_AFTER`` calls it waits while the
+    file ``MLPLUGINS_GATE`` exists: a run that is surely busy, however fast the machine."""
+
+    def __init__(self):
+        self.gate = os.environ.get("MLPLUGINS_GATE")
+        self.after = int(os.environ.get("MLPLUGINS_GATE_AFTER", "0"))
+        self.calls = 0
+
+    def predict_proba(self, audio, lyrics):
+        self.calls += 1
+        while self.gate and self.calls > self.after and os.path.exists(self.gate):
+            time.sleep(0.05)
+        return super().predict_proba(audio, lyrics)
+
+
+def gated():
+    return Gated()

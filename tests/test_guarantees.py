@@ -56,12 +56,20 @@ def wait_for_files(part: Path, n: int, proc, timeout=240):
 
 def test_two_drivers_then_sigterm_then_rerun(plugin_path, demo_library, tmp_path):
     out = tmp_path / "out"
-    n = 24  # the first driver is still busy when the second one comes
-    args = cli(demo_library, out, "night", "--log-format", "json", "--status-every", "0.5", limit=n)
+    n = 24
+    args = cli(demo_library, out, "night", "--log-format", "json", "--status-every", "0.5", "--batch-size", "400",
+               limit=n)
+    args[args.index("mlplugins:make")] = "mlplugins:gated"
     args.remove("--no-progress")  # a status line every 0.5 s, as JSON (stderr is no terminal)
-    a = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # one model call per track (a batch of 400 masks); after 3 tracks the model waits while the gate
+    # file exists, so the first driver is still busy when the second comes, however fast the machine
+    gate = tmp_path / "gate"
+    gate.touch()
+    env = dict(os.environ, MLPLUGINS_GATE=str(gate), MLPLUGINS_GATE_AFTER="3")
+    a = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
     try:
-        wait_for_files(out / "tracks" / "run_id=night", 2, a)
+        wait_for_files(out / "tracks" / "run_id=night", 3, a)
         assert a.poll() is None, a.communicate()[1][-2000:]
         holder = json.loads((out / LEASE_FILE).read_text())
         assert holder["pid"] == a.pid
@@ -88,7 +96,8 @@ def test_two_drivers_then_sigterm_then_rerun(plugin_path, demo_library, tmp_path
             pass
     assert not (out / LEASE_FILE).exists()  # released on the way out
     before = exactly_once(out, len(q(f"select 1 from {scan(out, 'tracks')}")))
-    assert 2 <= len(before) < n
+    assert len(before) == 3  # the tracks answered before the gate, committed one by one
+    gate.unlink()
     r = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     after = exactly_once(out, n)
