@@ -51,7 +51,13 @@ lint: $(STAMP)
 # with more). tests/conftest.py sends the multi-node cluster tests to one worker as a group
 # and the trained default model's tests first to the other (see its docstring).
 TEST_WORKERS ?= 2
-test: lint
+# The Azure Blob emulator the tests start (Azurite, exact versions and hashes in its npm lock).
+AZURITE := tests/azurite/node_modules/.bin/azurite-blob
+$(AZURITE): tests/azurite/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then npm ci --prefix tests/azurite --no-audit --no-fund --loglevel=error \
+		&& touch $@; else echo "npm missing: the Azure Blob tests say they are skipped"; fi
+
+test: lint $(AZURITE)
 	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=40
 	@if [ -d ../shared/acceptance ]; then \
 		PYTHONDONTWRITEBYTECODE=1 $(PY) -m pytest --rootdir . -c pyproject.toml -p no:cacheprovider ../shared/acceptance; \

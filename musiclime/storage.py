@@ -1,9 +1,10 @@
 """Where files live: local paths, ``file://`` and any URI ``pyarrow.fs`` understands
-(``s3://`` is tested against a real S3 API server; ``gs://``, ``abfs://``, ``hdfs://`` go
-through the same layer and are untested).
+(``s3://`` is tested against a real S3 API server, ``az://`` and ``abfs[s]://`` against
+Azurite (:mod:`musiclime.azure_blob`); ``gs://`` and ``hdfs://`` go through the same layer).
 
 Credentials and endpoints come from the filesystem's own chain (for S3: ``AWS_*``
-environment variables such as ``AWS_ENDPOINT_URL``, ``~/.aws``, instance roles); they are
+environment variables such as ``AWS_ENDPOINT_URL``, ``~/.aws``, instance roles; for Azure:
+see :mod:`musiclime.azure_blob`; for GCS: ``GOOGLE_APPLICATION_CREDENTIALS``); they are
 never passed around, printed or logged here. A location is kept as the user wrote it (a
 ``str``): plain paths stay plain paths, so messages name what the user gave.
 """
@@ -12,6 +13,8 @@ from __future__ import annotations
 import io
 import os
 from functools import lru_cache
+
+from musiclime import azure_blob
 
 
 def is_uri(location: str | os.PathLike) -> bool:
@@ -37,6 +40,8 @@ def filesystem(location: str | os.PathLike):
     scheme, _, rest = s.partition("://")
     if scheme == "file":
         return pafs.LocalFileSystem(), "/" + rest.lstrip("/")
+    if scheme in azure_blob.SCHEMES:
+        return azure_blob.filesystem(azure_blob.account(s)), azure_blob.split(s)[1]
     bucket = rest.split("/", 1)[0]
     return _from_uri(f"{scheme}://{bucket}"), rest.split("?", 1)[0]
 
@@ -63,7 +68,11 @@ def delta_dataset(table, location: str | os.PathLike, **kwargs):
 
 def _location(template: str, path: str) -> str:
     """The location of ``path`` (a path inside ``template``'s filesystem), written like ``template``."""
-    return f"{template.partition('://')[0]}://{path}" if is_uri(template) else path
+    if not is_uri(template):
+        return path
+    if azure_blob.is_azure(template):
+        return azure_blob.location_of(template, path)
+    return f"{template.partition('://')[0]}://{path}"
 
 
 def info(location: str | os.PathLike):
@@ -276,10 +285,11 @@ def parent(location: str) -> str:
 
 
 def walk(location: str) -> list[tuple[str, int]]:
-    """``(location, size)`` of every file under the folder ``location`` (recursive), sorted."""
+    """``(location, size)`` of every file under the folder ``location`` (recursive), sorted;
+    none when it does not exist (as on S3, where a folder is only a prefix)."""
     import pyarrow.fs as pafs
     fs, path = filesystem(location)
-    found = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+    found = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
     return sorted((_location(location, f.path), f.size) for f in found if f.type == pafs.FileType.File)
 
 

@@ -79,10 +79,10 @@ def run_explain(cfg: ExplainConfig, log=None, show_progress: bool = True) -> Run
     from pipeline.lease import make_lease
     from pipeline.output import resolve_format, resolve_iceberg
     try:
+        lease = make_lease(cfg.out, run_id, stale_after=cfg.lease_timeout)  # first: a refused store is never read
         storage.makedirs(cfg.out)
         fmt = resolve_format(cfg.out, cfg.format)
         iceberg = resolve_iceberg(cfg.out, cfg.iceberg_catalog, cfg.iceberg_namespace) if fmt == "iceberg" else None
-        lease = make_lease(cfg.out, run_id, stale_after=cfg.lease_timeout)
     except ValueError as e:
         return RunSummary(run_id, EXIT_USAGE, message=str(e))
     if cfg.incremental:  # a standing output keeps the sampling it was made with, unless told otherwise

@@ -1,14 +1,18 @@
 """What every output lease is (:class:`OutputLease`): one driver per output, kept alive by
 a heartbeat thread, checked by the writer before every commit. Kinds: a file created with
 O_EXCL (:class:`pipeline.lease.Lease`), an object written with conditional PUTs
-(:class:`pipeline.lease.ObjectLease`)."""
+(:class:`pipeline.object_lease.ObjectLease`)."""
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import uuid
 from abc import ABC, abstractmethod
 from typing import Any
+
+LEASE_FILE = "_lease.json"
 
 
 class LeaseHeld(RuntimeError):
@@ -69,3 +73,26 @@ class OutputLease(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def is_stale(holder: dict | None, age: float, stale_after: float) -> bool:
+    """A lease ``age`` seconds after its last heartbeat may be taken over: its holder is a
+    dead process on this host, or silent past its deadline (an unreadable lease, one being
+    written, only once older than ``stale_after``)."""
+    if holder is None:
+        return age > stale_after
+    if holder.get("host") == socket.gethostname() and not _pid_alive(int(holder.get("pid", -1))):
+        return True
+    return age > float(holder.get("stale_after_s", stale_after))
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -82,6 +82,9 @@ def resolve_iceberg(out: str, catalog: str, namespace: str) -> IcebergTables:
     """The Iceberg tables of an output: those its ``run.json`` names, else in ``catalog`` and
     ``namespace`` (a standing output asked for others is a usage error)."""
     from pipeline.iceberg import IcebergTables
+    if storage.is_object_store(out) and out.partition("://")[0] not in ("s3", "s3a"):
+        raise ValueError(f"--format iceberg: {out}: Iceberg tables are tested on local paths and s3:// only; use "
+                         "--format delta on this store")
     doc = read_json(location(out, "run.json")) or {}
     if doc.get("iceberg"):
         have = IcebergTables.of_output(out, doc)

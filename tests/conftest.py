@@ -108,6 +108,56 @@ def s3():
     server.stop()
 
 
+AZURITE = Path(__file__).with_name("azurite") / "node_modules" / ".bin" / "azurite-blob"
+
+
+@pytest.fixture(scope="session")
+def azure():
+    """Azurite (the Azure Blob emulator, installed by ``make test`` from tests/azurite's
+    lock) on 127.0.0.1 for the whole session, in memory, with an account whose key is random
+    (a test can look for leaks), a container ``lib``, and the environment that points
+    clients at it (delta-rs's names: see musiclime.azure_blob). Stopped at the end."""
+    import base64
+    import re
+    import secrets
+    import subprocess
+
+    if not AZURITE.exists():
+        pytest.skip(f"Azurite is not installed ({AZURITE}): `make test` installs it with npm")
+    key = base64.b64encode(secrets.token_bytes(32)).decode()
+    proc = subprocess.Popen([str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", "0", "--inMemoryPersistence", "--silent",
+                             "--extentMemoryLimit", "2048", "--skipApiVersionCheck", "--disableTelemetry"],
+                            env=dict(os.environ, AZURITE_ACCOUNTS=f"mlacct:{key}"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    url = None
+    for line in proc.stdout:  # a few lines, then it listens
+        m = re.search(r"listens on (http://127\.0\.0\.1:\d+)", line)
+        if m:
+            url = m.group(1)
+            break
+    if url is None:
+        proc.kill()
+        pytest.fail("Azurite did not start")
+    env = {"AZURE_STORAGE_USE_EMULATOR": "true", "AZURITE_BLOB_STORAGE_URL": url,
+           "AZURE_STORAGE_ACCOUNT_NAME": "mlacct", "AZURE_STORAGE_ACCOUNT_KEY": key}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    from azure.storage.blob import BlobServiceClient
+    BlobServiceClient(f"{url}/mlacct", credential={"account_name": "mlacct", "account_key": key}).create_container(
+        "lib")
+    yield env
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 @pytest.fixture(scope="session")
 def ray_session(plugin_path, s3):
     """One real local Ray for the whole test session (workers see the test plugins and the

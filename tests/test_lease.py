@@ -76,44 +76,51 @@ def test_a_driver_whose_lease_was_taken_over_cannot_commit(tmp_path):
     assert (tmp_path / LEASE_FILE).exists()  # the other driver's lease is left alone
 
 
-# ------------------------------------------------------------------ on S3 (conditional writes)
+# ------------------------------------------------------------------ on object stores (conditional writes)
 
-def _s3_foreign(uri: str, stale_after_s: float, host="other-host") -> None:
+@pytest.fixture(params=["s3", "az"])
+def store(request):
+    """The root of a bucket (S3: moto in server mode) or a container (Azure Blob: Azurite)."""
+    request.getfixturevalue({"s3": "s3", "az": "azure"}[request.param])
+    return f"{request.param}://lib"
+
+
+def _foreign(uri: str, stale_after_s: float, host="other-host") -> None:
     from musiclime import storage
     storage.write_bytes(f"{uri}/{LEASE_FILE}", json.dumps(
         {"host": host, "pid": 1234, "run_id": "x", "token": "t0", "started": "2026-11-30T00:00:00",
          "stale_after_s": stale_after_s}).encode())
 
 
-def test_s3_lease_refuses_a_second_holder_and_takes_over_a_stale_one(s3):
+def test_object_lease_refuses_a_second_holder_and_takes_over_a_stale_one(store):
     from musiclime import storage
-    from pipeline.lease import ObjectLease, make_lease
-    out = "s3://lib/lease-a"
+    from pipeline.lease import AzureLease, S3Lease, make_lease
+    out = f"{store}/lease-a"
     first = make_lease(out, "a", stale_after=30)
-    assert isinstance(first, ObjectLease)
+    assert isinstance(first, {"s3": S3Lease, "az": AzureLease}[store[:2]])
     with first:
         with pytest.raises(LeaseHeld, match=f"pid {os.getpid()}"):
             make_lease(out, "b").acquire()
         first.check()
     assert not storage.is_file(f"{out}/{LEASE_FILE}")  # released
-    _s3_foreign(out, stale_after_s=60)
+    _foreign(out, stale_after_s=60)
     with pytest.raises(LeaseHeld, match="other-host"):
         make_lease(out, "b").acquire()
-    _s3_foreign(out, stale_after_s=1)
+    _foreign(out, stale_after_s=1)
     time.sleep(2.2)  # the store's clock: Last-Modified against the response's Date
     lease = make_lease(out, "b").acquire()
     assert lease.read()["token"] == lease.token
     lease.release()
 
 
-def test_s3_lease_racing_takeovers_have_one_winner(s3):
-    """Eight drivers take a stale lease over at once: the conditional PUT on the stale
+def test_object_lease_racing_takeovers_have_one_winner(store):
+    """Eight drivers take a stale lease over at once: the conditional write on the stale
     ETag lets exactly one through, the others are refused naming it."""
     from concurrent.futures import ThreadPoolExecutor
 
     from pipeline.lease import make_lease
-    out = "s3://lib/lease-race"
-    _s3_foreign(out, stale_after_s=1)
+    out = f"{store}/lease-race"
+    _foreign(out, stale_after_s=1)
     time.sleep(2.2)
     leases = [make_lease(out, f"r{i}", stale_after=30) for i in range(8)]
 
@@ -132,9 +139,29 @@ def test_s3_lease_racing_takeovers_have_one_winner(s3):
     winner.release()
 
 
-def test_s3_lease_heartbeat_keeps_it_and_a_taken_over_driver_cannot_commit(s3):
+def test_object_lease_racing_creates_have_one_winner(store):
+    """Eight drivers create the lease of a new output at once: one create passes."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from pipeline.lease import make_lease
-    out = "s3://lib/lease-beat"
+    leases = [make_lease(f"{store}/lease-new", f"n{i}", stale_after=30) for i in range(8)]
+
+    def take(lease):
+        try:
+            lease.acquire()
+            return True
+        except LeaseHeld:
+            return False
+
+    with ThreadPoolExecutor(8) as pool:
+        won = list(pool.map(take, leases))
+    assert sum(won) == 1
+    leases[won.index(True)].release()
+
+
+def test_object_lease_heartbeat_keeps_it_and_a_taken_over_driver_cannot_commit(store):
+    from pipeline.lease import make_lease
+    out = f"{store}/lease-beat"
     lease = make_lease(out, "a", stale_after=1.5).acquire()  # refreshed every 0.5 s
     time.sleep(3)
     with pytest.raises(LeaseHeld):
@@ -150,14 +177,26 @@ def test_s3_lease_heartbeat_keeps_it_and_a_taken_over_driver_cannot_commit(s3):
     other.release()
 
 
-def test_an_s3_output_with_another_driver_exits_2(s3, plugin_path, tmp_path):
+def test_an_object_store_output_with_another_driver_exits_2(store, plugin_path, tmp_path):
     """The driver refuses an output whose lease another live driver holds (exit 2)."""
     from pipeline.config import ExplainConfig
     from pipeline.driver import EXIT_USAGE, run_explain
     from pipeline.lease import make_lease
     cat = tmp_path / "c.csv"
     cat.write_text("track_id,audio_path\na,a.wav\n")
-    with make_lease("s3://lib/lease-driver", "other", stale_after=30):
-        s = run_explain(ExplainConfig(catalogue=str(cat), model="mlplugins:make", out="s3://lib/lease-driver"),
+    with make_lease(f"{store}/lease-driver", "other", stale_after=30):
+        s = run_explain(ExplainConfig(catalogue=str(cat), model="mlplugins:make", out=f"{store}/lease-driver"),
                         show_progress=False)
     assert s.exit_code == EXIT_USAGE and "in use by another musiclime driver" in s.message
+
+
+@pytest.mark.parametrize("out", ["gs://lib/out", "hdfs://host/out"])
+def test_outputs_on_stores_without_a_tested_lease_are_refused(out, plugin_path, tmp_path):
+    """gs:// (and any store without conditional writes here) is refused for outputs, saying why."""
+    from pipeline.config import ExplainConfig
+    from pipeline.driver import EXIT_USAGE, run_explain
+    cat = tmp_path / "c.csv"
+    cat.write_text("track_id,audio_path\na,a.wav\n")
+    s = run_explain(ExplainConfig(catalogue=str(cat), model="mlplugins:make", out=out), show_progress=False)
+    assert s.exit_code == EXIT_USAGE and "not supported for outputs" in s.message
+    assert ("read-only" in s.message) == out.startswith("gs://"), s.message
