@@ -25,7 +25,6 @@ from pipeline.lease_base import LEASE_FILE, LeaseHeld, LeaseLost, OutputLease, i
 from pipeline.object_lease import AzureLease, ObjectLease, S3Lease, object_lease  # noqa: F401
 
 
-
 class Lease(OutputLease):
     """The lease as a file, created with O_EXCL (local and NFS paths)."""
 

@@ -75,7 +75,7 @@ class OutputLease(ABC):
         self.release()
 
 
-def is_stale(holder: dict | None, age: float, stale_after: float) -> bool:
+def is_stale(holder: dict[str, Any] | None, age: float, stale_after: float) -> bool:
     """A lease ``age`` seconds after its last heartbeat may be taken over: its holder is a
     dead process on this host, or silent past its deadline (an unreadable lease, one being
     written, only once older than ``stale_after``)."""
