@@ -17,7 +17,6 @@ import os
 import sys
 import time
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -50,6 +49,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--tracks", type=int, default=100_000)
     args = ap.parse_args(argv)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    import tempfile
+    os.environ.setdefault("MOTO_RECORDER_FILEPATH", os.path.join(tempfile.mkdtemp(), "moto_recording"))
     from moto.server import ThreadedMotoServer
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -66,13 +67,14 @@ def main(argv=None) -> dict:
     rows = [{"track_id": f"t{i}", "audio_path": f"s3://library/music/album{i // 12:06d}/{i % 12:02d}.m4a",
              "lyrics_path": f"s3://library/music/album{i // 12:06d}/{i % 12:02d}.txt"} for i in range(args.tracks)]
 
-    def put(r: dict) -> None:
-        for c in ("audio_path", "lyrics_path"):
-            with fs.open_output_stream(r[c].removeprefix("s3://")) as f:
-                f.write(b"x" * 64)
+    # The library is put straight into the server's store (its backend lives in this process):
+    # 200,000 PUTs over HTTP took longer than the measured part. What is measured goes over HTTP.
+    from moto.s3.models import s3_backends
+    backend = next(b["global"] for b in s3_backends.values() if "library" in b["global"].buckets)
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(put, rows))
+    for r in rows:
+        for c in ("audio_path", "lyrics_path"):
+            backend.put_object("library", r[c].removeprefix("s3://library/"), b"x" * 64)
     print(f"{2 * args.tracks} objects written in {time.perf_counter() - t0:.0f} s", flush=True)
     keys: dict[str, list[str]] = {"heads": [], "listings": []}
 

@@ -30,6 +30,14 @@ def _from_uri(root: str):
     return pafs.FileSystem.from_uri(root)[0]
 
 
+@lru_cache(maxsize=4)
+def _gcs_emulator(host: str):
+    """GCS at an emulator (``STORAGE_EMULATOR_HOST``, Google's own name for it), anonymously."""
+    import pyarrow.fs as pafs
+    scheme, _, netloc = host.rpartition("://")
+    return pafs.GcsFileSystem(anonymous=True, endpoint_override=netloc, scheme=scheme or "http")
+
+
 def filesystem(location: str | os.PathLike):
     """``(pyarrow.fs.FileSystem, path inside it)`` for a location. Filesystems are made once
     per bucket (or host) and reused."""
@@ -42,6 +50,8 @@ def filesystem(location: str | os.PathLike):
         return pafs.LocalFileSystem(), "/" + rest.lstrip("/")
     if scheme in azure_blob.SCHEMES:
         return azure_blob.filesystem(azure_blob.account(s)), azure_blob.split(s)[1]
+    if scheme in ("gs", "gcs") and os.environ.get("STORAGE_EMULATOR_HOST"):
+        return _gcs_emulator(os.environ["STORAGE_EMULATOR_HOST"]), rest.split("?", 1)[0]
     bucket = rest.split("/", 1)[0]
     return _from_uri(f"{scheme}://{bucket}"), rest.split("?", 1)[0]
 

@@ -159,6 +159,45 @@ def azure():
 
 
 @pytest.fixture(scope="session")
+def gcs():
+    """A GCS emulator (gcp-storage-emulator, from the lock) on 127.0.0.1 in its own process,
+    in memory, with a bucket ``lib``, and ``STORAGE_EMULATOR_HOST`` pointing clients at it.
+    It serves reads; its writes ignore generation preconditions, which is why gs:// outputs
+    stay refused. Stopped at the end."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:  # a free port (the emulator cannot report one it picked)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    exe = Path(sys.executable).with_name("gcp-storage-emulator")
+    proc = subprocess.Popen([str(exe), "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory",
+                             "--default-bucket", "lib"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    host = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"{host}/storage/v1/b/lib", timeout=1).read()
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail("the GCS emulator did not start")
+    saved = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = host
+    yield host
+    if saved is None:
+        os.environ.pop("STORAGE_EMULATOR_HOST", None)
+    else:
+        os.environ["STORAGE_EMULATOR_HOST"] = saved
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="session")
 def ray_session(plugin_path, s3):
     """One real local Ray for the whole test session (workers see the test plugins and the
     S3 server's environment)."""

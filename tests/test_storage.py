@@ -98,7 +98,9 @@ def test_every_catalogue_kind_reads_the_same_rows_locally_and_from_s3(bucket_lib
     assert (missing.value.code, unreadable.value.code) == ("missing_file", "unreadable_file")
 
 
-def test_the_stem_cache_on_s3_is_shared_checked_and_safe_for_concurrent_writers(s3):
+@pytest.mark.parametrize("store", ["s3", "az"])
+def test_the_stem_cache_on_an_object_store_is_shared_checked_and_safe_for_concurrent_writers(store, request):
+    """On S3 (moto) and Azure Blob (Azurite)."""
     import threading
 
     import numpy as np
@@ -106,16 +108,18 @@ def test_the_stem_cache_on_s3_is_shared_checked_and_safe_for_concurrent_writers(
 
     from musiclime import storage
     from musiclime.separation import StemCache, get_separator
+    request.getfixturevalue({"s3": "s3", "az": "azure"}[store])
+    root = f"{store}://lib/stems"
     sep = get_separator("hpss")
     audio = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 16000 * 2)).astype(np.float32))
-    first = StemCache("s3://lib/stems")
+    first = StemCache(root)
     stems, hit = first.separate(sep, audio, 16000)
     assert not hit
-    other = StemCache("s3://lib/stems")  # another node
+    other = StemCache(root)  # another node
     again, hit = other.separate(sep, audio, 16000)
     assert hit and torch.equal(stems, again)
     key = first.key(audio, 16000, sep)
-    assert storage.is_file(first.path(key)) and first.path(key).startswith("s3://lib/stems/")
+    assert storage.is_file(first.path(key)) and first.path(key).startswith(f"{root}/")
     # writers of one entry at once: each puts a whole entry, and it reads back
     threads = [threading.Thread(target=first.store, args=(key, stems, sep.stem_names, 16000)) for _ in range(4)]
     for t in threads:
@@ -125,10 +129,10 @@ def test_the_stem_cache_on_s3_is_shared_checked_and_safe_for_concurrent_writers(
     assert torch.equal(other.load(key, audio.shape[1], sep.stem_names), stems)
     # a torn entry fails its checks, is recomputed and stored whole again
     storage.write_bytes(first.path(key), storage.read_bytes(first.path(key))[:1000])
-    third = StemCache("s3://lib/stems")
+    third = StemCache(root)
     fresh, hit = third.separate(sep, audio, 16000)
     assert not hit and third.recomputed == 1 and torch.equal(fresh, stems)
-    assert StemCache("s3://lib/stems").separate(sep, audio, 16000)[1]
+    assert StemCache(root).separate(sep, audio, 16000)[1]
 
 
 ABANDON = """
