@@ -56,7 +56,7 @@ def wait_for_files(part: Path, n: int, proc, timeout=240):
 
 def test_two_drivers_then_sigterm_then_rerun(plugin_path, demo_library, tmp_path):
     out = tmp_path / "out"
-    n = 24
+    n = 12
     args = cli(demo_library, out, "night", "--log-format", "json", "--status-every", "0.5", "--batch-size", "400",
                limit=n)
     args[args.index("mlplugins:make")] = "mlplugins:gated"
