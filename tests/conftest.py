@@ -1,6 +1,7 @@
 """Session-wide fixtures: the demo library and a trained default model are built once."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -79,6 +80,21 @@ def genre_model_dir(demo_library, tmp_path_factory):
     return built_once(tmp_path_factory, "models", train) / "default-genre"
 
 
+@contextlib.contextmanager
+def environment(env: dict[str, str]):
+    """``env`` set in this process (and what it starts) while inside; the old values after."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 @pytest.fixture(scope="session")
 def s3():
     """A real S3 API server (moto in server mode) on 127.0.0.1 for the whole session, and the
@@ -96,15 +112,9 @@ def s3():
     host, port = server.get_host_and_port()
     env = {"AWS_ACCESS_KEY_ID": "musiclime-test", "AWS_SECRET_ACCESS_KEY": "s3cr3t-" + secrets.token_hex(8),
            "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ALLOW_HTTP": "true"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    pafs.S3FileSystem(endpoint_override=env["AWS_ENDPOINT_URL"], allow_bucket_creation=True).create_dir("lib")
-    yield env
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with environment(env):
+        pafs.S3FileSystem(endpoint_override=env["AWS_ENDPOINT_URL"], allow_bucket_creation=True).create_dir("lib")
+        yield env
     server.stop()
 
 
@@ -140,17 +150,11 @@ def azure():
         pytest.fail("Azurite did not start")
     env = {"AZURE_STORAGE_USE_EMULATOR": "true", "AZURITE_BLOB_STORAGE_URL": url,
            "AZURE_STORAGE_ACCOUNT_NAME": "mlacct", "AZURE_STORAGE_ACCOUNT_KEY": key}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     from azure.storage.blob import BlobServiceClient
     BlobServiceClient(f"{url}/mlacct", credential={"account_name": "mlacct", "account_key": key}).create_container(
         "lib")
-    yield env
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with environment(env):
+        yield env
     proc.terminate()
     try:
         proc.wait(10)
@@ -186,13 +190,8 @@ def gcs():
     else:
         proc.kill()
         pytest.fail("the GCS emulator did not start")
-    saved = os.environ.get("STORAGE_EMULATOR_HOST")
-    os.environ["STORAGE_EMULATOR_HOST"] = host
-    yield host
-    if saved is None:
-        os.environ.pop("STORAGE_EMULATOR_HOST", None)
-    else:
-        os.environ["STORAGE_EMULATOR_HOST"] = saved
+    with environment({"STORAGE_EMULATOR_HOST": host}):
+        yield host
     proc.terminate()
     proc.wait(10)
 

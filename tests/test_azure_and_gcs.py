@@ -16,10 +16,9 @@ import sys
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-from tests.test_storage import PATHS, _upload
+from tests.test_storage import upload_library
 
 MUSICLIME = str(Path(sys.executable).parent / "musiclime")
 N = 5
@@ -28,15 +27,8 @@ N = 5
 @pytest.fixture(scope="module")
 def container_library(azure, demo_library, tmp_path_factory):
     """The first N demo tracks in az://lib/demo/ (a catalogue with relative paths)."""
-    rows = pq.read_table(demo_library / "catalogue.parquet").slice(0, N)
-    base = "az://lib/demo"
-    d = tmp_path_factory.mktemp("azlib")
-    pq.write_table(rows, d / "relative.parquet")
-    _upload(d / "relative.parquet", f"{base}/catalogue.parquet")
-    for r in rows.to_pylist():
-        for c in PATHS:
-            _upload(demo_library / r[c], f"{base}/{r[c]}")
-    return base
+    upload_library(demo_library, N, "az://lib/demo", tmp_path_factory.mktemp("azlib"))
+    return "az://lib/demo"
 
 
 def _explain(base: str, out: str, run_id: str, limit: int, env: dict, *extra: str):
@@ -120,12 +112,7 @@ def test_catalogues_audio_and_lyrics_are_read_from_gcs(gcs, demo_library, tmp_pa
     from musiclime.stages import DecodeSpec, decode
     from pipeline.catalogue import CatalogueReader
 
-    rows = pq.read_table(demo_library / "catalogue.parquet").slice(0, 2)
-    pq.write_table(rows, tmp_path / "relative.parquet")
-    _upload(tmp_path / "relative.parquet", "gs://lib/demo/catalogue.parquet")
-    for r in rows.to_pylist():
-        for c in PATHS:
-            _upload(demo_library / r[c], f"gs://lib/demo/{r[c]}")
+    upload_library(demo_library, 2, "gs://lib/demo", tmp_path)
     local = list(CatalogueReader(demo_library / "catalogue.parquet", limit=2).rows())
     remote = list(CatalogueReader("gs://lib/demo/catalogue.parquet").rows())
     assert [r["track_id"] for r in remote] == [r["track_id"] for r in local]

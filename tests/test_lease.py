@@ -92,6 +92,21 @@ def _foreign(uri: str, stale_after_s: float, host="other-host") -> None:
          "stale_after_s": stale_after_s}).encode())
 
 
+def _race(leases) -> list[bool]:
+    """Every lease acquired at once; which ones won."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def take(lease):
+        try:
+            lease.acquire()
+            return True
+        except LeaseHeld:
+            return False
+
+    with ThreadPoolExecutor(len(leases)) as pool:
+        return list(pool.map(take, leases))
+
+
 def test_object_lease_refuses_a_second_holder_and_takes_over_a_stale_one(store):
     from musiclime import storage
     from pipeline.lease import AzureLease, S3Lease, make_lease
@@ -116,23 +131,12 @@ def test_object_lease_refuses_a_second_holder_and_takes_over_a_stale_one(store):
 def test_object_lease_racing_takeovers_have_one_winner(store):
     """Eight drivers take a stale lease over at once: the conditional write on the stale
     ETag lets exactly one through, the others are refused naming it."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from pipeline.lease import make_lease
     out = f"{store}/lease-race"
     _foreign(out, stale_after_s=1)
     time.sleep(2.2)
     leases = [make_lease(out, f"r{i}", stale_after=30) for i in range(8)]
-
-    def take(lease):
-        try:
-            lease.acquire()
-            return True
-        except LeaseHeld:
-            return False
-
-    with ThreadPoolExecutor(8) as pool:
-        won = list(pool.map(take, leases))
+    won = _race(leases)
     assert sum(won) == 1
     winner = leases[won.index(True)]
     assert winner.read()["token"] == winner.token
@@ -141,20 +145,9 @@ def test_object_lease_racing_takeovers_have_one_winner(store):
 
 def test_object_lease_racing_creates_have_one_winner(store):
     """Eight drivers create the lease of a new output at once: one create passes."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from pipeline.lease import make_lease
     leases = [make_lease(f"{store}/lease-new", f"n{i}", stale_after=30) for i in range(8)]
-
-    def take(lease):
-        try:
-            lease.acquire()
-            return True
-        except LeaseHeld:
-            return False
-
-    with ThreadPoolExecutor(8) as pool:
-        won = list(pool.map(take, leases))
+    won = _race(leases)
     assert sum(won) == 1
     leases[won.index(True)].release()
 

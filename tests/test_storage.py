@@ -31,18 +31,25 @@ def _upload(local: Path, uri: str) -> None:
 PATHS = ("audio_path", "lyrics_path", "vocals_path", "drums_path", "bass_path", "other_path")
 
 
+def upload_library(demo_library: Path, n: int, base: str, scratch: Path) -> pa.Table:
+    """The first ``n`` demo tracks put under ``base`` (a catalogue with relative paths, and
+    each track's audio, stems and lyrics); returns their catalogue rows."""
+    rows = pq.read_table(demo_library / "catalogue.parquet").slice(0, n)
+    pq.write_table(rows, scratch / "relative.parquet")
+    _upload(scratch / "relative.parquet", f"{base}/catalogue.parquet")
+    for r in rows.to_pylist():
+        for c in PATHS:
+            _upload(demo_library / r[c], f"{base}/{r[c]}")
+    return rows
+
+
 @pytest.fixture(scope="module")
 def bucket_library(s3, demo_library, tmp_path_factory):
     """The first N demo tracks (catalogue with relative paths, audio, stems, lyrics) in
     s3://lib/demo/; returns (its URI, the same N rows locally with absolute paths)."""
-    rows = pq.read_table(demo_library / "catalogue.parquet").slice(0, N)
     base = "s3://lib/demo"
     d = tmp_path_factory.mktemp("s3lib")
-    pq.write_table(rows, d / "relative.parquet")
-    _upload(d / "relative.parquet", f"{base}/catalogue.parquet")
-    for r in rows.to_pylist():
-        for c in PATHS:
-            _upload(demo_library / r[c], f"{base}/{r[c]}")
+    rows = upload_library(demo_library, N, base, d)
     for c in PATHS:
         rows = rows.set_column(rows.schema.get_field_index(c), c,
                                pa.array([str(demo_library / p) for p in rows.column(c).to_pylist()]))
