@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import duckdb
@@ -53,29 +54,59 @@ def _free_port() -> int:
     raise RuntimeError("no free port in 20000-31999")
 
 
+def _start_head(env: dict) -> tuple[subprocess.Popen, str | None, str]:
+    """``ray start --head`` on free ports (all distinct); its dashboard's URL once ``ray job
+    list`` answers there, or None after 120 s."""
+    ports: set[int] = set()
+    while len(ports) < 5:
+        ports.add(_free_port())
+    port, dash, agent, grpc, metrics = ports
+    temp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # Ray's unix sockets need a short path
+    # free ports for the head's agent too: the test session's own Ray holds the defaults
+    head = subprocess.Popen([RAY, "start", "--head", "--block", "--num-cpus", "2", "--port", str(port),
+                             "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--include-dashboard",
+                             "true", "--dashboard-agent-listen-port", str(agent), "--dashboard-agent-grpc-port",
+                             str(grpc), "--metrics-export-port", str(metrics), "--temp-dir", temp],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{dash}"
+    deadline = time.time() + 120
+    while time.time() < deadline and head.poll() is None:
+        if subprocess.run([RAY, "job", "list", "--address", url], capture_output=True, env=env).returncode == 0:
+            return head, url, temp
+        time.sleep(1)
+    return head, None, temp
+
+
+def _stop_head(head: subprocess.Popen, temp: str) -> str:
+    """Stop the head; what it printed and the tail of its dashboard's log."""
+    try:
+        os.killpg(head.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        printed = head.communicate(timeout=60)[0].decode(errors="replace")
+    except subprocess.TimeoutExpired:
+        os.killpg(head.pid, signal.SIGKILL)
+        printed = ""
+    logs = sorted(Path(temp).glob("session_*/logs/dashboard.log"))
+    tail = logs[-1].read_text(errors="replace")[-2000:] if logs else "(no dashboard.log)"
+    shutil.rmtree(temp, ignore_errors=True)
+    return f"{printed}\n--- dashboard.log ---\n{tail}"
+
+
 def test_ray_job_submit_against_a_head(tmp_path, plugin_path, demo_library):
     work = tmp_path / "job"
     work.mkdir()
     shutil.copy(plugin_path / "mlplugins.py", work / "mlplugins.py")
     out = tmp_path / "out"
-    port, dash = _free_port(), _free_port()
     # Ray >= 2.59 authenticates clients with a token: the head and the CLI share ours
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16))
-    temp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # Ray's unix sockets need a short path
-    # free ports for the head's agent too: the test session's own Ray holds the defaults
-    head = subprocess.Popen([RAY, "start", "--head", "--block", "--num-cpus", "2", "--port", str(port),
-                             "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--include-dashboard", "true",
-                             "--dashboard-agent-listen-port", str(_free_port()),
-                             "--dashboard-agent-grpc-port", str(_free_port()),
-                             "--metrics-export-port", str(_free_port()), "--temp-dir", temp],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    head, url, temp = _start_head(env)
+    if url is None:  # its dashboard never answered: say why, then one more head on other ports
+        warnings.warn(f"the first head's dashboard never answered: {_stop_head(head, temp)[-2000:]}", stacklevel=1)
+        head, url, temp = _start_head(env)
+        assert url is not None, _stop_head(head, temp)[-3000:]
     try:
-        url = f"http://127.0.0.1:{dash}"
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if subprocess.run([RAY, "job", "list", "--address", url], capture_output=True, env=env).returncode == 0:
-                break
-            time.sleep(1)
         submit = [RAY, "job", "submit", "--address", url, "--working-dir", str(work), "--",
                   sys.executable, "-m", "pipeline.cli", "explain", str(demo_library / "catalogue.parquet"),
                   "--model", "mlplugins:make", "--separator", "provided", "--out", str(out), "--limit", "4",
@@ -92,9 +123,4 @@ def test_ray_job_submit_against_a_head(tmp_path, plugin_path, demo_library):
         ).fetchone()[0]
         assert n == 4
     finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-        shutil.rmtree(temp, ignore_errors=True)
+        _stop_head(head, temp)
