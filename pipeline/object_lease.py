@@ -19,6 +19,7 @@ import time
 from abc import abstractmethod
 from email.utils import parsedate_to_datetime
 
+from musiclime import azure_blob
 from pipeline.lease_base import LEASE_FILE, LeaseHeld, OutputLease, is_stale
 
 REFUSED = {"gs": "GCS's generation preconditions are untested here (no emulator honours them), so gs:// is "
@@ -30,7 +31,7 @@ def object_lease(out: str, run_id: str, stale_after: float = 60.0) -> ObjectLeas
     scheme = out.partition("://")[0]
     if scheme in ("s3", "s3a"):
         return S3Lease(out, run_id, stale_after)
-    if scheme in ("az", "abfs", "abfss"):
+    if azure_blob.is_azure(out):
         return AzureLease(out, run_id, stale_after)
     why = REFUSED.get(scheme, "the output lease needs conditional writes")
     raise ValueError(f"--out {out}: {scheme}:// is not supported for outputs ({why}); outputs go to a local or "
@@ -180,8 +181,7 @@ class AzureLease(ObjectLease):
     @property
     def client(self):
         if self._client is None:
-            from musiclime.azure_blob import blob_client
-            self._client = blob_client(self.path)
+            self._client = azure_blob.blob_client(self.path)
         return self._client
 
     def _put(self, if_match: str | None) -> str | None:

@@ -49,6 +49,7 @@ def result(row: dict, invocation: str) -> tuple[dict, pa.Table]:
 def run_rows(run: str, ids: list[str]) -> tuple[pa.Table, pa.Table]:
     """``tracks`` and ``explanations`` rows of ``ids`` as a run committed them (``run_id``
     added), in this release's schemas: what a test plants under a standing output."""
+    from pipeline.writer_base import with_run_id
     from schemas.tables import EXPLANATIONS, TRACKS
 
     tracks, expl = [], []
@@ -56,11 +57,7 @@ def run_rows(run: str, ids: list[str]) -> tuple[pa.Table, pa.Table]:
         t, e = result({"track_id": tid, "catalogue_row": i}, "inv")
         tracks.append(pa.Table.from_pylist([t], schema=TRACKS))
         expl.append(e.cast(EXPLANATIONS))
-
-    def add_run(t: pa.Table) -> pa.Table:
-        return t.append_column(pa.field("run_id", pa.string(), nullable=False), pa.array([run] * t.num_rows))
-
-    return add_run(pa.concat_tables(tracks)), add_run(pa.concat_tables(expl))
+    return with_run_id(pa.concat_tables(tracks), run), with_run_id(pa.concat_tables(expl), run)
 
 
 def main(catalogue: str, out: str, run_id: str, fmt: str = "parquet") -> int:
